@@ -1,0 +1,24 @@
+//! Exit codes and how errors reach the user: `ledger: error: …` on stderr and exit 2, except a broken
+//! pipe, which is a normal way for a reader such as `head` to stop us.
+
+use std::process::ExitCode;
+
+/// 0: ran and found nothing that needs attention.
+pub const OK: u8 = 0;
+/// 1: ran and found something that needs attention (drift, lost metadata, stragglers, conflicts).
+pub const ATTENTION: u8 = 1;
+/// 2: an error; the message says what to do next.
+pub const ERROR: u8 = 2;
+
+/// Prints the error chain and returns the exit code for it.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let broken_pipe = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::from(OK);
+    }
+    eprintln!("ledger: error: {err:#}");
+    ExitCode::from(ERROR)
+}

@@ -1,0 +1,10 @@
+//! `ledger`: an audit and migration ledger for IPFS Cluster pin metadata, and the multi-peer cluster
+//! simulator its tests, benchmarks and demo run against. The binary (`src/main.rs`) is a thin shell
+//! around [`cli`] and [`commands`].
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod sim;

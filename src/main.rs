@@ -1,0 +1,15 @@
+//! The `ledger` binary: parse arguments, set up logging, run the command, map the outcome to an exit
+//! code (0 ok, 1 needs attention, 2 error). A broken pipe on stdout counts as success.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = ledger::cli::Cli::parse();
+    ledger::logging::init(cli.global.verbose, cli.global.quiet);
+    match ledger::commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => ledger::error::report(&err),
+    }
+}

@@ -1,0 +1,1173 @@
+//! One peer's REST API: the middleware chain (auth → CORS → trailing slash → router), the route table
+//! of `api/rest/restapi.go`, and the handlers (cluster-api.md §1, §4, §5, §6).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::Cluster;
+use super::auth::Verdict;
+use super::control::CutMode;
+use super::http::{Body, Chunk, Request, Response};
+use super::options::{PinOptions, Query, from_query};
+use super::pin::{Mode, Pin, PinType};
+use super::state::{Entry, PendingOp, WriteError};
+use crate::ids::{go_time, go_zero_time, parse_cid};
+
+const REALM: &str = "Restricted IPFS Cluster API";
+const NOT_IN_PINSET: &str = "pin is not part of the pinset";
+
+/// Serves one request on peer `p`. `None` drops the connection (a restarting peer).
+pub async fn handle(c: Arc<Cluster>, p: usize, req: Request) -> Option<Response> {
+    if c.is_down(p) {
+        return None;
+    }
+    if req.path.starts_with("/_sim/") {
+        return Some(super::control::handle(&c, req).await);
+    }
+    let latency = c.fault_latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let resp = serve(&c, p, &req).await;
+    Some(with_cors(resp, &req))
+}
+
+async fn serve(c: &Arc<Cluster>, p: usize, req: &Request) -> Response {
+    // Authentication runs before routing: an unknown path gets 401, not 404.
+    let exempt = req.method == "OPTIONS" || (req.method == "GET" && req.path == "/health");
+    let verdict = c.users.check(req.header("authorization"));
+    if !exempt {
+        match verdict {
+            Verdict::NoAuth => {
+                return error(401, "unauthorized: no auth provided")
+                    .header("WWW-Authenticate", format!("Bearer realm=\"{REALM}\""))
+                    .header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+            }
+            Verdict::BadBasic => {
+                return error(401, "unauthorized: access denied")
+                    .header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+            }
+            Verdict::BadToken => {
+                return error(401, "unauthorized: invalid token").header(
+                    "WWW-Authenticate",
+                    format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+                );
+            }
+            Verdict::Open | Verdict::User(_) => {}
+        }
+    }
+    if req.method == "OPTIONS" && req.header("origin").is_some() {
+        let method = req.header("access-control-request-method").unwrap_or("GET").to_string();
+        let mut r =
+            Response::new(204, Body::Empty).header("Access-Control-Allow-Methods", method).header(
+                "Vary",
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            );
+        if let Some(h) = req.header("access-control-request-headers") {
+            r = r.header("Access-Control-Allow-Headers", h.to_string());
+        }
+        return r;
+    }
+    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
+    if req.path.len() > 1 && req.path.ends_with('/') {
+        let to = format!("{}{query}", req.path.trim_end_matches('/'));
+        let to = if to.is_empty() || to.starts_with('?') { format!("/{to}") } else { to };
+        return Response::new(307, Body::Empty).header("Location", to);
+    }
+    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy().into_owned();
+    let cleaned = clean_path(&decoded);
+    if cleaned != decoded {
+        return Response::new(301, Body::Empty).header("Location", format!("{cleaned}{query}"));
+    }
+    let segs: Vec<&str> = decoded[1..].split('/').collect();
+    let route = match route(&req.method, &segs) {
+        Ok(r) => r,
+        Err(405) => return Response::new(405, Body::Empty),
+        Err(_) => return error(404, "not found"),
+    };
+    if let Some(status) = c.fault_error(p, route.endpoint()) {
+        return error(status, "simulated fault");
+    }
+    let q = Query::parse(&req.query);
+    match route {
+        Route::Health => Response::new(204, Body::Empty),
+        Route::Bandwidth => json(200, &serde_json::json!({})),
+        Route::Alerts => json(200, &serde_json::json!([])),
+        Route::Graph => graph(c),
+        Route::Id => json(200, &id_json(c, p, p)),
+        Route::Version => json(200, &serde_json::json!({ "version": c.version })),
+        Route::Peers => peers_stream(c, p),
+        Route::PeerAdd => peer_add(req),
+        Route::PeerRm(id) => match crate::ids::parse_peer_id(&id) {
+            None => error(400, &format!("error decoding Peer ID: failed to parse peer ID {id:?}")),
+            Some(_) => error(500, "crdt consensus component cannot remove peers"),
+        },
+        Route::Allocations => allocations(c, p, &q),
+        Route::Allocation(cid) => match parse_cid(&cid) {
+            Err(e) => error(400, &format!("error decoding Cid: {e}")),
+            Ok(pc) => match c.world().replicas[p].get(&pc.key) {
+                Some(e) => stored(200, e.value()),
+                None => error(404, NOT_IN_PINSET),
+            },
+        },
+        Route::Pins => pins_status(c, p, &q),
+        Route::PinStatus(cid) | Route::PinRecover(cid) => match parse_cid(&cid) {
+            Err(e) => error(400, &format!("error decoding Cid: {e}")),
+            Ok(pc) => {
+                let body = if q.get("local") == "true" {
+                    local_info(c, p, &pc.key, &pc.canonical)
+                } else {
+                    global_info(c, p, &pc.key, &pc.canonical)
+                };
+                Response::new(200, Body::Full(body)).header("Content-Type", "application/json")
+            }
+        },
+        Route::RecoverAll => Response::new(204, Body::Empty),
+        Route::Pin(cid) => pin(c, p, &cid, false, &q),
+        Route::PinPath(kt, rest) => match path_cid(&kt, &rest) {
+            Ok(cid) => pin(c, p, &cid, true, &q),
+            Err(r) => r,
+        },
+        Route::Unpin(cid) => unpin(c, p, &cid, &q),
+        Route::UnpinPath(kt, rest) => match path_cid(&kt, &rest) {
+            Ok(cid) => unpin(c, p, &cid, &q),
+            Err(r) => r,
+        },
+        Route::Token => token(c, verdict),
+        Route::Add => {
+            let multipart =
+                req.header("content-type").is_some_and(|t| t.starts_with("multipart/form-data"));
+            if multipart {
+                error(500, "adding content is not simulated")
+            } else {
+                error(400, "request Content-Type isn't multipart/form-data")
+            }
+        }
+        Route::Metrics => json(200, &serde_json::json!(["freespace", "ping"])),
+        Route::Metric(name) => metric(c, &name),
+        Route::Gc => gc(c),
+    }
+}
+
+enum Route {
+    Health,
+    Bandwidth,
+    Alerts,
+    Graph,
+    Id,
+    Version,
+    Peers,
+    PeerAdd,
+    PeerRm(String),
+    Allocations,
+    Allocation(String),
+    Pins,
+    RecoverAll,
+    PinRecover(String),
+    PinStatus(String),
+    Pin(String),
+    PinPath(String, String),
+    Unpin(String),
+    UnpinPath(String, String),
+    Token,
+    Add,
+    Metrics,
+    Metric(String),
+    Gc,
+}
+
+impl Route {
+    /// The endpoint name that faults refer to.
+    fn endpoint(&self) -> &'static str {
+        match self {
+            Route::Health | Route::Bandwidth | Route::Alerts | Route::Graph => "health",
+            Route::Id => "id",
+            Route::Version => "version",
+            Route::Peers | Route::PeerAdd | Route::PeerRm(_) => "peers",
+            Route::Allocations | Route::Allocation(_) => "allocations",
+            Route::Pins | Route::PinStatus(_) => "pins",
+            Route::RecoverAll | Route::PinRecover(_) => "recover",
+            Route::Pin(_) | Route::PinPath(..) | Route::Add => "pin",
+            Route::Unpin(_) | Route::UnpinPath(..) => "unpin",
+            Route::Token => "token",
+            Route::Metrics | Route::Metric(_) | Route::Gc => "monitor",
+        }
+    }
+}
+
+/// The route table, in registration order. `Err(405)` when a route matches the path but not the
+/// method, `Err(404)` when nothing matches.
+fn route(method: &str, segs: &[&str]) -> Result<Route, u16> {
+    let s = |x: &str| x.to_string();
+    let key_type = |k: &str| matches!(k, "ipfs" | "ipns" | "ipld");
+    // (path matches, methods, constructor)
+    type Make<'a> = Box<dyn Fn(&str) -> Option<Route> + 'a>;
+    let table: Vec<(bool, Make)> = vec![
+        (segs == ["health"], Box::new(|m| (m == "GET").then_some(Route::Health))),
+        (segs == ["health", "bandwidth"], Box::new(|m| (m == "GET").then_some(Route::Bandwidth))),
+        (segs == ["health", "alerts"], Box::new(|m| (m == "GET").then_some(Route::Alerts))),
+        (segs == ["health", "graph"], Box::new(|m| (m == "GET").then_some(Route::Graph))),
+        (segs == ["id"], Box::new(|m| (m == "GET").then_some(Route::Id))),
+        (segs == ["version"], Box::new(|m| (m == "GET").then_some(Route::Version))),
+        (
+            segs == ["peers"],
+            Box::new(|m| match m {
+                "GET" => Some(Route::Peers),
+                "POST" => Some(Route::PeerAdd),
+                _ => None,
+            }),
+        ),
+        (
+            segs.len() == 2 && segs[0] == "peers",
+            Box::new(|m| (m == "DELETE").then(|| Route::PeerRm(s(segs[1])))),
+        ),
+        (segs == ["allocations"], Box::new(|m| (m == "GET").then_some(Route::Allocations))),
+        (
+            segs.len() == 2 && segs[0] == "allocations",
+            Box::new(|m| (m == "GET").then(|| Route::Allocation(s(segs[1])))),
+        ),
+        (segs == ["pins"], Box::new(|m| (m == "GET").then_some(Route::Pins))),
+        (
+            segs.len() == 3 && segs[0] == "pins" && segs[2] == "recover",
+            Box::new(|m| (m == "POST").then(|| Route::PinRecover(s(segs[1])))),
+        ),
+        (segs == ["pins", "recover"], Box::new(|m| (m == "POST").then_some(Route::RecoverAll))),
+        (
+            segs.len() == 2 && segs[0] == "pins",
+            Box::new(|m| match m {
+                "GET" => Some(Route::PinStatus(s(segs[1]))),
+                "POST" => Some(Route::Pin(s(segs[1]))),
+                "DELETE" => Some(Route::Unpin(s(segs[1]))),
+                _ => None,
+            }),
+        ),
+        (
+            segs.len() >= 3 && segs[0] == "pins" && key_type(segs[1]),
+            Box::new(|m| {
+                let rest = segs[2..].join("/");
+                match m {
+                    "POST" => Some(Route::PinPath(s(segs[1]), rest)),
+                    "DELETE" => Some(Route::UnpinPath(s(segs[1]), rest)),
+                    _ => None,
+                }
+            }),
+        ),
+        (segs == ["token"], Box::new(|m| (m == "POST").then_some(Route::Token))),
+        (segs == ["add"], Box::new(|m| (m == "POST").then_some(Route::Add))),
+        (segs == ["monitor", "metrics"], Box::new(|m| (m == "GET").then_some(Route::Metrics))),
+        (
+            segs.len() == 3 && segs[0] == "monitor" && segs[1] == "metrics",
+            Box::new(|m| (m == "GET").then(|| Route::Metric(s(segs[2])))),
+        ),
+        (segs == ["ipfs", "gc"], Box::new(|m| (m == "POST").then_some(Route::Gc))),
+    ];
+    let mut path_matched = false;
+    for (matches, make) in &table {
+        if *matches {
+            path_matched = true;
+            if let Some(r) = make(method) {
+                return Ok(r);
+            }
+        }
+    }
+    Err(if path_matched { 405 } else { 404 })
+}
+
+/// gorilla/mux `cleanPath`: removes `.`, `..` and empty elements, keeps a trailing slash.
+fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return "/".to_string();
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut cleaned = format!("/{}", out.join("/"));
+    if p.ends_with('/') && cleaned != "/" {
+        cleaned.push('/');
+    }
+    cleaned
+}
+
+/// The CID of `/pins/{ipfs|ipns|ipld}/{path}`: only `/ipfs/<cid>` resolves without IPFS.
+fn path_cid(key_type: &str, rest: &str) -> Result<String, Response> {
+    let mut parts = rest.splitn(2, '/');
+    let first = parts.next().unwrap_or_default();
+    let sub = parts.next().unwrap_or_default();
+    if key_type != "ipfs" && key_type != "ipld" {
+        return Err(error(500, "error resolving path: IPNS resolution is not simulated"));
+    }
+    if let Err(e) = parse_cid(first) {
+        return Err(error(
+            400,
+            &format!("error parsing path: invalid path \"/{key_type}/{rest}\": {e}"),
+        ));
+    }
+    if !sub.is_empty() {
+        return Err(error(500, "error resolving path: sub-path resolution is not simulated"));
+    }
+    Ok(first.to_string())
+}
+
+fn with_cors(mut r: Response, req: &Request) -> Response {
+    if req.header("origin").is_some() {
+        r.headers.push(("Access-Control-Allow-Origin".into(), "*".into()));
+        r.headers.push((
+            "Access-Control-Expose-Headers".into(),
+            "Content-Type, X-Stream-Output, X-Chunked-Output, X-Content-Length".into(),
+        ));
+        r.headers.push(("Vary".into(), "Origin".into()));
+    }
+    r
+}
+
+/// A JSON response as Go's `json.Encoder` writes it (a trailing newline).
+fn json<T: Serialize + ?Sized>(status: u16, v: &T) -> Response {
+    let mut body = serde_json::to_vec(v).expect("serialisable");
+    body.push(b'\n');
+    Response::new(status, Body::Full(body)).header("Content-Type", "application/json")
+}
+
+fn error(code: u16, message: &str) -> Response {
+    json(code, &serde_json::json!({ "code": code, "message": message }))
+}
+
+fn stored(status: u16, pin: &Pin) -> Response {
+    let mut body = Vec::with_capacity(512);
+    pin.write_stored(&mut body);
+    body.push(b'\n');
+    Response::new(status, Body::Full(body)).header("Content-Type", "application/json")
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pin, unpin, pin update
+
+/// `POST /pins/{cid}` (`path_route` false: max_depth forced to -1) and `POST /pins/ipfs/{cid}`.
+fn pin(c: &Cluster, p: usize, cid: &str, path_route: bool, q: &Query) -> Response {
+    let pc = match parse_cid(cid) {
+        Ok(pc) => pc,
+        Err(e) => return error(400, &format!("error decoding Cid: {e}")),
+    };
+    let now = Utc::now();
+    let (opts, parse_err) = from_query(q, now);
+    // The real handler writes the 400 and goes on with what it parsed (§3 quirk).
+    let prefix = match parse_err {
+        None => None,
+        Some(e) if c.quirk_partial_apply => Some(e),
+        Some(e) => return error(400, &e),
+    };
+    let result = match &opts.pin_update {
+        Some(from) if *from != pc.canonical => {
+            pin_update(c, p, &pc.key, &pc.canonical, from, &opts)
+        }
+        _ => new_pin(c, p, &pc.key, &pc.canonical, path_route, opts),
+    };
+    let (status, mut body) = match result {
+        Ok(pin) => (200, pin.memory_json()),
+        Err((code, msg)) => (
+            code,
+            serde_json::to_vec(&serde_json::json!({ "code": code, "message": msg })).unwrap(),
+        ),
+    };
+    body.push(b'\n');
+    if let Some(e) = prefix {
+        let mut first =
+            serde_json::to_vec(&serde_json::json!({ "code": 400, "message": e })).unwrap();
+        first.push(b'\n');
+        first.extend_from_slice(&body);
+        return Response::new(400, Body::Full(first)).header("Content-Type", "application/json");
+    }
+    Response::new(status, Body::Full(body)).header("Content-Type", "application/json")
+}
+
+type PinResult = Result<Pin, (u16, String)>;
+
+fn new_pin(
+    c: &Cluster,
+    p: usize,
+    key: &str,
+    cid: &str,
+    path_route: bool,
+    o: PinOptions,
+) -> PinResult {
+    let now = Utc::now();
+    let mode = o.mode();
+    let max_depth = if path_route && mode == Mode::Direct { 0 } else { -1 };
+    let mut pin = Pin {
+        cid: cid.to_string(),
+        typ: PinType::Data,
+        allocations: Vec::new(),
+        max_depth,
+        reference: None,
+        timestamp: now,
+        replication_min: o.replication_min,
+        replication_max: o.replication_max,
+        name: o.name,
+        mode_query: mode,
+        shard_size: o.shard_size,
+        user_allocations: o.user_allocations,
+        expire_at: o.expire_at,
+        metadata: o.metadata,
+        pin_update: o.pin_update,
+        origins: o.origins.clone().unwrap_or_default(),
+        origins_given: o.origins.is_some(),
+    };
+    if pin.replication_min == 0 {
+        pin.replication_min = c.rf_default.0;
+    }
+    if pin.replication_max == 0 {
+        pin.replication_max = c.rf_default.1;
+    }
+    check_replication(pin.replication_min, pin.replication_max)
+        .map_err(|e| (500, e.to_string()))?;
+    if pin.expire_at.is_some_and(|t| t < now) {
+        return Err((500, "pin.ExpireAt set before current time".into()));
+    }
+    let mut w = c.world();
+    let existing = w.replicas[p].get(key).map(|e| e.value().clone());
+    if let Some(ex) = &existing {
+        if ex.typ != pin.typ {
+            return Err((
+                500,
+                format!(
+                    "cannot repin CID with different tracking method, clear state with pin rm to proceed. New: {}. Was: {}",
+                    pin.typ.as_str(),
+                    ex.typ.as_str()
+                ),
+            ));
+        }
+        if ex.max_depth != 0 && pin.max_depth == 0 {
+            return Err((
+                500,
+                "cannot repin a CID which is already pinned in recursive mode (new pin is pinned as direct). Unpin it first."
+                    .into(),
+            ));
+        }
+    }
+    let now_i = Instant::now();
+    let valid: Vec<usize> = (0..c.peers.len()).filter(|&q| !w.is_down(q, now_i)).collect();
+    pin.allocations = allocate(c, &pin, existing.as_deref(), &valid)?;
+    let stored = Arc::new(pin.to_stored());
+    write(c, &mut w, p, PendingOp::Put(key.into(), stored))?;
+    Ok(pin)
+}
+
+/// `isReplicationFactorValid`, with the cluster's messages, in its order.
+fn check_replication(min: i32, max: i32) -> Result<(), &'static str> {
+    if min == 0 || max == 0 {
+        return Err("cluster.replication_factor_min and max must be set");
+    }
+    if min > max {
+        return Err("cluster.replication_factor_min is larger than max");
+    }
+    if min < -1 {
+        return Err("cluster.replication_factor_min is wrong");
+    }
+    if max < -1 {
+        return Err("cluster.replication_factor_max is wrong");
+    }
+    if (min == -1) != (max == -1) {
+        return Err("cluster.replication_factor_min and max must be -1 when one of them is");
+    }
+    Ok(())
+}
+
+/// `allocate` (§6.1 step 6). Candidates beyond user allocations are ordered by a hash of (CID, peer),
+/// standing in for the `freespace` allocator.
+fn allocate(
+    c: &Cluster,
+    pin: &Pin,
+    existing: Option<&Pin>,
+    valid: &[usize],
+) -> Result<Vec<String>, (u16, String)> {
+    if pin.replication_min == -1 && pin.replication_max == -1 {
+        return Ok(Vec::new());
+    }
+    let (rmin, rmax) = (pin.replication_min as usize, pin.replication_max as usize);
+    let is_valid = |id: &str| valid.iter().any(|&q| c.peers[q].id == id);
+    let current: Vec<String> = existing.map(|e| e.allocations.clone()).unwrap_or_default();
+    let mut valid_current: Vec<String> = current.iter().filter(|a| is_valid(a)).cloned().collect();
+    if valid_current.len() > rmax {
+        valid_current.truncate(rmax);
+        return Ok(valid_current);
+    }
+    if !current.is_empty() && valid_current.len() >= rmin {
+        return Ok(current);
+    }
+    let mut candidates: Vec<String> = Vec::new();
+    for ua in pin.user_allocations.iter().flatten() {
+        if is_valid(ua) && !valid_current.contains(ua) && !candidates.contains(ua) {
+            candidates.push(ua.clone());
+        }
+    }
+    let mut rest: Vec<(u64, String)> = valid
+        .iter()
+        .map(|&q| c.peers[q].id.clone())
+        .filter(|id| !valid_current.contains(id) && !candidates.contains(id))
+        .map(|id| {
+            let h = <sha2::Sha256 as sha2::Digest>::digest(format!("{}{id}", pin.cid).as_bytes());
+            (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")), id)
+        })
+        .collect();
+    rest.sort();
+    candidates.extend(rest.into_iter().map(|(_, id)| id));
+    let needed = rmin.saturating_sub(valid_current.len());
+    let wanted = rmax.saturating_sub(valid_current.len());
+    if candidates.len() < needed {
+        return Err((
+            500,
+            format!(
+                "not enough peers to allocate CID. Needed at least: {needed}. Wanted at most: {wanted}. Available candidates: {}. See logs for more info.",
+                candidates.len()
+            ),
+        ));
+    }
+    valid_current.extend(candidates.into_iter().take(wanted));
+    Ok(valid_current)
+}
+
+fn write(
+    c: &Cluster,
+    w: &mut super::state::World,
+    p: usize,
+    op: PendingOp,
+) -> Result<(), (u16, String)> {
+    match w.write(p, op, Instant::now()) {
+        Ok(()) => {
+            c.wake.notify_one();
+            Ok(())
+        }
+        Err(WriteError::QueueFull) => Err((
+            500,
+            "error batching item: batching max_queue_size reached. Too many operations are waiting to be batched. Try increasing the max_queue_size or adjusting the batching options".into(),
+        )),
+    }
+}
+
+/// §6.3: copy the whole stored from-pin under the new CID; only a non-empty name and a future expiry
+/// of the request are used.
+fn pin_update(
+    c: &Cluster,
+    p: usize,
+    key: &str,
+    cid: &str,
+    from: &str,
+    o: &PinOptions,
+) -> PinResult {
+    let from_key = parse_cid(from).map_err(|e| (400, e))?.key;
+    let mut w = c.world();
+    let Some(src) = w.replicas[p].get(&from_key).map(|e| e.value().clone()) else {
+        return Err((404, NOT_IN_PINSET.into()));
+    };
+    if src.typ != PinType::Data {
+        return Err((500, "this pin type cannot be updated".into()));
+    }
+    let now = Utc::now();
+    let mut pin = (*src).clone();
+    pin.cid = cid.to_string();
+    pin.pin_update = Some(from.to_string());
+    pin.timestamp = now;
+    if !o.name.is_empty() {
+        pin.name = o.name.clone();
+    }
+    if let Some(t) = o.expire_at.filter(|t| *t > now) {
+        pin.expire_at = Some(t);
+    }
+    pin.user_allocations = None;
+    let stored = Arc::new(pin.to_stored());
+    write(c, &mut w, p, PendingOp::Put(key.into(), stored))?;
+    Ok(pin)
+}
+
+/// `DELETE /pins/{cid}`: answers the stored pin as it was before removal.
+fn unpin(c: &Cluster, p: usize, cid: &str, q: &Query) -> Response {
+    let pc = match parse_cid(cid) {
+        Ok(pc) => pc,
+        Err(e) => return error(400, &format!("error decoding Cid: {e}")),
+    };
+    let (_, parse_err) = from_query(q, Utc::now());
+    let prefix = match parse_err {
+        None => None,
+        Some(e) if c.quirk_partial_apply => Some(e),
+        Some(e) => return error(400, &e),
+    };
+    let mut w = c.world();
+    let resp = match w.replicas[p].get(&pc.key).map(|e| e.value().clone()) {
+        None => error(404, NOT_IN_PINSET),
+        Some(ex) if matches!(ex.typ, PinType::Shard | PinType::ClusterDag) => {
+            error(500, "cannot unpin a shard directly. Unpin content root CID instead.")
+        }
+        Some(ex) => match write(c, &mut w, p, PendingOp::Del(pc.key.as_str().into())) {
+            Ok(()) => stored(200, &ex),
+            Err((code, msg)) => error(code, &msg),
+        },
+    };
+    match (prefix, resp.body) {
+        (Some(e), Body::Full(b)) => {
+            let mut first =
+                serde_json::to_vec(&serde_json::json!({ "code": 400, "message": e })).unwrap();
+            first.push(b'\n');
+            first.extend_from_slice(&b);
+            Response::new(400, Body::Full(first)).header("Content-Type", "application/json")
+        }
+        (_, body) => Response { body, ..resp },
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Streams
+
+/// The NDJSON stream of `common.StreamResponse` (§5) over pre-rendered items, with the cut fault:
+/// 204 when empty, 500 when cut before the first item, else 200 and an `X-Stream-Error` trailer.
+fn ndjson_stream<I>(c: &Cluster, p: usize, items: I) -> Response
+where
+    I: Iterator<Item = Vec<u8>> + Send + 'static,
+{
+    let mut items = items.fuse().peekable();
+    let cut = c.fault_stream_cut(p);
+    if items.peek().is_none() && cut.is_none() {
+        return Response::new(204, Body::Empty);
+    }
+    if cut.is_some_and(|(after, _)| after == 0) {
+        return error(500, "simulated stream failure");
+    }
+    let chunks = NdjsonChunks { items, sent: 0, cut, finished: false };
+    Response::new(200, Body::Stream(Box::pin(futures::stream::iter(chunks))))
+        .header("Content-Type", "application/json")
+        .header("Trailer", "X-Stream-Error")
+}
+
+/// Groups items into ~60 KiB chunks and ends with the trailer (or the cut).
+struct NdjsonChunks<I> {
+    items: I,
+    sent: usize,
+    cut: Option<(usize, CutMode)>,
+    finished: bool,
+}
+
+impl<I: Iterator<Item = Vec<u8>>> Iterator for NdjsonChunks<I> {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        if self.finished {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            if let Some((after, mode)) = self.cut
+                && self.sent >= after
+            {
+                if !buf.is_empty() {
+                    return Some(Chunk::Data(buf));
+                }
+                self.finished = true;
+                return Some(match mode {
+                    CutMode::Trailer => Chunk::End(vec![(
+                        "X-Stream-Error".into(),
+                        "simulated stream failure: connection to peer lost".into(),
+                    )]),
+                    CutMode::Drop => Chunk::Abort,
+                });
+            }
+            if buf.len() >= 60 * 1024 {
+                return Some(Chunk::Data(buf));
+            }
+            match self.items.next() {
+                Some(item) => {
+                    buf.extend_from_slice(&item);
+                    buf.push(b'\n');
+                    self.sent += 1;
+                }
+                None if !buf.is_empty() => return Some(Chunk::Data(buf)),
+                None => {
+                    self.finished = true;
+                    return Some(Chunk::End(vec![("X-Stream-Error".into(), String::new())]));
+                }
+            }
+        }
+    }
+}
+
+/// `GET /allocations`: this peer's replica in key order, stored form.
+fn allocations(c: &Cluster, p: usize, q: &Query) -> Response {
+    let filter = q.get("filter");
+    let mut types: Vec<PinType> = Vec::new();
+    if !filter.is_empty() {
+        for tok in filter.split(',') {
+            match tok.trim() {
+                "all" => types.extend([
+                    PinType::Data,
+                    PinType::Meta,
+                    PinType::ClusterDag,
+                    PinType::Shard,
+                ]),
+                t => types.extend(PinType::parse(t)),
+            }
+        }
+        if types.is_empty() {
+            return error(400, "invalid filter value");
+        }
+    }
+    let map = c.world().replicas[p].map.clone();
+    let items = map.into_iter().filter_map(move |(_, e)| {
+        let pin = e.value();
+        if !types.is_empty() && !types.contains(&pin.typ) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(512);
+        pin.write_stored(&mut out);
+        Some(out)
+    });
+    ndjson_stream(c, p, items)
+}
+
+/// `GET /peers`: one ID per peer, unreachable ones (with their error) after the healthy ones.
+fn peers_stream(c: &Cluster, p: usize) -> Response {
+    let now = Instant::now();
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    {
+        let w = c.world();
+        for q in 0..c.peers.len() {
+            if q == p || w.link_open(p, q, now) {
+                ok.push(serde_json::to_vec(&id_json(c, p, q)).unwrap());
+            } else {
+                let e = serde_json::json!({
+                    "id": c.peers[q].id, "addresses": [], "cluster_peers": [], "cluster_peers_addresses": [],
+                    "version": "", "commit": "", "rpc_protocol_version": "", "error": "context deadline exceeded",
+                    "ipfs": {"addresses": [], "error": ""}, "peername": "",
+                });
+                failed.push(serde_json::to_vec(&e).unwrap());
+            }
+        }
+    }
+    ok.extend(failed);
+    ndjson_stream(c, p, ok.into_iter())
+}
+
+fn id_json(c: &Cluster, _from: usize, q: usize) -> serde_json::Value {
+    let me = &c.peers[q];
+    let addrs = |i: usize| {
+        let peer = &c.peers[i];
+        vec![format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", peer.cluster_port, peer.id)]
+    };
+    serde_json::json!({
+        "id": me.id,
+        "addresses": addrs(q),
+        "cluster_peers": c.peers.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
+        "cluster_peers_addresses": (0..c.peers.len()).filter(|&i| i != q).flat_map(addrs).collect::<Vec<_>>(),
+        "version": c.version,
+        "commit": "",
+        "rpc_protocol_version": "/ipfscluster/1.0/rpc",
+        "error": "",
+        "ipfs": {
+            "id": me.ipfs_id,
+            "addresses": [format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", 4001 + q, me.ipfs_id)],
+            "error": "",
+        },
+        "peername": me.name,
+    })
+}
+
+fn peer_add(req: &Request) -> Response {
+    let v: serde_json::Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(_) => return error(400, "error decoding request body"),
+    };
+    match v.get("peer_id").and_then(|x| x.as_str()).and_then(crate::ids::parse_peer_id) {
+        None => error(400, "error decoding peer_id"),
+        Some(_) => error(500, "failed to dial: adding peers is not simulated"),
+    }
+}
+
+fn token(c: &Cluster, verdict: Verdict) -> Response {
+    if !c.users.enabled() {
+        return error(401, "unauthorized");
+    }
+    match verdict {
+        Verdict::User(u) => match c.users.issue_token(&u) {
+            Some(t) => json(200, &serde_json::json!({ "token": t })),
+            None => error(401, "unauthorized"),
+        },
+        _ => error(401, "unauthorized"),
+    }
+}
+
+fn graph(c: &Cluster) -> Response {
+    let ids: Vec<String> = c.peers.iter().map(|p| p.id.clone()).collect();
+    let names: BTreeMap<String, String> =
+        c.peers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
+    let links: BTreeMap<String, Vec<String>> = ids
+        .iter()
+        .map(|i| (i.clone(), ids.iter().filter(|j| *j != i).cloned().collect()))
+        .collect();
+    let trust: BTreeMap<String, bool> = ids.iter().map(|i| (i.clone(), true)).collect();
+    let to_ipfs: BTreeMap<String, String> =
+        c.peers.iter().map(|p| (p.id.clone(), p.ipfs_id.clone())).collect();
+    json(
+        200,
+        &serde_json::json!({
+            "cluster_id": ids[0], "id_to_peername": names, "ipfs_links": {}, "cluster_links": links,
+            "cluster_trust_links": trust, "cluster_to_ipfs": to_ipfs,
+        }),
+    )
+}
+
+fn metric(c: &Cluster, name: &str) -> Response {
+    let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let list: Vec<serde_json::Value> = c
+        .peers
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": name, "peer": p.id, "value": if name == "freespace" { "1000000000000" } else { "" },
+                "expire": now + 30_000_000_000i64, "valid": true, "weight": 0, "partitionable": false,
+                "received_at": now,
+            })
+        })
+        .collect();
+    json(200, &list)
+}
+
+fn gc(c: &Cluster) -> Response {
+    let map: BTreeMap<String, serde_json::Value> = c
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.id.clone(),
+                serde_json::json!({ "peer": p.id, "peername": p.name, "keys": [], "error": "" }),
+            )
+        })
+        .collect();
+    json(200, &serde_json::json!({ "peer_map": map }))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Status (GET /pins)
+
+/// One peer's tracker view of a pin (`PinInfoShort` plus the pin fields it reports).
+#[derive(Clone)]
+struct PeerView {
+    peer: usize,
+    status: &'static str,
+    error: String,
+    timestamp: chrono::DateTime<Utc>,
+    pin: Option<Arc<Pin>>,
+}
+
+#[derive(Serialize)]
+struct PinInfoShort<'a> {
+    peername: &'a str,
+    ipfs_peer_id: &'a str,
+    status: &'static str,
+    timestamp: String,
+    error: &'a str,
+    attempt_count: u32,
+    priority_pin: bool,
+}
+
+#[derive(Serialize)]
+struct GlobalPinInfo<'a> {
+    cid: &'a str,
+    name: &'a str,
+    allocations: Option<&'a [String]>,
+    origins: Option<&'a [String]>,
+    created: String,
+    metadata: Option<&'a BTreeMap<String, String>>,
+    peer_map: BTreeMap<&'a str, PinInfoShort<'a>>,
+}
+
+/// A tracker status from how long ago the pin reached the peer: queued, then pinning, then pinned.
+fn tracker_status(e: &Entry, now: Instant) -> (&'static str, chrono::DateTime<Utc>) {
+    match e.applied_at {
+        None => ("pinned", e.value().timestamp),
+        Some((at, wall)) => {
+            let age = now.saturating_duration_since(at);
+            let status = if age < Duration::from_millis(100) {
+                "pin_queued"
+            } else if age < Duration::from_millis(300) {
+                "pinning"
+            } else {
+                "pinned"
+            };
+            (status, wall)
+        }
+    }
+}
+
+fn allocated_to(pin: &Pin, id: &str) -> bool {
+    pin.allocations.is_empty() || pin.allocations.iter().any(|a| a == id)
+}
+
+/// What peer `q` reports for `key`, asked by `p` (whose replica decides `remote`).
+fn peer_view(
+    c: &Cluster,
+    w: &super::state::World,
+    p: usize,
+    q: usize,
+    key: &str,
+    now: Instant,
+) -> PeerView {
+    let wall = Utc::now();
+    let local = w.replicas[p].get(key);
+    if let Some(e) = local
+        && !allocated_to(e.value(), &c.peers[q].id)
+    {
+        return PeerView {
+            peer: q,
+            status: "remote",
+            error: String::new(),
+            timestamp: wall,
+            pin: Some(e.value().clone()),
+        };
+    }
+    if q != p && !w.link_open(p, q, now) {
+        return PeerView {
+            peer: q,
+            status: "cluster_error",
+            error: "context deadline exceeded".into(),
+            timestamp: wall,
+            pin: None,
+        };
+    }
+    match w.replicas[q].get(key) {
+        Some(e) => {
+            let (status, ts) = tracker_status(e, now);
+            PeerView {
+                peer: q,
+                status,
+                error: String::new(),
+                timestamp: ts,
+                pin: Some(e.value().clone()),
+            }
+        }
+        None => PeerView {
+            peer: q,
+            status: "unpinned",
+            error: String::new(),
+            timestamp: wall,
+            pin: None,
+        },
+    }
+}
+
+/// Merges peer views as `GlobalPinInfo.Add` does: the top-level fields come from the last non-error
+/// entry merged. `created` overrides the merged creation time.
+fn render_global(
+    c: &Cluster,
+    cid: &str,
+    views: &[PeerView],
+    created: Option<chrono::DateTime<Utc>>,
+) -> Vec<u8> {
+    let mut top: Option<&PeerView> = None;
+    for v in views {
+        if v.status != "cluster_error" {
+            top = Some(v);
+        }
+    }
+    let pin = top.and_then(|v| v.pin.as_deref());
+    let empty: &[String] = &[];
+    let info = GlobalPinInfo {
+        cid,
+        name: pin.map(|p| p.name.as_str()).unwrap_or(""),
+        allocations: Some(pin.map(|p| p.allocations.as_slice()).unwrap_or(empty)),
+        origins: pin.map(|p| p.origins.as_slice()),
+        created: go_time(&created.or(pin.map(|p| p.timestamp)).unwrap_or_else(go_zero_time)),
+        metadata: pin.map(|p| &p.metadata).filter(|m| !m.is_empty()),
+        peer_map: views
+            .iter()
+            .map(|v| {
+                let peer = &c.peers[v.peer];
+                (
+                    peer.id.as_str(),
+                    PinInfoShort {
+                        peername: &peer.name,
+                        ipfs_peer_id: &peer.ipfs_id,
+                        status: v.status,
+                        timestamp: go_time(&v.timestamp),
+                        error: &v.error,
+                        attempt_count: 0,
+                        priority_pin: false,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut out = serde_json::to_vec(&info).expect("serialisable");
+    out.push(b'\n');
+    out
+}
+
+/// `GET /pins/{cid}` (global): every peer's view, merged in random order.
+fn global_info(c: &Cluster, p: usize, key: &str, cid: &str) -> Vec<u8> {
+    let now = Instant::now();
+    let w = c.world();
+    let mut order: Vec<usize> = (0..c.peers.len()).collect();
+    order.shuffle(&mut *c.rng.lock().unwrap_or_else(|e| e.into_inner()));
+    if w.replicas[p].get(key).is_none() {
+        // Not in this peer's replica: every peer "unpinned", created now.
+        let views: Vec<PeerView> = order
+            .iter()
+            .map(|&q| PeerView {
+                peer: q,
+                status: "unpinned",
+                error: String::new(),
+                timestamp: Utc::now(),
+                pin: None,
+            })
+            .collect();
+        return render_global(c, cid, &views, Some(Utc::now()));
+    }
+    let views: Vec<PeerView> = order.iter().map(|&q| peer_view(c, &w, p, q, key, now)).collect();
+    render_global(c, cid, &views, None)
+}
+
+/// `?local=true`: this peer's own view as a one-entry GlobalPinInfo.
+fn local_info(c: &Cluster, p: usize, key: &str, cid: &str) -> Vec<u8> {
+    let w = c.world();
+    let v = peer_view(c, &w, p, p, key, Instant::now());
+    render_global(c, cid, &[v], None)
+}
+
+/// The statuses a filter names (composite names expanded).
+fn parse_status_filter(s: &str) -> Result<Vec<&'static str>, ()> {
+    let mut out = Vec::new();
+    for tok in s.split(',') {
+        let tok: String = tok.chars().filter(|ch| !ch.is_whitespace()).collect();
+        let add: &[&'static str] = match tok.as_str() {
+            "undefined" => &["undefined"],
+            "cluster_error" => &["cluster_error"],
+            "pin_error" => &["pin_error"],
+            "unpin_error" => &["unpin_error"],
+            "error" => &["cluster_error", "pin_error", "unpin_error"],
+            "pinned" => &["pinned"],
+            "pinning" => &["pinning"],
+            "unpinning" => &["unpinning"],
+            "unpinned" => &["unpinned"],
+            "remote" => &["remote"],
+            "pin_queued" => &["pin_queued"],
+            "unpin_queued" => &["unpin_queued"],
+            "queued" => &["pin_queued", "unpin_queued"],
+            "sharded" => &["sharded"],
+            "unexpectedly_unpinned" => &["unexpectedly_unpinned"],
+            _ => &[],
+        };
+        out.extend_from_slice(add);
+    }
+    if out.is_empty() { Err(()) } else { Ok(out) }
+}
+
+/// `GET /pins`: global (buffered, random order), `local=true` (streamed), or `cids=` (one status per
+/// CID, filter ignored).
+fn pins_status(c: &Cluster, p: usize, q: &Query) -> Response {
+    let local = q.get("local") == "true";
+    let cids = q.get("cids");
+    if !cids.is_empty() {
+        let mut parsed = Vec::new();
+        for s in cids.split(',') {
+            match parse_cid(s) {
+                Ok(pc) => parsed.push(pc),
+                Err(e) => return error(400, &format!("error decoding Cid: {e}")),
+            }
+        }
+        let items: Vec<Vec<u8>> = parsed
+            .iter()
+            .map(|pc| {
+                let mut v = if local {
+                    local_info(c, p, &pc.key, &pc.canonical)
+                } else {
+                    global_info(c, p, &pc.key, &pc.canonical)
+                };
+                v.pop(); // the stream adds its own newline
+                v
+            })
+            .collect();
+        return ndjson_stream(c, p, items.into_iter());
+    }
+    let filter = match q.get("filter") {
+        "" => None,
+        f => match parse_status_filter(f) {
+            Ok(list) => Some(list),
+            Err(()) => return error(400, "invalid filter value"),
+        },
+    };
+    let now = Instant::now();
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    {
+        let w = c.world();
+        let map = w.replicas[p].map.clone();
+        let peers: Vec<usize> = if local { vec![p] } else { (0..c.peers.len()).collect() };
+        for (key, e) in map.iter() {
+            let mut views: Vec<PeerView> =
+                peers.iter().map(|&qq| peer_view(c, &w, p, qq, key, now)).collect();
+            if let Some(f) = &filter {
+                views.retain(|v| f.contains(&v.status));
+                if views.is_empty() {
+                    continue;
+                }
+            }
+            let mut item = render_global(c, &e.value().cid, &views, None);
+            item.pop();
+            items.push(item);
+        }
+    }
+    if !local {
+        // The real peer buffers every answer in a map and emits in map order: random.
+        items.shuffle(&mut *c.rng.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    ndjson_stream(c, p, items.into_iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert!(matches!(route("GET", &["pins", "x"]), Ok(Route::PinStatus(_))));
+        assert!(matches!(route("POST", &["pins", "recover"]), Ok(Route::RecoverAll)));
+        assert!(matches!(route("GET", &["pins", "ipfs", "x"]), Err(405)));
+        assert!(matches!(route("PUT", &["pins", "x"]), Err(405)));
+        assert!(matches!(route("GET", &["nope"]), Err(404)));
+        assert!(matches!(route("POST", &["pins", "ipfs", "x", "y"]), Ok(Route::PinPath(..))));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean_path("//pins"), "/pins");
+        assert_eq!(clean_path("/a/./b/../c"), "/a/c");
+        assert_eq!(clean_path("/pins/"), "/pins/");
+    }
+
+    #[test]
+    fn replication_checks_in_order() {
+        assert_eq!(
+            check_replication(2, -1),
+            Err("cluster.replication_factor_min is larger than max")
+        );
+        assert_eq!(
+            check_replication(-1, 3),
+            Err("cluster.replication_factor_min and max must be -1 when one of them is")
+        );
+        assert_eq!(check_replication(-2, -2), Err("cluster.replication_factor_min is wrong"));
+        assert!(check_replication(2, 3).is_ok());
+    }
+
+    #[test]
+    fn status_filters() {
+        assert!(parse_status_filter("unexpected_unpinned").is_err());
+        assert_eq!(parse_status_filter("pinned, foo").unwrap(), vec!["pinned"]);
+        assert_eq!(parse_status_filter("queued").unwrap(), vec!["pin_queued", "unpin_queued"]);
+    }
+}

@@ -1,0 +1,311 @@
+//! Faults and the control API under `/_sim/` (a prefix no real cluster routes): injected errors,
+//! latency and stream cuts; pausing, partitioning and restarting peers; the state report that tests
+//! poll instead of sleeping.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Cluster;
+use super::http::{Body, Request, Response};
+
+/// The faults in force. Set by flags at start and by `POST /_sim/faults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub errors: Vec<ErrorFault>,
+    #[serde(default)]
+    pub stream_cut: Option<StreamCut>,
+}
+
+/// Answer `status` instead of serving `endpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFault {
+    pub endpoint: String,
+    pub status: u16,
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Fire this many times, then disarm (`None`: forever).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Only on these peers (names or IDs); `None`: all.
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+}
+
+/// Cut every stream after `after` items.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCut {
+    pub after: usize,
+    #[serde(default)]
+    pub mode: CutMode,
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CutMode {
+    /// End the stream with an `X-Stream-Error` trailer.
+    #[default]
+    Trailer,
+    /// Drop the connection without ending the chunked body.
+    Drop,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Faults {
+    /// Parses `--error ENDPOINT:STATUS:RATE`.
+    pub fn parse_error_flag(s: &str) -> Result<ErrorFault, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [endpoint, status, rest @ ..] = parts.as_slice() else {
+            return Err(format!("expected ENDPOINT:STATUS[:RATE], got {s:?}"));
+        };
+        let status: u16 = status.parse().map_err(|_| format!("bad status in {s:?}"))?;
+        let rate: f64 = match rest {
+            [] => 1.0,
+            [r] => r.parse().map_err(|_| format!("bad rate in {s:?}"))?,
+            _ => return Err(format!("expected ENDPOINT:STATUS[:RATE], got {s:?}")),
+        };
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("rate must be between 0 and 1 in {s:?}"));
+        }
+        Ok(ErrorFault { endpoint: endpoint.to_string(), status, rate, count: None, peers: None })
+    }
+
+    /// Parses `--stream-cut K[:trailer|:drop]`.
+    pub fn parse_cut_flag(s: &str) -> Result<StreamCut, String> {
+        let (k, mode) = s.split_once(':').unwrap_or((s, "trailer"));
+        let after = k.parse().map_err(|_| format!("bad item count in {s:?}"))?;
+        let mode = match mode {
+            "trailer" => CutMode::Trailer,
+            "drop" => CutMode::Drop,
+            other => return Err(format!("stream cut mode must be trailer or drop, not {other:?}")),
+        };
+        Ok(StreamCut { after, mode, count: None, peers: None })
+    }
+}
+
+fn applies(peers: &Option<Vec<String>>, c: &Cluster, p: usize) -> bool {
+    peers.as_ref().is_none_or(|list| list.iter().any(|n| c.peer_index(n) == Some(p)))
+}
+
+impl Cluster {
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The added latency for peer `p`.
+    pub fn fault_latency(&self) -> Duration {
+        Duration::from_millis(self.faults().latency_ms)
+    }
+
+    /// An injected error status for this endpoint on peer `p`, if one fires now.
+    pub fn fault_error(&self, p: usize, endpoint: &str) -> Option<u16> {
+        let mut f = self.faults();
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fired = None;
+        for e in f.errors.iter_mut() {
+            if (e.endpoint == endpoint || e.endpoint == "*")
+                && applies(&e.peers, self, p)
+                && e.count != Some(0)
+                && rng.random::<f64>() < e.rate
+            {
+                if let Some(n) = e.count.as_mut() {
+                    *n -= 1;
+                }
+                fired = Some(e.status);
+                break;
+            }
+        }
+        f.errors.retain(|e| e.count != Some(0));
+        fired
+    }
+
+    /// A stream cut for a stream served by peer `p`, if one applies (consumes one use).
+    pub fn fault_stream_cut(&self, p: usize) -> Option<(usize, CutMode)> {
+        let mut f = self.faults();
+        let cut = f.stream_cut.as_mut()?;
+        if !applies(&cut.peers, self, p) || cut.count == Some(0) {
+            return None;
+        }
+        if let Some(n) = cut.count.as_mut() {
+            *n -= 1;
+        }
+        let out = (cut.after, cut.mode);
+        if cut.count == Some(0) {
+            f.stream_cut = None;
+        }
+        Some(out)
+    }
+}
+
+#[derive(Serialize)]
+struct PeerState {
+    name: String,
+    id: String,
+    url: String,
+    pins: usize,
+    digest: String,
+    paused: bool,
+    down: bool,
+    batch_pending: usize,
+}
+
+#[derive(Serialize)]
+struct StateReport {
+    peers: Vec<PeerState>,
+    in_flight: usize,
+    lost: u64,
+    writes: usize,
+    converged: bool,
+}
+
+/// Serves `/_sim/…`.
+pub async fn handle(c: &Cluster, req: Request) -> Response {
+    let path = req.path.trim_start_matches("/_sim/");
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let now = Instant::now();
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["state"]) => {
+            let mut w = c.world();
+            let peers = (0..w.n())
+                .map(|p| PeerState {
+                    name: c.peers[p].name.clone(),
+                    id: c.peers[p].id.clone(),
+                    url: c.peers[p].url.clone(),
+                    pins: w.replicas[p].len(),
+                    digest: w.digest(p),
+                    paused: w.paused[p],
+                    down: w.is_down(p, now),
+                    batch_pending: w.replicas[p].batch_len(),
+                })
+                .collect();
+            let report = StateReport {
+                peers,
+                in_flight: w.in_flight(),
+                lost: w.lost(),
+                writes: w.writes(),
+                converged: w.converged(),
+            };
+            ok_json(serde_json::to_value(report).expect("serialisable"))
+        }
+        ("GET", ["faults"]) => {
+            ok_json(serde_json::to_value(c.faults().clone()).expect("serialisable"))
+        }
+        ("POST", ["faults"]) => match serde_json::from_slice::<Faults>(&req.body) {
+            Ok(f) => {
+                for name in f
+                    .errors
+                    .iter()
+                    .filter_map(|e| e.peers.as_ref())
+                    .chain(f.stream_cut.iter().filter_map(|s| s.peers.as_ref()))
+                    .flatten()
+                {
+                    if c.peer_index(name).is_none() {
+                        return bad(&format!("unknown peer {name:?}"));
+                    }
+                }
+                *c.faults() = f.clone();
+                ok_json(serde_json::to_value(f).expect("serialisable"))
+            }
+            Err(e) => bad(&format!("bad faults JSON: {e}")),
+        },
+        ("DELETE", ["faults"]) => {
+            *c.faults() = Faults::default();
+            ok_json(serde_json::json!({}))
+        }
+        ("POST", ["peers", name, action]) => {
+            let Some(p) = c.peer_index(name) else {
+                return not_found(&format!("no peer {name:?}"));
+            };
+            let mut w = c.world();
+            match *action {
+                "pause" => w.paused[p] = true,
+                "resume" => w.paused[p] = false,
+                "restart" => {
+                    let q = super::options::Query::parse(&req.query);
+                    let down = match q.get("down") {
+                        "" => Duration::ZERO,
+                        d => match crate::ids::parse_go_duration(d) {
+                            Ok(d) => d,
+                            Err(e) => return bad(&e),
+                        },
+                    };
+                    w.restart(p, down, now);
+                }
+                _ => return not_found("unknown peer action"),
+            }
+            drop(w);
+            c.wake.notify_one();
+            ok_json(serde_json::json!({ "peer": c.peers[p].name, "action": action }))
+        }
+        ("POST", ["partition"]) => {
+            #[derive(Deserialize)]
+            struct Groups {
+                groups: Vec<Vec<String>>,
+            }
+            let g: Groups = match serde_json::from_slice(&req.body) {
+                Ok(g) => g,
+                Err(e) => return bad(&format!("bad partition JSON: {e}")),
+            };
+            let n = c.peers.len();
+            // Peers not named form a group of their own.
+            let mut assign = vec![g.groups.len(); n];
+            for (gi, group) in g.groups.iter().enumerate() {
+                for name in group {
+                    match c.peer_index(name) {
+                        Some(p) => assign[p] = gi,
+                        None => return bad(&format!("unknown peer {name:?}")),
+                    }
+                }
+            }
+            c.world().partition = Some(assign);
+            ok_json(serde_json::json!({ "groups": g.groups }))
+        }
+        ("DELETE", ["partition"]) => {
+            c.world().partition = None;
+            c.wake.notify_one();
+            ok_json(serde_json::json!({}))
+        }
+        ("POST", ["rebroadcast"]) => {
+            let mut w = c.world();
+            for p in 0..w.n() {
+                w.rebroadcast_from(p, now);
+            }
+            drop(w);
+            c.wake.notify_one();
+            ok_json(serde_json::json!({}))
+        }
+        _ => not_found("no such control endpoint; see docs/simulator.md"),
+    }
+}
+
+fn ok_json(v: serde_json::Value) -> Response {
+    let mut body = v.to_string().into_bytes();
+    body.push(b'\n');
+    Response::new(200, Body::Full(body)).header("Content-Type", "application/json")
+}
+
+fn bad(msg: &str) -> Response {
+    let mut r = ok_json(serde_json::json!({ "code": 400, "message": msg }));
+    r.status = 400;
+    r
+}
+
+fn not_found(msg: &str) -> Response {
+    let mut r = ok_json(serde_json::json!({ "code": 404, "message": msg }));
+    r.status = 404;
+    r
+}

@@ -1,0 +1,322 @@
+//! A small HTTP/1.1 server for the simulator. Written by hand rather than on hyper because the cluster
+//! is a Go `net/http` server and the simulator must behave like one where hyper will not: trailers are
+//! sent whether or not the client asked for them (`TE: trailers`), a request head over Go's limit
+//! (4096 + 4096 bytes) gets Go's raw 431, and a fault can drop a connection in the middle of a stream.
+//! Routing and handlers live in `api.rs`; this file only speaks the wire protocol.
+
+use std::future::Future;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+
+/// Go's `http.Server` reads at most `MaxHeaderBytes` (the cluster's default 4096) plus 4096 bytes of
+/// slack for the request line and headers.
+pub const MAX_HEAD_BYTES: usize = 4096 + 4096;
+
+/// One parsed request. The body has been read whole (the cluster ignores it, but it must be consumed).
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The raw path, before the `?`.
+    pub path: String,
+    /// The raw query, after the `?` (empty when none).
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One piece of a streamed body.
+pub enum Chunk {
+    Data(Vec<u8>),
+    /// The end of the stream, with its trailers.
+    End(Vec<(String, String)>),
+    /// Drop the connection without finishing the chunked body.
+    Abort,
+}
+
+pub type ChunkStream = StdPin<Box<dyn Stream<Item = Chunk> + Send>>;
+
+pub enum Body {
+    Empty,
+    Full(Vec<u8>),
+    Stream(ChunkStream),
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16, body: Body) -> Response {
+        Response { status, headers: Vec::new(), body, close: false }
+    }
+
+    pub fn header(mut self, k: &str, v: impl Into<String>) -> Response {
+        self.headers.push((k.to_string(), v.into()));
+        self
+    }
+}
+
+pub type Handler =
+    Arc<dyn Fn(Request) -> StdPin<Box<dyn Future<Output = Option<Response>> + Send>> + Send + Sync>;
+
+/// Serves one connection until the client closes it, an error occurs, or the handler returns `None`
+/// (meaning: drop the connection without answering).
+pub async fn serve_connection(stream: TcpStream, handler: Handler) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    loop {
+        // Read a request head.
+        let head_len = loop {
+            if let Some(pos) = find(&buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if buf.len() > MAX_HEAD_BYTES {
+                break usize::MAX;
+            }
+            let mut tmp = [0u8; 8192];
+            match rd.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        if head_len > MAX_HEAD_BYTES {
+            let body = "431 Request Header Fields Too Large";
+            let msg = format!(
+                "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n{body}"
+            );
+            let _ = wr.write_all(msg.as_bytes()).await;
+            let _ = wr.flush().await;
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 96];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let ok = matches!(parsed.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_)));
+        if !ok || parsed.method.is_none() || parsed.path.is_none() {
+            let _ = wr
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
+                .await;
+            let _ = wr.flush().await;
+            return;
+        }
+        let method = parsed.method.unwrap_or_default().to_string();
+        let target = parsed.path.unwrap_or_default().to_string();
+        let http10 = parsed.version == Some(0);
+        let hdrs: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        buf.drain(..head_len);
+        let get =
+            |n: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+            let _ = wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = wr.flush().await;
+        }
+        // Read the body.
+        let body = if get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            match read_chunked(&mut rd, &mut buf).await {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let len: usize = get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            while buf.len() < len {
+                let mut tmp = vec![0u8; (len - buf.len()).min(64 * 1024)];
+                match rd.read(&mut tmp).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+            buf.drain(..len).collect()
+        };
+        let client_close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || (http10 && !get("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")));
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.clone(), String::new()),
+        };
+        let head_only = method == "HEAD";
+        let req = Request { method, path, query, headers: hdrs, body };
+        let Some(resp) = handler(req).await else { return };
+        let close = client_close || resp.close;
+        if write_response(&mut wr, resp, close, http10, head_only).await.is_err() || close {
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn read_chunked(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = find(buf, b"\r\n") {
+                break p;
+            }
+            fill(rd, buf).await?;
+        };
+        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // trailers, then an empty line
+            loop {
+                let end = loop {
+                    if let Some(p) = find(buf, b"\r\n") {
+                        break p;
+                    }
+                    fill(rd, buf).await?;
+                };
+                buf.drain(..end + 2);
+                if end == 0 {
+                    return Some(body);
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            fill(rd, buf).await?;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+async fn fill(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut Vec<u8>) -> Option<()> {
+    let mut tmp = [0u8; 8192];
+    match rd.read(&mut tmp).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Some(())
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn write_response<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut BufWriter<W>,
+    resp: Response,
+    close: bool,
+    http10: bool,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Date: {}\r\n", chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")));
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    let no_body = resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status);
+    match resp.body {
+        Body::Empty | Body::Full(_) if no_body => {
+            head.push_str("\r\n");
+            wr.write_all(head.as_bytes()).await?;
+        }
+        Body::Empty => {
+            head.push_str("Content-Length: 0\r\n\r\n");
+            wr.write_all(head.as_bytes()).await?;
+        }
+        Body::Full(b) => {
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", b.len()));
+            wr.write_all(head.as_bytes()).await?;
+            if !head_only {
+                wr.write_all(&b).await?;
+            }
+        }
+        Body::Stream(mut s) => {
+            if http10 {
+                head.push_str("\r\n");
+            } else {
+                head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            }
+            wr.write_all(head.as_bytes()).await?;
+            wr.flush().await?;
+            while let Some(chunk) = s.next().await {
+                match chunk {
+                    Chunk::Data(d) if d.is_empty() => {}
+                    Chunk::Data(d) => {
+                        if http10 {
+                            wr.write_all(&d).await?;
+                        } else {
+                            wr.write_all(format!("{:x}\r\n", d.len()).as_bytes()).await?;
+                            wr.write_all(&d).await?;
+                            wr.write_all(b"\r\n").await?;
+                        }
+                        if wr.buffer().len() > 32 * 1024 {
+                            wr.flush().await?;
+                        }
+                    }
+                    Chunk::End(trailers) => {
+                        if !http10 {
+                            wr.write_all(b"0\r\n").await?;
+                            for (k, v) in trailers {
+                                wr.write_all(format!("{k}: {v}\r\n").as_bytes()).await?;
+                            }
+                            wr.write_all(b"\r\n").await?;
+                        }
+                        break;
+                    }
+                    Chunk::Abort => {
+                        wr.flush().await?;
+                        return Err(std::io::Error::other("stream aborted by a fault"));
+                    }
+                }
+            }
+            if http10 {
+                wr.flush().await?;
+                return Err(std::io::Error::other("HTTP/1.0 streams end by closing"));
+            }
+        }
+    }
+    wr.flush().await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}

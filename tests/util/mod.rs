@@ -1,0 +1,229 @@
+//! Shared helpers: run the real `ledger` binary, start `ledger sim serve`, talk raw HTTP/1.1.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `ledger` command with a clean environment (no `LEDGER_*`, no `HOME`).
+pub fn ledger() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(bin());
+    scrub(cmd.env_clear());
+    cmd
+}
+
+/// Path of the built `ledger` binary.
+pub fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin!("ledger").to_path_buf()
+}
+
+fn scrub<T: EnvSetter>(cmd: &mut T) {
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.set("PATH", &path);
+    }
+    cmd.set("TZ", "UTC");
+}
+
+trait EnvSetter {
+    fn set(&mut self, k: &str, v: &str);
+}
+impl EnvSetter for assert_cmd::Command {
+    fn set(&mut self, k: &str, v: &str) {
+        self.env(k, v);
+    }
+}
+impl EnvSetter for Command {
+    fn set(&mut self, k: &str, v: &str) {
+        self.env(k, v);
+    }
+}
+
+/// One simulated peer as announced on the simulator's first stdout line.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub id: String,
+    pub url: String,
+}
+
+/// A running `ledger sim serve`; killed on drop.
+pub struct Sim {
+    pub child: Child,
+    pub peers: Vec<Peer>,
+}
+
+impl Sim {
+    /// Start `ledger sim serve` with these extra arguments and wait for its first line.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut cmd = Command::new(bin());
+        cmd.env_clear();
+        scrub(&mut cmd);
+        cmd.args(["sim", "serve"]).args(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn ledger sim serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read first line");
+        #[derive(serde::Deserialize)]
+        struct Hello {
+            peers: Vec<Peer>,
+        }
+        let hello: Hello = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("first line is not the peers JSON ({e}): {line:?}"));
+        Sim { child, peers: hello.peers }
+    }
+
+    pub fn url(&self, peer: usize) -> &str {
+        &self.peers[peer].url
+    }
+
+    /// `GET /_sim/state` as JSON.
+    pub fn state(&self) -> serde_json::Value {
+        let r = raw(self.url(0), "GET", "/_sim/state", &[], b"");
+        assert_eq!(r.status, 200, "state: {}", r.text());
+        r.json()
+    }
+
+    /// Wait (polling the control API) until every replica is identical and nothing is in flight.
+    pub fn wait_converged(&self, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.state();
+            if s["converged"] == true {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "not converged after {timeout:?}: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A control request (`/_sim/...`) that must succeed.
+    pub fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let r = raw(self.url(0), method, path, &[("Content-Type", "application/json")], body.as_bytes());
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
+        if r.body.is_empty() { serde_json::Value::Null } else { r.json() }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read off the wire, with its trailers (if the body was chunked).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+    /// The body ended cleanly (last chunk seen, or Content-Length satisfied).
+    pub complete: bool,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The NDJSON lines of a streamed body.
+    pub fn ndjson(&self) -> Vec<serde_json::Value> {
+        self.text().lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// Send one HTTP/1.1 request over a fresh TCP connection and read the whole response, trailers
+/// included. `path` is sent as-is (so it may hold a query, `//` or a trailing slash).
+pub fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf); // a dropped connection may end in a reset
+    parse_response(&buf, method == "HEAD")
+}
+
+fn parse_response(buf: &[u8], head_only: bool) -> RawResponse {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("no response head") + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let rest = &buf[end..];
+    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    let mut trailers = Vec::new();
+    let mut complete = false;
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        complete = true;
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut pos = 0;
+        loop {
+            let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") else { break };
+            let size_line = String::from_utf8_lossy(&rest[pos..pos + nl]).into_owned();
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+            pos += nl + 2;
+            if size == 0 {
+                // trailers until an empty line
+                loop {
+                    let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") else { break };
+                    let line = String::from_utf8_lossy(&rest[pos..pos + nl]).into_owned();
+                    pos += nl + 2;
+                    if line.is_empty() {
+                        complete = true;
+                        break;
+                    }
+                    let (k, v) = line.split_once(':').unwrap();
+                    trailers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+                break;
+            }
+            if pos + size > rest.len() {
+                body.extend_from_slice(&rest[pos..]);
+                break;
+            }
+            body.extend_from_slice(&rest[pos..pos + size]);
+            pos += size + 2;
+        }
+    } else if let Some(len) = get("content-length") {
+        let len: usize = len.parse().unwrap();
+        body.extend_from_slice(&rest[..len.min(rest.len())]);
+        complete = rest.len() >= len;
+    } else {
+        body.extend_from_slice(rest);
+        complete = true;
+    }
+    RawResponse { status, headers, body, trailers, complete }
+}
