@@ -1,1 +1,205 @@
-fn main() {}
+//! Simulator throughput (`cargo bench --bench sim`): the real `ledger sim serve` binary over loopback.
+//!
+//! - `GET /allocations` of 1,000,000 pins on a 5-peer simulator: pins/s, median of 5 reads.
+//! - Re-pins (`POST /pins/{cid}?…`) at concurrency 32 on a 5-peer simulator: re-pins/s, median of 3.
+//! - Resident memory of the simulator for several pin counts and peer counts.
+//!
+//! `BENCH_PINS` changes the pin count (default 1,000,000). Results go to stdout as Markdown rows.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    child: Child,
+    urls: Vec<String>,
+}
+
+impl Sim {
+    fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["sim", "serve"])
+            .args(args)
+            .env("LEDGER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ledger sim serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("hello line");
+        let urls = v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["url"].as_str().unwrap().to_string())
+            .collect();
+        Sim { child, urls }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        kb / 1024.0
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Reads the whole `/allocations` stream and counts its lines.
+fn read_allocations(client: &reqwest::blocking::Client, url: &str) -> (usize, Duration) {
+    let start = Instant::now();
+    let mut resp = client.get(format!("{url}/allocations?filter=all")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut lines = 0;
+    loop {
+        let n = resp.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    (lines, start.elapsed())
+}
+
+fn bench_allocations(pins: usize) {
+    let t = Instant::now();
+    let sim = Sim::start(&["--peers", "5", "--pins", &pins.to_string(), "--lag", "0"]);
+    let seeded = t.elapsed();
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    read_allocations(&client, &sim.urls[0]); // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let (n, d) = read_allocations(&client, &sim.urls[0]);
+        assert_eq!(n, pins);
+        rates.push(n as f64 / d.as_secs_f64());
+    }
+    println!(
+        "| GET /allocations, {pins} pins, 5 peers | {:.0} pins/s (median of 5; min {:.0}, max {:.0}) | start-up with seeding {:.1} s, RSS {:.0} MiB |",
+        median(rates.clone()),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max),
+        seeded.as_secs_f64(),
+        sim.rss_mib()
+    );
+}
+
+fn bench_repins(pins: usize, total: usize, concurrency: usize) {
+    let sim = Sim::start(&["--peers", "5", "--pins", &pins.to_string(), "--lag", "50ms..1s"]);
+    // The CIDs to re-pin, in the order peer0 streams them.
+    let client = reqwest::blocking::Client::new();
+    let body = client.get(format!("{}/allocations", sim.urls[0])).send().unwrap().text().unwrap();
+    let cids: Vec<String> = body
+        .lines()
+        .take(total)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["cid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rates = Vec::new();
+    for round in 0..3 {
+        let rate = rt.block_on(async {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let cids = std::sync::Arc::new(cids.clone());
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, next, cids, url) =
+                    (client.clone(), next.clone(), cids.clone(), sim.urls[0].clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(cid) = cids.get(i) else { break };
+                        let r = client
+                            .post(format!("{url}/pins/{cid}?name=bench-{round}&meta-org=hrdag&meta-pass={round}"))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                        r.bytes().await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            cids.len() as f64 / start.elapsed().as_secs_f64()
+        });
+        rates.push(rate);
+    }
+    println!(
+        "| POST /pins re-pins, concurrency {concurrency}, 5 peers, {total} per round | {:.0} re-pins/s (median of 3; min {:.0}, max {:.0}) | RSS after {:.0} MiB |",
+        median(rates.clone()),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max),
+        sim.rss_mib()
+    );
+}
+
+fn bench_memory(pin_counts: &[usize]) {
+    for &peers in &[1usize, 5] {
+        for &pins in pin_counts {
+            let sim = Sim::start(&["--peers", &peers.to_string(), "--pins", &pins.to_string()]);
+            std::thread::sleep(Duration::from_millis(200));
+            println!("| memory, {pins} pins, {peers} peers | RSS {:.0} MiB | |", sim.rss_mib());
+        }
+    }
+    // Every peer rewrites every pin once: each replica then holds its own versions.
+    let pins = pin_counts[pin_counts.len() / 2];
+    let sim = Sim::start(&["--peers", "5", "--pins", &pins.to_string(), "--lag", "0"]);
+    let before = sim.rss_mib();
+    let client = reqwest::blocking::Client::new();
+    let body = client.get(format!("{}/allocations", sim.urls[0])).send().unwrap().text().unwrap();
+    let cids: Vec<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["cid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for cid in cids.iter().take(20_000) {
+        client.post(format!("{}/pins/{cid}?meta-org=x", sim.urls[0])).send().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    println!(
+        "| memory, {pins} pins, 5 peers, after 20000 re-pins replicated to every peer | RSS {:.0} MiB (before {:.0}) | |",
+        sim.rss_mib(),
+        before
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks benches for their list
+    }
+    let pins: usize =
+        std::env::var("BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    println!("| benchmark | result | notes |\n|---|---|---|");
+    bench_allocations(pins);
+    bench_repins(pins.min(100_000), 20_000.min(pins), 32);
+    bench_memory(&[pins / 4, pins / 2, pins]);
+}

@@ -217,14 +217,38 @@ pub fn go_zero_time() -> DateTime<Utc> {
 /// Renders a time like Go's `time.Time.MarshalJSON` in UTC: RFC 3339 with the fractional seconds
 /// trimmed of trailing zeros (none when whole).
 pub fn go_time(t: &DateTime<Utc>) -> String {
-    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    use chrono::{Datelike, Timelike};
+    // Hand-rolled: this runs twice per pin in every `/allocations` stream.
+    let mut out = String::with_capacity(32);
+    let push = |out: &mut String, v: u32, width: usize| {
+        let mut digits = [b'0'; 10];
+        let mut v = v;
+        for i in (0..width).rev() {
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits[..width]).expect("ASCII digits"));
+    };
+    push(&mut out, t.year().max(0) as u32, 4);
+    out.push('-');
+    push(&mut out, t.month(), 2);
+    out.push('-');
+    push(&mut out, t.day(), 2);
+    out.push('T');
+    push(&mut out, t.hour(), 2);
+    out.push(':');
+    push(&mut out, t.minute(), 2);
+    out.push(':');
+    push(&mut out, t.second(), 2);
     let nanos = t.timestamp_subsec_nanos();
-    if nanos == 0 {
-        format!("{base}Z")
-    } else {
-        let frac = format!("{nanos:09}");
-        format!("{base}.{}Z", frac.trim_end_matches('0'))
+    if nanos != 0 {
+        let mut frac = String::with_capacity(9);
+        push(&mut frac, nanos, 9);
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
     }
+    out.push('Z');
+    out
 }
 
 /// Parses RFC 3339 (with or without fractional seconds, any offset) to UTC.

@@ -418,7 +418,7 @@ fn new_pin(
         shard_size: o.shard_size,
         user_allocations: o.user_allocations,
         expire_at: o.expire_at,
-        metadata: o.metadata,
+        metadata: o.metadata.into(),
         pin_update: o.pin_update,
         origins: o.origins.clone().unwrap_or_default(),
         origins_given: o.origins.is_some(),
@@ -447,7 +447,9 @@ fn new_pin(
                 ),
             ));
         }
-        if ex.max_depth != 0 && pin.max_depth == 0 {
+        // setupPin compares the requested mode, not max_depth: `/pins/{cid}?mode=direct` is refused
+        // too, although that route would store the pin as recursive.
+        if ex.stored_mode() == Mode::Recursive && pin.mode_query == Mode::Direct {
             return Err((
                 500,
                 "cannot repin a CID which is already pinned in recursive mode (new pin is pinned as direct). Unpin it first."
@@ -884,7 +886,7 @@ struct GlobalPinInfo<'a> {
     allocations: Option<&'a [String]>,
     origins: Option<&'a [String]>,
     created: String,
-    metadata: Option<&'a BTreeMap<String, String>>,
+    metadata: Option<&'a super::pin::Metadata>,
     peer_map: BTreeMap<&'a str, PinInfoShort<'a>>,
 }
 

@@ -129,7 +129,7 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
         match crate::ids::parse_signed_go_duration(within) {
             Err(e) => return (po, Some(format!("expire-in cannot be parsed: {e}"))),
             Ok((neg, d)) if neg || d < std::time::Duration::from_secs(1) => {
-                return (po, Some(format!("expire-in duration too short: {within}")));
+                return (po, Some("expire-in duration too short".to_string()));
             }
             Ok((_, d)) => {
                 po.expire_at = Some(now + chrono::Duration::from_std(d).unwrap_or_default())

@@ -38,6 +38,49 @@ impl PinType {
     }
 }
 
+/// A pin's metadata, kept sorted by key as Go emits maps. A sorted vector rather than a `BTreeMap`:
+/// a `BTreeMap` allocates a node of several hundred bytes even for one entry, which would dominate the
+/// simulator's memory at a million pins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(Vec<(String, String)>);
+
+impl Metadata {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl From<BTreeMap<String, String>> for Metadata {
+    fn from(m: BTreeMap<String, String>) -> Metadata {
+        Metadata(m.into_iter().collect())
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 /// One pin. Holds the union of what both renderings need; [`Pin::to_stored`] drops what the CRDT state
 /// does not keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +102,7 @@ pub struct Pin {
     pub user_allocations: Option<Vec<String>>,
     /// `None` = the zero time.
     pub expire_at: Option<DateTime<Utc>>,
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: Metadata,
     pub pin_update: Option<String>,
     pub origins: Vec<String>,
     /// Whether `origins` was given (the in-memory form renders `null` when not).
@@ -175,8 +218,9 @@ impl Pin {
             Some(serde_json::Value::Object(m)) => m
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect(),
-            _ => BTreeMap::new(),
+                .collect::<BTreeMap<_, _>>()
+                .into(),
+            _ => Metadata::default(),
         };
         Ok(Pin {
             cid: cid.canonical,
@@ -215,7 +259,7 @@ struct WirePin<'a> {
     shard_size: u64,
     user_allocations: Option<&'a [String]>,
     expire_at: String,
-    metadata: Option<&'a BTreeMap<String, String>>,
+    metadata: Option<&'a Metadata>,
     pin_update: Option<&'a str>,
     origins: Option<&'a Vec<String>>,
     cid: &'a str,
@@ -247,7 +291,7 @@ mod tests {
             shard_size: 0,
             user_allocations: Some(vec![]),
             expire_at: None,
-            metadata: BTreeMap::new(),
+            metadata: Metadata::default(),
             pin_update: None,
             origins: vec![],
             origins_given: false,

@@ -1,14 +1,13 @@
 //! The simulator's starting pin set: generated from a seed (`--pins N --seed S`) or loaded from an
 //! `/allocations` dump (`--from FILE`).
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::pin::{Mode, Pin, PinType};
+use super::pin::{Metadata, Mode, Pin, PinType};
 
 /// Organisations that own some of the generated pins.
 pub const OTHER_ORGS: [&str; 5] = ["hrdag", "amnesty", "witness", "bellingcat", "memorial"];
@@ -16,7 +15,7 @@ pub const OTHER_ORGS: [&str; 5] = ["hrdag", "amnesty", "witness", "bellingcat", 
 /// Generates `n` pins from `seed`; `peers` are the peer IDs that allocations draw from. `now` anchors
 /// timestamps and expiries. The same arguments give the same pins.
 pub fn generate(n: usize, seed: u64, peers: &[String], now: DateTime<Utc>) -> Vec<Pin> {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f_1ed9e7);
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1e_d9e7);
     let kinds = ["csv", "json", "pdf", "tar.gz", "parquet", "mp4", "jpg"];
     let projects = ["census", "archive", "testimony", "satellite", "court-records"];
     let sources = ["crawler", "upload", "migration-2024"];
@@ -53,7 +52,7 @@ pub fn generate(n: usize, seed: u64, peers: &[String], now: DateTime<Utc>) -> Ve
                 let count = rng.random_range(min..=max) as usize;
                 (min, max, idx[..count].iter().map(|&j| peers[j].clone()).collect())
             };
-            let mut metadata = BTreeMap::new();
+            let mut metadata = Metadata::default();
             let roll: f64 = rng.random();
             if roll < 0.2 {
                 metadata.insert(

@@ -369,8 +369,8 @@ impl World {
 
     /// Brings replica `p` up to `target` (applied count per origin), in causal order.
     fn catch_up(&mut self, p: usize, target: &[u64]) {
-        for o in 0..self.n() {
-            while self.replicas[p].applied[o] < target[o] {
+        for (o, &want) in target.iter().enumerate() {
+            while self.replicas[p].applied[o] < want {
                 let next = self.log[o][self.replicas[p].applied[o] as usize].clone();
                 let mut stack = vec![next];
                 while let Some(d) = stack.last().cloned() {
@@ -500,12 +500,12 @@ impl World {
         for dst in 0..self.n() {
             let mut coming = self.replicas[dst].applied.clone();
             for Reverse(s) in self.queue.iter().filter(|s| s.0.dst == dst) {
-                for o in 0..self.n() {
-                    coming[o] = coming[o].max(s.target[o]);
+                for (c, &t) in coming.iter_mut().zip(&s.target) {
+                    *c = (*c).max(t);
                 }
             }
-            for o in 0..self.n() {
-                lost += (self.log[o].len() as u64).saturating_sub(coming[o]);
+            for (log, &c) in self.log.iter().zip(&coming) {
+                lost += (log.len() as u64).saturating_sub(c);
             }
         }
         lost

@@ -101,7 +101,13 @@ impl Sim {
 
     /// A control request (`/_sim/...`) that must succeed.
     pub fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
-        let r = raw(self.url(0), method, path, &[("Content-Type", "application/json")], body.as_bytes());
+        let r = raw(
+            self.url(0),
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
         assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
         if r.body.is_empty() { serde_json::Value::Null } else { r.json() }
     }
@@ -130,7 +136,11 @@ impl RawResponse {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     pub fn trailer(&self, name: &str) -> Option<&str> {
         self.trailers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -139,17 +149,28 @@ impl RawResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     /// The NDJSON lines of a streamed body.
     pub fn ndjson(&self) -> Vec<serde_json::Value> {
-        self.text().lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.text()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
 /// Send one HTTP/1.1 request over a fresh TCP connection and read the whole response, trailers
 /// included. `path` is sent as-is (so it may hold a query, `//` or a trailing slash).
-pub fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
+pub fn raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawResponse {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -182,7 +203,8 @@ fn parse_response(buf: &[u8], head_only: bool) -> RawResponse {
         })
         .collect();
     let rest = &buf[end..];
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get =
+        |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let mut body = Vec::new();
     let mut trailers = Vec::new();
     let mut complete = false;
@@ -190,15 +212,14 @@ fn parse_response(buf: &[u8], head_only: bool) -> RawResponse {
         complete = true;
     } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         let mut pos = 0;
-        loop {
-            let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") else { break };
+        while let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") {
             let size_line = String::from_utf8_lossy(&rest[pos..pos + nl]).into_owned();
-            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+            let size =
+                usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
             pos += nl + 2;
             if size == 0 {
                 // trailers until an empty line
-                loop {
-                    let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") else { break };
+                while let Some(nl) = rest[pos..].windows(2).position(|w| w == b"\r\n") {
                     let line = String::from_utf8_lossy(&rest[pos..pos + nl]).into_owned();
                     pos += nl + 2;
                     if line.is_empty() {
