@@ -3,3 +3,4 @@
 mod util;
 
 mod sim_api;
+mod thirdparty;

@@ -334,7 +334,8 @@ fn with_cors(mut r: Response, req: &Request) -> Response {
 
 /// A JSON response as Go's `json.Encoder` writes it (a trailing newline).
 fn json<T: Serialize + ?Sized>(status: u16, v: &T) -> Response {
-    let mut body = serde_json::to_vec(v).expect("serialisable");
+    let mut body = Vec::with_capacity(256);
+    super::pin::to_go_json(&mut body, v);
     body.push(b'\n');
     Response::new(status, Body::Full(body)).header("Content-Type", "application/json")
 }
@@ -1006,7 +1007,8 @@ fn render_global(
             })
             .collect(),
     };
-    let mut out = serde_json::to_vec(&info).expect("serialisable");
+    let mut out = Vec::with_capacity(512);
+    super::pin::to_go_json(&mut out, &info);
     out.push(b'\n');
     out
 }

@@ -144,8 +144,7 @@ impl Pin {
 
     /// Renders the stored form (every read, and the DELETE response).
     pub fn write_stored(&self, out: &mut Vec<u8>) {
-        let wire = self.wire(true);
-        serde_json::to_writer(&mut *out, &wire).expect("serialising to a Vec cannot fail");
+        to_go_json(out, &self.wire(true));
     }
 
     /// The stored form as a JSON string.
@@ -157,7 +156,9 @@ impl Pin {
 
     /// Renders the in-memory form (the response to a POST).
     pub fn memory_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.wire(false)).expect("serialising to a Vec cannot fail")
+        let mut out = Vec::with_capacity(512);
+        to_go_json(&mut out, &self.wire(false));
+        out
     }
 
     fn wire(&self, stored: bool) -> WirePin<'_> {
@@ -245,6 +246,39 @@ impl Pin {
     }
 }
 
+/// Serialises like Go's `json.Encoder` with its default `SetEscapeHTML(true)`: `<`, `>` and `&` become
+/// `\u003c`, `\u003e`, `\u0026`, and U+2028/U+2029 are escaped too, so raw bytes match a real cluster's.
+pub fn to_go_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, GoFormatter);
+    v.serialize(&mut ser).expect("serialising to a Vec cannot fail");
+}
+
+struct GoFormatter;
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, ch) in fragment.char_indices() {
+            let esc = match ch {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(esc.as_bytes())?;
+            start = i + ch.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
 fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
@@ -311,6 +345,16 @@ mod tests {
         assert_eq!(v["origins"], serde_json::Value::Null);
         assert_eq!(v["user_allocations"], serde_json::json!([]));
         assert_eq!(v["timestamp"], "2024-04-17T15:42:28.000000005Z");
+    }
+
+    #[test]
+    fn html_characters_are_escaped_like_go() {
+        let mut p = pin();
+        p.name = "a<b>&c\u{2028}".into();
+        let s = p.to_stored().stored_json();
+        assert!(s.contains(r#""name":"a\u003cb\u003e\u0026c\u2028""#), "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["name"], "a<b>&c\u{2028}");
     }
 
     #[test]
