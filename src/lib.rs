@@ -3,8 +3,11 @@
 //! around [`cli`] and [`commands`].
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod ids;
+pub mod ledger;
 pub mod logging;
 pub mod sim;
+pub mod store;

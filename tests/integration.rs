@@ -3,4 +3,8 @@
 mod util;
 
 mod sim_api;
+mod sim_auth;
+mod sim_crdt;
+mod sim_faults;
+mod sim_seed;
 mod thirdparty;

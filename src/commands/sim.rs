@@ -124,7 +124,7 @@ impl ServeArgs {
                 sim::seed::load(std::io::BufReader::new(f))
                     .with_context(|| format!("reading {path}"))?
             }
-            None => sim::seed::generate(self.pins, self.seed, &ids, chrono::Utc::now()),
+            None => sim::seed::generate(self.pins, self.seed, &ids),
         };
         Ok(SimConfig {
             peers: n,

@@ -722,17 +722,41 @@ fn allocations(c: &Cluster, p: usize, q: &Query) -> Response {
             return error(400, "invalid filter value");
         }
     }
+    // A point-in-time view (the clone is O(1)), walked by key ranges so no entry is copied.
     let map = c.world().replicas[p].map.clone();
-    let items = map.into_iter().filter_map(move |(_, e)| {
-        let pin = e.value();
-        if !types.is_empty() && !types.contains(&pin.typ) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(512);
-        pin.write_stored(&mut out);
-        Some(out)
-    });
+    let items = ReplicaLines { map, after: None, batch: std::collections::VecDeque::new(), types };
     ndjson_stream(c, p, items)
+}
+
+/// The stored-form lines of a replica view in key order, rendered in batches of 256 keys.
+struct ReplicaLines {
+    map: imbl::OrdMap<Arc<str>, Entry>,
+    after: Option<Arc<str>>,
+    batch: std::collections::VecDeque<Vec<u8>>,
+    types: Vec<PinType>,
+}
+
+impl Iterator for ReplicaLines {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        use std::ops::Bound;
+        while self.batch.is_empty() {
+            let from = match &self.after {
+                None => Bound::Unbounded,
+                Some(k) => Bound::Excluded(k.clone()),
+            };
+            let mut last = None;
+            for (k, e) in self.map.range((from, Bound::Unbounded)).take(256) {
+                last = Some(k.clone());
+                if self.types.is_empty() || self.types.contains(&e.value().typ) {
+                    self.batch.push_back(e.stored_json().to_vec());
+                }
+            }
+            self.after = Some(last?);
+        }
+        self.batch.pop_front()
+    }
 }
 
 /// `GET /peers`: one ID per peer, unreachable ones (with their error) after the healthy ones.

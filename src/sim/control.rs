@@ -244,6 +244,7 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
                         },
                     };
                     w.restart(p, down, now);
+                    c.restarts[p].notify_one();
                 }
                 _ => return not_found("unknown peer action"),
             }

@@ -67,6 +67,8 @@ pub struct Cluster {
     pub version: String,
     pub rng: Mutex<SmallRng>,
     pub started: Instant,
+    /// Wakes a peer's accept loop when it is restarted, so it can close its port.
+    pub restarts: Vec<Notify>,
 }
 
 impl Cluster {
@@ -171,6 +173,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
         version: cfg.version,
         rng: Mutex::new(SmallRng::seed_from_u64(cfg.net.seed.wrapping_add(17))),
         started: Instant::now(),
+        restarts: (0..cfg.peers).map(|_| Notify::new()).collect(),
     });
     let mut tasks = Vec::new();
     let c = cluster.clone();
@@ -194,7 +197,7 @@ async fn ticker(c: Arc<Cluster>) {
     }
 }
 
-async fn accept_loop(c: Arc<Cluster>, p: usize, l: TcpListener) {
+async fn accept_loop(c: Arc<Cluster>, p: usize, mut l: TcpListener) {
     let handler: http::Handler = {
         let c = c.clone();
         Arc::new(move |req| {
@@ -202,12 +205,33 @@ async fn accept_loop(c: Arc<Cluster>, p: usize, l: TcpListener) {
             Box::pin(async move { api::handle(c, p, req).await })
         })
     };
+    let addr = l.local_addr().expect("bound");
     loop {
-        let Ok((stream, _)) = l.accept().await else { continue };
+        let accepted = tokio::select! {
+            r = l.accept() => r.ok(),
+            _ = c.restarts[p].notified() => None,
+        };
         if c.is_down(p) {
-            drop(stream); // a restarting peer refuses work
+            // A restarting peer refuses connections: close the port until it is back.
+            drop(accepted);
+            drop(l);
+            let until = c.world().down_until[p];
+            if let Some(t) = until {
+                tokio::time::sleep_until(t.into()).await;
+            }
+            l = loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        tracing::warn!(%addr, %e, "cannot listen again after a restart; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
             continue;
         }
-        tokio::spawn(http::serve_connection(stream, handler.clone()));
+        if let Some((stream, _)) = accepted {
+            tokio::spawn(http::serve_connection(stream, handler.clone()));
+        }
     }
 }

@@ -12,9 +12,16 @@ use super::pin::{Metadata, Mode, Pin, PinType};
 /// Organisations that own some of the generated pins.
 pub const OTHER_ORGS: [&str; 5] = ["hrdag", "amnesty", "witness", "bellingcat", "memorial"];
 
-/// Generates `n` pins from `seed`; `peers` are the peer IDs that allocations draw from. `now` anchors
-/// timestamps and expiries. The same arguments give the same pins.
-pub fn generate(n: usize, seed: u64, peers: &[String], now: DateTime<Utc>) -> Vec<Pin> {
+/// Timestamps of generated pins lie up to 90 days before this instant; expiries 30 to 720 days after
+/// [`EXPIRY_ANCHOR`]. Fixed, so that the same seed gives the same pins on any day.
+const TIMESTAMP_ANCHOR: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const EXPIRY_ANCHOR: i64 = 2_082_758_400; // 2036-01-01T00:00:00Z
+
+/// Generates `n` pins from `seed`; `peers` are the peer IDs that allocations draw from. The same
+/// arguments give the same pins.
+pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
+    let now = DateTime::<Utc>::from_timestamp(TIMESTAMP_ANCHOR, 0).expect("valid anchor");
+    let expiry_base = DateTime::<Utc>::from_timestamp(EXPIRY_ANCHOR, 0).expect("valid anchor");
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1e_d9e7);
     let kinds = ["csv", "json", "pdf", "tar.gz", "parquet", "mp4", "jpg"];
     let projects = ["census", "archive", "testimony", "satellite", "court-records"];
@@ -75,8 +82,9 @@ pub fn generate(n: usize, seed: u64, peers: &[String], now: DateTime<Utc>) -> Ve
                 );
             }
             let direct = rng.random_bool(0.02);
-            let expire_at =
-                rng.random_bool(0.02).then(|| now + Duration::days(rng.random_range(30..720)));
+            let expire_at = rng
+                .random_bool(0.02)
+                .then(|| expiry_base + Duration::days(rng.random_range(30..720)));
             let origins = if rng.random_bool(0.03) && !peers.is_empty() {
                 vec![format!(
                     "/ip4/10.0.{}.{}/tcp/4001/p2p/{}",
@@ -135,11 +143,10 @@ mod tests {
     #[test]
     fn generation_is_reproducible_and_mixed() {
         let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
-        let now = Utc::now();
-        let a = generate(2000, 7, &peers, now);
-        let b = generate(2000, 7, &peers, now);
+        let a = generate(2000, 7, &peers);
+        let b = generate(2000, 7, &peers);
         assert_eq!(a, b);
-        assert_ne!(a, generate(2000, 8, &peers, now));
+        assert_ne!(a, generate(2000, 8, &peers));
         let owned =
             a.iter().filter(|p| p.metadata.get("org").is_some_and(|o| !o.is_empty())).count();
         assert!((200..700).contains(&owned), "{owned}");

@@ -18,7 +18,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -54,9 +54,19 @@ struct Version {
     idx: u32,
     prio: u64,
     pin: Arc<Pin>,
+    /// The stored-form JSON, rendered once and shared by every replica holding this version.
+    json: Arc<OnceLock<Box<[u8]>>>,
 }
 
 impl Version {
+    fn json(&self) -> &[u8] {
+        self.json.get_or_init(|| {
+            let mut v = Vec::with_capacity(512);
+            self.pin.write_stored(&mut v);
+            v.into_boxed_slice()
+        })
+    }
+
     fn id(&self) -> (u32, u64, u32) {
         (self.origin, self.seq, self.idx)
     }
@@ -73,21 +83,28 @@ pub struct Entry {
 impl Entry {
     /// The visible value: highest priority, then the byte-greater stored form.
     pub fn value(&self) -> &Arc<Pin> {
+        &self.winner().pin
+    }
+
+    /// The visible value's stored-form JSON (no trailing newline).
+    pub fn stored_json(&self) -> &[u8] {
+        self.winner().json()
+    }
+
+    fn winner(&self) -> &Version {
         let mut best = &self.live[0];
         for v in &self.live[1..] {
-            if v.prio > best.prio
-                || (v.prio == best.prio && v.pin.stored_json() > best.pin.stored_json())
-            {
+            if v.prio > best.prio || (v.prio == best.prio && v.json() > best.json()) {
                 best = v;
             }
         }
-        &best.pin
+        best
     }
 }
 
 #[derive(Debug)]
 enum Op {
-    Put { key: Arc<str>, pin: Arc<Pin> },
+    Put { key: Arc<str>, pin: Arc<Pin>, json: Arc<OnceLock<Box<[u8]>>> },
     Del { key: Arc<str>, versions: Vec<(u32, u64, u32)> },
 }
 
@@ -174,7 +191,14 @@ impl World {
                 Ok(p) => p.key.into(),
                 Err(_) => continue,
             };
-            let v = Version { origin: GENESIS, seq: 0, idx: i as u32, prio: 1, pin: Arc::new(pin) };
+            let v = Version {
+                origin: GENESIS,
+                seq: 0,
+                idx: i as u32,
+                prio: 1,
+                pin: Arc::new(pin),
+                json: Default::default(),
+            };
             map.insert(key, Entry { live: vec![v], applied_at: None });
         }
         let now = Instant::now();
@@ -252,7 +276,9 @@ impl World {
         let mut ops = Vec::with_capacity(pending.len());
         for op in pending {
             match op {
-                PendingOp::Put(key, pin) => ops.push(Op::Put { key, pin }),
+                PendingOp::Put(key, pin) => {
+                    ops.push(Op::Put { key, pin, json: Default::default() })
+                }
                 PendingOp::Del(key) => {
                     // Remove every version this peer has seen: those in its replica, plus the puts of
                     // this same delta that come before (they will be applied first).
@@ -329,13 +355,14 @@ impl World {
         let r = &mut self.replicas[p];
         for (i, op) in d.ops.iter().enumerate() {
             match op {
-                Op::Put { key, pin } => {
+                Op::Put { key, pin, json } => {
                     let v = Version {
                         origin: d.origin,
                         seq: d.seq,
                         idx: i as u32,
                         prio: d.prio,
                         pin: pin.clone(),
+                        json: json.clone(),
                     };
                     let mut live = r.map.get(key).map(|e| e.live.clone()).unwrap_or_default();
                     // Versions the writer had seen are superseded: any later remove that sees this
@@ -511,11 +538,13 @@ impl World {
         lost
     }
 
-    /// Every replica has every delta and no batch is pending.
+    /// Every replica has every delta, no batch is pending and no delivery is scheduled.
     pub fn converged(&self) -> bool {
-        self.replicas.iter().all(|r| {
-            r.batch.is_empty() && (0..self.n()).all(|o| r.applied[o] == self.log[o].len() as u64)
-        })
+        self.queue.is_empty()
+            && self.replicas.iter().all(|r| {
+                r.batch.is_empty()
+                    && (0..self.n()).all(|o| r.applied[o] == self.log[o].len() as u64)
+            })
     }
 
     /// SHA-256 of the replica's stored-form pins in key order, one JSON line each.
@@ -524,12 +553,9 @@ impl World {
             return d.clone();
         }
         let mut h = sha2::Sha256::new();
-        let mut buf = Vec::with_capacity(512);
         for e in self.replicas[p].map.values() {
-            buf.clear();
-            e.value().write_stored(&mut buf);
-            buf.push(b'\n');
-            h.update(&buf);
+            h.update(e.stored_json());
+            h.update(b"\n");
         }
         let d = format!("{:x}", h.finalize());
         self.replicas[p].digest = Some(d.clone());
