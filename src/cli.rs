@@ -22,13 +22,28 @@ pub struct GlobalArgs {
     /// Only errors on stderr; no progress.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub ledger: crate::app::LedgerArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Record one pass of the pin set of a peer (or of every peer) into the ledger.
+    Snapshot(crate::commands::snapshot::SnapshotArgs),
+    /// List the snapshots in the ledger.
+    Snapshots(crate::commands::snapshots::SnapshotsArgs),
+    /// What changed between two snapshots: new, vanished and changed pins, field by field.
+    Diff(crate::commands::diff::DiffArgs),
+    /// One pin's versions across snapshots, per peer.
+    History(crate::commands::history::HistoryArgs),
+    /// Write a table of the ledger as CSV.
+    Export(crate::commands::export::ExportArgs),
+    /// The ledger database itself: schema migrations.
+    #[command(subcommand)]
+    Db(crate::commands::db::DbCommand),
     /// The built-in IPFS Cluster simulator (multi-peer, CRDT, real REST API).
     #[command(subcommand)]
-    Sim(crate::commands::sim::SimCommand),
+    Sim(Box<crate::commands::sim::SimCommand>),
 }
 
 #[cfg(test)]

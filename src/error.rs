@@ -12,9 +12,13 @@ pub const ERROR: u8 = 2;
 
 /// Prints the error chain and returns the exit code for it.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    let is_pipe = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
     let broken_pipe = err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        e.downcast_ref::<std::io::Error>().is_some_and(is_pipe)
+            || e.downcast_ref::<csv::Error>().is_some_and(|c| match c.kind() {
+                csv::ErrorKind::Io(io) => is_pipe(io),
+                _ => false,
+            })
     });
     if broken_pipe {
         return ExitCode::from(OK);

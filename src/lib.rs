@@ -2,6 +2,7 @@
 //! simulator its tests, benchmarks and demo run against. The binary (`src/main.rs`) is a thin shell
 //! around [`cli`] and [`commands`].
 
+pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -6,5 +6,6 @@ mod sim_api;
 mod sim_auth;
 mod sim_crdt;
 mod sim_faults;
+mod sim_process;
 mod sim_seed;
 mod thirdparty;

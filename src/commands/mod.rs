@@ -1,6 +1,13 @@
-//! One file per command, each with its arguments and its `run`. [`run`] is the one dispatch.
+//! One file per command, each with its arguments and its `run`. [`run`] is the one dispatch; commands
+//! that need no database or cluster never open them.
 
+pub mod db;
+pub mod diff;
+pub mod export;
+pub mod history;
 pub mod sim;
+pub mod snapshot;
+pub mod snapshots;
 
 use std::process::ExitCode;
 
@@ -8,7 +15,14 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
     match cli.command {
-        Command::Sim(cmd) => sim::run(cmd),
+        Command::Snapshot(a) => snapshot::run(a, g),
+        Command::Snapshots(a) => snapshots::run(a, g),
+        Command::Diff(a) => diff::run(a, g),
+        Command::History(a) => history::run(a, g),
+        Command::Export(a) => export::run(a, g),
+        Command::Db(c) => db::run(c, g),
+        Command::Sim(c) => sim::run(*c),
     }
 }

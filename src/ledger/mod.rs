@@ -1,4 +1,5 @@
 //! The use cases as plain logic over the store and the cluster client: taking a snapshot (diffing a
 //! stream against the open intervals of its series).
 
+pub mod diff;
 pub mod snapshot;

@@ -31,17 +31,23 @@ impl Store {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date. A database
     /// whose schema is newer than this binary is refused untouched.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let mut store = Store::open_unmigrated(path)?;
+        embedded::migrations::runner()
+            .run(&mut store.conn)
+            .with_context(|| format!("cannot migrate the ledger database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// Opens the ledger without applying pending migrations (for `ledger db status`).
+    pub fn open_unmigrated(path: &Path) -> anyhow::Result<Store> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the directory {}", parent.display()))?;
         }
-        let mut conn = Connection::open(path)
+        let conn = Connection::open(path)
             .with_context(|| format!("cannot open the ledger database {}", path.display()))?;
         configure(&conn).with_context(|| format!("cannot set up {}", path.display()))?;
         check_not_newer(&conn, path)?;
-        embedded::migrations::runner()
-            .run(&mut conn)
-            .with_context(|| format!("cannot migrate the ledger database {}", path.display()))?;
         Ok(Store { conn, path: path.to_path_buf() })
     }
 

@@ -443,3 +443,42 @@ pub fn history(conn: &Connection, cid: &str) -> rusqlite::Result<Vec<HistoryRow>
     })?;
     rows.collect()
 }
+
+/// The `(cid_id, version_id)` set of a snapshot as SQL, with `?N` standing for its id.
+fn set_sql(snap: &SnapshotRow, n: u8) -> String {
+    if snap.state == "complete" {
+        format!(
+            "SELECT cid_id, version_id FROM observations WHERE series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
+             AND first_snapshot <= ?{n} AND (last_snapshot IS NULL OR last_snapshot >= ?{n})"
+        )
+    } else {
+        format!("SELECT cid_id, version_id FROM partial_observations WHERE snapshot_id = ?{n}")
+    }
+}
+
+/// The pins whose version differs between two snapshots: (version in `a`, version in `b`), either
+/// `None` where the pin is absent.
+pub fn differing(
+    conn: &Connection,
+    a: &SnapshotRow,
+    b: &SnapshotRow,
+) -> rusqlite::Result<Vec<(Option<i64>, Option<i64>)>> {
+    let sql = format!(
+        "WITH a AS ({}), b AS ({})
+         SELECT a.version_id, b.version_id FROM a FULL OUTER JOIN b ON a.cid_id = b.cid_id
+         WHERE a.version_id IS NOT b.version_id",
+        set_sql(a, 1),
+        set_sql(b, 2)
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![a.id, b.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// One stored version with its CID.
+pub fn version(conn: &Connection, id: i64) -> rusqlite::Result<PinRow> {
+    let sql = format!(
+        "SELECT {PIN_COLUMNS} FROM pin_versions v JOIN cids c ON c.id = v.cid_id WHERE v.id = ?1"
+    );
+    conn.prepare_cached(&sql)?.query_row([id], pin_row)
+}

@@ -1,0 +1,151 @@
+//! What commands share: the ledger database path, the cluster target, the async runtime, and the output
+//! helpers (aligned tables on stdout, progress on stderr only when it is a terminal).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cluster::{self, Client, Settings, Target};
+use crate::store::Store;
+
+/// Where the ledger is and which cluster to talk to. Global: every command accepts them.
+#[derive(Debug, Args, Clone)]
+pub struct LedgerArgs {
+    /// The ledger database (SQLite). Created if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DB",
+        default_value = "ledger.db",
+        value_name = "FILE"
+    )]
+    pub db: PathBuf,
+    /// The cluster's REST API: an http(s) URL or a multiaddr (/ip4/127.0.0.1/tcp/9094); several,
+    /// comma-separated, name several peers (the first is where ledger writes). Env: LEDGER_CLUSTER.
+    /// Credentials come from LEDGER_BASIC_AUTH=user:password or LEDGER_TOKEN, never from flags.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub cluster: Option<String>,
+    /// The cluster profile in ledger.toml (default: its `default`, or its only cluster).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The configuration file with cluster profiles.
+    #[arg(long, global = true, env = "LEDGER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl LedgerArgs {
+    /// Opens the ledger database.
+    pub fn store(&self) -> anyhow::Result<Store> {
+        Store::open(&self.db)
+    }
+
+    /// Resolves the cluster from the flags, the environment and ledger.toml.
+    pub fn target(&self) -> anyhow::Result<Target> {
+        let env = |k: &str| std::env::var(k).ok();
+        cluster::config::resolve(&cluster::config::Sources {
+            cluster: self.cluster.as_deref(),
+            profile: self.profile.as_deref(),
+            config: self.config.as_deref(),
+            env: &env,
+        })
+    }
+}
+
+/// A client for one peer of the target.
+pub fn client(target: &Target, url: &url::Url) -> anyhow::Result<Client> {
+    Client::new(url.clone(), target.auth.clone(), Settings::default())
+}
+
+/// A current-thread runtime: HTTP runs here while SQLite stays synchronous on the same thread.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// A spinner or bar on stderr, hidden when stderr is not a terminal or with `--quiet`.
+pub fn progress(quiet: bool, len: Option<u64>) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    match len {
+        Some(n) => {
+            let pb = indicatif::ProgressBar::new(n);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb
+        }
+        None => {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} ({per_sec})")
+                    .expect("valid template"),
+            );
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            pb
+        }
+    }
+}
+
+/// Prints rows as an aligned table (the last column is not padded).
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| -> String {
+        let n = cells.len();
+        cells
+            .iter()
+            .enumerate()
+            .map(
+                |(i, c)| {
+                    if i + 1 == n { c.to_string() } else { format!("{c:<w$}", w = widths[i]) }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    out.flush()
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A CSV writer on a file, or on stdout for `-`.
+pub fn csv_writer(path: &str) -> anyhow::Result<csv::Writer<Box<dyn Write>>> {
+    let sink: Box<dyn Write> = if path == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        if let Some(parent) =
+            std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?,
+        ))
+    };
+    Ok(csv::Writer::from_writer(sink))
+}
+
+/// `Option` as table text.
+pub fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".to_string())
+}

@@ -1,0 +1,100 @@
+//! `ledger diff A B`: new, vanished and changed pins between two stored snapshots (of any peers).
+//! Exit 1 when they differ, as `diff` does.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use crate::app::{print_json, print_table};
+use crate::cli::GlobalArgs;
+use crate::ledger::diff::{FieldChange, changed_fields};
+use crate::store::snapshots as db;
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier snapshot's id (see `ledger snapshots`).
+    pub a: i64,
+    /// The later snapshot's id.
+    pub b: i64,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    cid: String,
+    change: &'static str,
+    fields: Vec<FieldChange>,
+}
+
+pub fn run(args: DiffArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = g.ledger.store()?;
+    let get = |id: i64| -> anyhow::Result<db::SnapshotRow> {
+        match db::get(&store.conn, id)? {
+            Some(s) => Ok(s),
+            None => bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
+        }
+    };
+    let (a, b) = (get(args.a)?, get(args.b)?);
+    for s in [&a, &b] {
+        if s.state != "complete" {
+            eprintln!(
+                "ledger: warning: snapshot {} is {}: it holds only the {} pins it read, so pins missing from it are not evidence of anything",
+                s.id, s.state, s.pins
+            );
+        }
+    }
+    let mut entries = Vec::new();
+    for (va, vb) in db::differing(&store.conn, &a, &b)? {
+        let ra = va.map(|v| db::version(&store.conn, v)).transpose()?;
+        let rb = vb.map(|v| db::version(&store.conn, v)).transpose()?;
+        entries.push(match (ra, rb) {
+            (None, Some(r)) => Entry { cid: r.cid, change: "new", fields: vec![] },
+            (Some(r), None) => Entry { cid: r.cid, change: "vanished", fields: vec![] },
+            (Some(x), Some(y)) => {
+                Entry { cid: y.cid.clone(), change: "changed", fields: changed_fields(&x, &y) }
+            }
+            (None, None) => continue,
+        });
+    }
+    entries.sort_by(|x, y| (x.change, &x.cid).cmp(&(y.change, &y.cid)));
+    if args.json {
+        print_json(&serde_json::json!({ "a": a.id, "b": b.id, "pins": entries }))?;
+    } else if entries.is_empty() {
+        println!("snapshots {} and {} hold the same pins", a.id, b.id);
+    } else {
+        let mut rows = Vec::new();
+        for e in &entries {
+            if e.fields.is_empty() {
+                rows.push(vec![
+                    e.change.to_string(),
+                    e.cid.clone(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+            for f in &e.fields {
+                rows.push(vec![
+                    e.change.to_string(),
+                    e.cid.clone(),
+                    f.field.to_string(),
+                    f.before.clone(),
+                    f.after.clone(),
+                ]);
+            }
+        }
+        print_table(&["change", "cid", "field", "before", "after"], &rows)?;
+        let count = |c: &str| entries.iter().filter(|e| e.change == c).count();
+        eprintln!(
+            "{} new, {} changed, {} vanished",
+            count("new"),
+            count("changed"),
+            count("vanished")
+        );
+    }
+    Ok(if entries.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+}

@@ -1,0 +1,55 @@
+//! `ledger snapshots`: every snapshot in the ledger, oldest first.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::app::{opt, print_json, print_table};
+use crate::cli::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: SnapshotsArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = g.ledger.store()?;
+    let rows = crate::store::snapshots::list(&store.conn)?;
+    if args.json {
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.cluster.clone(),
+                short(&s.peer),
+                s.started_at.clone(),
+                opt(&s.finished_at),
+                s.state.clone(),
+                s.pins.to_string(),
+                match (s.new, s.changed, s.vanished) {
+                    (Some(n), Some(c), Some(v)) => format!("+{n} ~{c} -{v}"),
+                    _ => s.error.clone().unwrap_or_default(),
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &["id", "cluster", "peer", "started", "finished", "state", "pins", "changes"],
+        &table,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A peer ID shortened for tables: `12D3Ko…aBcDeF`.
+pub fn short(peer: &str) -> String {
+    if peer.len() <= 16 {
+        return peer.to_string();
+    }
+    format!("{}…{}", &peer[..6], &peer[peer.len() - 6..])
+}
