@@ -68,9 +68,8 @@ CREATE TABLE observations (
     last_snapshot INTEGER REFERENCES snapshots (id),
     line_hash BLOB NOT NULL            -- xxh3-128 of the line as served: an unchanged line skips parsing
 ) STRICT;
-CREATE INDEX observations_open ON observations (series_id, cid_id) WHERE last_snapshot IS NULL;
-CREATE INDEX observations_cid ON observations (cid_id);
-CREATE INDEX observations_first ON observations (series_id, first_snapshot);
+CREATE INDEX observations_open ON observations (series_id) WHERE last_snapshot IS NULL;
+CREATE INDEX observations_cid ON observations (cid_id, series_id);
 
 -- What an incomplete snapshot read before it broke.
 CREATE TABLE partial_observations (

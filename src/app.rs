@@ -32,6 +32,10 @@ pub struct LedgerArgs {
     /// The configuration file with cluster profiles.
     #[arg(long, global = true, env = "LEDGER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Longest wait for the cluster: to connect, for a whole request, and between two reads of a
+    /// stream (Go duration: 30s, 2m).
+    #[arg(long, global = true, default_value = "60s", value_parser = crate::ids::parse_go_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 impl LedgerArgs {
@@ -52,9 +56,17 @@ impl LedgerArgs {
     }
 }
 
-/// A client for one peer of the target.
-pub fn client(target: &Target, url: &url::Url) -> anyhow::Result<Client> {
-    Client::new(url.clone(), target.auth.clone(), Settings::default())
+impl LedgerArgs {
+    /// A client for one peer of the target.
+    pub fn client(&self, target: &Target, url: &url::Url) -> anyhow::Result<Client> {
+        let settings = Settings {
+            connect_timeout: self.timeout.min(std::time::Duration::from_secs(10)),
+            request_timeout: self.timeout,
+            read_timeout: self.timeout,
+            ..Settings::default()
+        };
+        Client::new(url.clone(), target.auth.clone(), settings)
+    }
 }
 
 /// A current-thread runtime: HTTP runs here while SQLite stays synchronous on the same thread.

@@ -8,4 +8,5 @@ mod sim_crdt;
 mod sim_faults;
 mod sim_process;
 mod sim_seed;
+mod snapshot;
 mod thirdparty;

@@ -104,6 +104,12 @@ impl Client {
         Ok(Client { http, base, auth, settings })
     }
 
+    /// A client to the same peer with its own connection pool, for use on another thread's runtime
+    /// (pooled connections belong to the runtime that opened them).
+    pub fn fresh(&self) -> anyhow::Result<Client> {
+        Client::new(self.base.clone(), self.auth.clone(), self.settings.clone())
+    }
+
     /// The peer's URL (never with credentials).
     pub fn base(&self) -> &Url {
         &self.base

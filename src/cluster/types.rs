@@ -47,7 +47,7 @@ fn minus_one() -> i32 {
 /// The ledger's form of a stored pin: times in UTC, the zero time as `None`, empty metadata as an empty
 /// map, mode derived from `max_depth` as the cluster does. Two pins are the same version exactly when
 /// their canonical JSON is equal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CanonicalPin {
     pub cid: String,
     pub name: String,
@@ -65,11 +65,20 @@ pub struct CanonicalPin {
     pub reference: Option<String>,
     pub pin_update: Option<String>,
     pub cluster_timestamp: Option<String>,
+    /// xxh3-128 of the canonical JSON, computed once.
+    #[serde(skip)]
+    digest: [u8; 16],
 }
 
 /// Go's zero time in any zone is "no time".
 fn canonical_time(t: Option<&str>) -> Result<Option<String>, String> {
     let Some(t) = t.filter(|t| !t.is_empty()) else { return Ok(None) };
+    if t == "0001-01-01T00:00:00Z" {
+        return Ok(None);
+    }
+    if is_plain_utc_seconds(t) {
+        return Ok(Some(t.to_string())); // already canonical: the common case, kept fast
+    }
     let parsed = DateTime::parse_from_rfc3339(t).map_err(|e| format!("bad time {t:?}: {e}"))?;
     let utc = parsed.with_timezone(&Utc);
     if utc.timestamp() <= -62_135_596_800 {
@@ -78,10 +87,45 @@ fn canonical_time(t: Option<&str>) -> Result<Option<String>, String> {
     Ok(Some(crate::ids::go_time(&utc)))
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` with plausible fields: the canonical form as it is.
+fn is_plain_utc_seconds(t: &str) -> bool {
+    let b = t.as_bytes();
+    if b.len() != 20 || b[19] != b'Z' {
+        return false;
+    }
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !digits.iter().all(|&i| b[i].is_ascii_digit()) || !seps.iter().all(|&(i, c)| b[i] == c) {
+        return false;
+    }
+    let num = |i: usize| (b[i] - b'0') as u32 * 10 + (b[i + 1] - b'0') as u32;
+    (1..=12).contains(&num(5))
+        && (1..=31).contains(&num(8))
+        && num(11) < 24
+        && num(14) < 60
+        && num(17) < 60
+}
+
+/// Checks a CID string from the cluster. The cluster prints canonical CIDs (`Cid.String()`): a CIDv0 is
+/// `Qm` + 44 base58 characters and a CIDv1 is base32 lower case with a `b` prefix; those pass a
+/// character check. Anything else is parsed in full and re-encoded.
+fn canonical_cid(s: &str) -> Result<String, String> {
+    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let b = s.as_bytes();
+    let v0 = b.len() == 46 && s.starts_with("Qm") && b.iter().all(|c| B58.contains(c));
+    let v1 = b.len() > 40
+        && b[0] == b'b'
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c));
+    if v0 || v1 {
+        return Ok(s.to_string());
+    }
+    crate::ids::parse_cid(s).map(|c| c.canonical)
+}
+
 impl CanonicalPin {
     /// Validates and normalises one stored-form pin.
     pub fn from_wire(w: WirePin) -> Result<CanonicalPin, String> {
-        let cid = crate::ids::parse_cid(&w.cid).map_err(|e| format!("bad cid {:?}: {e}", w.cid))?;
+        let cid = canonical_cid(&w.cid).map_err(|e| format!("bad cid {:?}: {e}", w.cid))?;
         let typ = match &w.typ {
             None => "pin".to_string(),
             Some(serde_json::Value::String(s)) => s.clone(),
@@ -96,8 +140,8 @@ impl CanonicalPin {
             .to_string(),
             Some(other) => return Err(format!("bad pin type {other}")),
         };
-        Ok(CanonicalPin {
-            cid: cid.canonical,
+        let mut pin = CanonicalPin {
+            cid,
             name: w.name,
             metadata: w.metadata.unwrap_or_default(),
             allocations: w.allocations.unwrap_or_default(),
@@ -112,7 +156,10 @@ impl CanonicalPin {
             reference: w.reference.filter(|r| !r.is_empty()),
             pin_update: w.pin_update.filter(|r| !r.is_empty()),
             cluster_timestamp: canonical_time(w.timestamp.as_deref())?,
-        })
+            digest: [0; 16],
+        };
+        pin.digest = xxhash_rust::xxh3::xxh3_128(pin.canonical_json().as_bytes()).to_be_bytes();
+        Ok(pin)
     }
 
     /// Parses one NDJSON line of `GET /allocations`.
@@ -128,7 +175,7 @@ impl CanonicalPin {
 
     /// xxh3-128 of the canonical JSON.
     pub fn digest(&self) -> [u8; 16] {
-        xxhash_rust::xxh3::xxh3_128(self.canonical_json().as_bytes()).to_be_bytes()
+        self.digest
     }
 
     /// `metadata.org`, where non-empty.
@@ -158,6 +205,21 @@ mod tests {
         assert_eq!(a.digest(), b.digest());
         assert_eq!(a.cluster_timestamp.as_deref(), Some("2024-05-06T12:53:20Z"));
         assert_eq!(a.expire_at, None);
+    }
+
+    #[test]
+    fn fast_paths_agree_with_full_parsing() {
+        for t in ["2024-05-06T12:53:20Z", "2024-05-06T14:53:20+02:00", "2024-05-06T12:53:20.5Z"] {
+            let slow = DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+            assert_eq!(canonical_time(Some(t)).unwrap().unwrap(), crate::ids::go_time(&slow));
+        }
+        assert!(canonical_time(Some("2024-13-06T12:53:20Z")).is_err());
+        for c in [crate::ids::cid_v0(b"x"), crate::ids::cid_v1(b"x")] {
+            assert_eq!(canonical_cid(&c).unwrap(), crate::ids::parse_cid(&c).unwrap().canonical);
+        }
+        let z = "zdj7WWeQ43G6JJvLWQWZpyHuAMq6uYWRjkBXFad11vE2LHhQ7";
+        assert_eq!(canonical_cid(z).unwrap(), crate::ids::parse_cid(z).unwrap().canonical);
+        assert!(canonical_cid("Qm!!").is_err());
     }
 
     #[test]

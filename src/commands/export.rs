@@ -119,7 +119,7 @@ pub fn run(args: ExportArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 w.write_record([
                     p.cid,
                     p.name,
-                    o(p.metadata),
+                    p.metadata.unwrap_or_else(|| "{}".to_string()),
                     p.allocations,
                     p.replication_min.to_string(),
                     p.replication_max.to_string(),

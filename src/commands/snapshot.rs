@@ -39,7 +39,7 @@ pub fn run(args: SnapshotArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let rt = app::runtime()?;
     let mut reports = Vec::new();
     for url in &urls {
-        let client = app::client(&target, url)?;
+        let client = g.ledger.client(&target, url)?;
         let pb = app::progress(g.quiet || args.json, None);
         pb.set_message(format!("snapshot of {url}"));
         let report = rt

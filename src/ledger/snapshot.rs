@@ -9,6 +9,7 @@
 //! that a pin vanished. All of it happens in one transaction per snapshot.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -81,6 +82,9 @@ pub async fn take(
     mut progress: impl FnMut(i64),
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
+    // One writer at a time: a second snapshot waits here for the first to commit. Holding the lock,
+    // any snapshot still `running` belongs to a process that died.
+    let _lock = store.write_lock()?;
     db::mark_interrupted(&store.conn)?;
     let me = client.id().await?;
     let peer_url = client.base().to_string();
@@ -116,18 +120,19 @@ pub async fn take(
     let fresh_ledger: bool =
         store.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM cids)", [], |r| r.get(0))?;
 
-    let mut stream = match client.allocations().await {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = e.to_string();
-            db::finish(&store.conn, snap, false, None, &db::Counts::default(), Some(&msg))?;
-            report.error = Some(msg);
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
-        }
-    };
+    // Reading and parsing run on their own thread while this one writes to SQLite.
+    let known: HashSet<u128> = by_line.keys().copied().collect();
+    let (rx, reader) = spawn_reader(client.fresh()?, known);
+    let first = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
+    if let Msg::Failed(msg) = first {
+        let _ = reader.join();
+        db::finish(&store.conn, snap, false, None, &db::Counts::default(), Some(&msg))?;
+        report.error = Some(msg);
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
 
-    let tx = store.conn.transaction()?;
+    let tx = store.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Deferred interval changes, applied only if the stream completes.
     let mut new_obs: Vec<(i64, i64, u128)> = Vec::new();
     let mut close: Vec<i64> = Vec::new();
@@ -139,92 +144,111 @@ pub async fn take(
     let mut read_slow: Vec<(i64, i64)> = Vec::new();
     let (mut n_new, mut n_changed) = (0i64, 0i64);
     let mut unowned = 0i64;
-    let mut parse_error: Option<String> = None;
     let mut last_tick = Instant::now();
+    let mut outcome: Option<String> = None;
 
-    while let Some(line) = stream.next_line().await {
-        report.pins += 1;
+    let mut msg = first;
+    loop {
+        let items = match msg {
+            Msg::Batch(items) => items,
+            Msg::End(o) => {
+                outcome = o;
+                break;
+            }
+            Msg::Failed(e) => {
+                outcome = Some(e);
+                break;
+            }
+        };
+        for item in items {
+            report.pins += 1;
+            let (hash, pin) = match item {
+                Item::Known { hash, line } => {
+                    let o = &mut open[by_line[&hash] as usize];
+                    if !o.seen {
+                        o.seen = true;
+                        match o.org {
+                            Some(org) => orgs.counts[org as usize] += 1,
+                            None => unowned += 1,
+                        }
+                        read_fast.push(o.id);
+                        continue;
+                    }
+                    // The same line twice in one stream: treat the second like any other line.
+                    match CanonicalPin::from_line(&line) {
+                        Ok(p) => (hash, p),
+                        Err(e) => {
+                            report.pins -= 1;
+                            outcome = Some(bad_line(report.pins + 1, &e, &line));
+                            break;
+                        }
+                    }
+                }
+                Item::Parsed { hash, pin } => (hash, *pin),
+                Item::Bad { error } => {
+                    report.pins -= 1;
+                    outcome = Some(error);
+                    break;
+                }
+            };
+            match pin.org() {
+                Some(org) => {
+                    let i = orgs.id(org);
+                    orgs.counts[i as usize] += 1;
+                }
+                None => unowned += 1,
+            }
+            let (cid_id, fresh) = if fresh_ledger {
+                (db::insert_cid(&tx, &pin.cid)?, true)
+            } else {
+                let before: Option<i64> = tx
+                    .prepare_cached("SELECT id FROM cids WHERE cid = ?1")?
+                    .query_row([&pin.cid], |r| r.get(0))
+                    .ok();
+                match before {
+                    Some(id) => (id, false),
+                    None => (db::insert_cid(&tx, &pin.cid)?, true),
+                }
+            };
+            let version = db::version_id(&tx, cid_id, &pin, fresh)?;
+            read_slow.push((cid_id, version));
+            let current = if fresh { None } else { db::open_observation_of(&tx, series, cid_id)? };
+            match current {
+                Some((obs, _, digest)) if digest == pin.digest() => {
+                    // The same version served as other bytes (another zone, another server version).
+                    if handled.insert(obs) {
+                        rehash.push((obs, hash));
+                    }
+                }
+                Some((obs, _, _)) => {
+                    if handled.insert(obs) {
+                        close.push(obs);
+                        new_obs.push((cid_id, version, hash));
+                        n_changed += 1;
+                    }
+                }
+                None => {
+                    if new_cids.insert(cid_id) {
+                        new_obs.push((cid_id, version, hash));
+                        n_new += 1;
+                    }
+                }
+            }
+        }
+        if outcome.is_some() {
+            break;
+        }
         if last_tick.elapsed() > Duration::from_millis(100) {
             progress(report.pins);
             last_tick = Instant::now();
         }
-        let hash = xxhash_rust::xxh3::xxh3_128(&line);
-        if let Some(&i) = by_line.get(&hash) {
-            let o = &mut open[i as usize];
-            if !o.seen {
-                o.seen = true;
-                match o.org {
-                    Some(org) => orgs.counts[org as usize] += 1,
-                    None => unowned += 1,
-                }
-                read_fast.push(o.id);
-                continue;
-            }
-        }
-        let pin = match CanonicalPin::from_line(&line) {
-            Ok(p) => p,
-            Err(e) => {
-                report.pins -= 1;
-                let shown: String = String::from_utf8_lossy(&line).chars().take(120).collect();
-                parse_error = Some(format!("line {}: {e}: {shown}", report.pins + 1));
-                break;
-            }
-        };
-        match pin.org() {
-            Some(org) => {
-                let i = orgs.id(org);
-                orgs.counts[i as usize] += 1;
-            }
-            None => unowned += 1,
-        }
-        let (cid_id, fresh) = if fresh_ledger {
-            (db::insert_cid(&tx, &pin.cid)?, true)
-        } else {
-            let before: Option<i64> = tx
-                .prepare_cached("SELECT id FROM cids WHERE cid = ?1")?
-                .query_row([&pin.cid], |r| r.get(0))
-                .ok();
-            match before {
-                Some(id) => (id, false),
-                None => (db::insert_cid(&tx, &pin.cid)?, true),
-            }
-        };
-        let version = db::version_id(&tx, cid_id, &pin, fresh)?;
-        read_slow.push((cid_id, version));
-        let current = if fresh { None } else { db::open_observation_of(&tx, series, cid_id)? };
-        match current {
-            Some((obs, _, digest)) if digest == pin.digest() => {
-                // The same version served as other bytes (another zone, another server version).
-                if handled.insert(obs) {
-                    rehash.push((obs, hash));
-                }
-            }
-            Some((obs, _, _)) => {
-                if handled.insert(obs) {
-                    close.push(obs);
-                    new_obs.push((cid_id, version, hash));
-                    n_changed += 1;
-                }
-            }
-            None => {
-                if new_cids.insert(cid_id) {
-                    new_obs.push((cid_id, version, hash));
-                    n_new += 1;
-                }
-            }
-        }
+        msg = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
     }
+    drop(rx); // a reader still sending (after a bad line) stops at its next send
+    let _ = reader.join();
     progress(report.pins);
-
-    let failure = match (parse_error, stream.outcome()) {
-        (Some(e), _) => Some(format!("malformed NDJSON from {}: {e}", stream.url())),
-        (None, Some(StreamOutcome::Complete)) => None,
-        (None, Some(StreamOutcome::TrailerError(e))) => {
-            Some(format!("the cluster reported an error in the X-Stream-Error trailer: {e}"))
-        }
-        (None, Some(StreamOutcome::Broken(e))) => Some(format!("the stream broke: {e}")),
-        (None, None) => Some("the stream ended in an unknown state".to_string()),
-    };
+    tracing::debug!(pins = report.pins, seconds = started.elapsed().as_secs_f64(), "stream read");
+    let failure = outcome;
     let mut counts = db::Counts { pins: report.pins, new: n_new, changed: n_changed, vanished: 0 };
     match &failure {
         None => {
@@ -258,7 +282,9 @@ pub async fn take(
         }
     }
     db::finish(&tx, snap, failure.is_none(), previous, &counts, failure.as_deref())?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "intervals written");
     tx.commit()?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "committed");
 
     report.complete = failure.is_none();
     if report.complete {
@@ -277,4 +303,97 @@ pub async fn take(
         .collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// One line of the stream, as the reader thread hands it over.
+enum Item {
+    /// Its bytes were served last time for an open interval: no parsing needed.
+    Known {
+        hash: u128,
+        line: bytes::Bytes,
+    },
+    Parsed {
+        hash: u128,
+        pin: Box<CanonicalPin>,
+    },
+    /// A line that is not a pin: the snapshot stops here.
+    Bad {
+        error: String,
+    },
+}
+
+enum Msg {
+    Batch(Vec<Item>),
+    /// The stream ended: `None` when whole, else why not.
+    End(Option<String>),
+    /// The request failed before any item.
+    Failed(String),
+}
+
+fn bad_line(n: i64, e: &str, line: &[u8]) -> String {
+    let shown: String = String::from_utf8_lossy(line).chars().take(120).collect();
+    format!("malformed NDJSON at line {n}: {e}: {shown}")
+}
+
+/// Reads `GET /allocations` on a thread of its own (with its own runtime and connections), hashing
+/// every line and parsing those not in `known`, in batches.
+fn spawn_reader(
+    client: Client,
+    known: HashSet<u128>,
+) -> (Receiver<Msg>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<Msg>(16);
+    let handle = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(format!("cannot start the reader: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut stream = match client.allocations().await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Msg::Failed(e.to_string()));
+                    return;
+                }
+            };
+            let url = stream.url().to_string();
+            let mut batch = Vec::with_capacity(1024);
+            let mut n = 0i64;
+            while let Some(line) = stream.next_line().await {
+                n += 1;
+                let hash = xxhash_rust::xxh3::xxh3_128(&line);
+                if known.contains(&hash) {
+                    batch.push(Item::Known { hash, line });
+                } else {
+                    match CanonicalPin::from_line(&line) {
+                        Ok(pin) => batch.push(Item::Parsed { hash, pin: Box::new(pin) }),
+                        Err(e) => {
+                            let error = format!("{} from {url}", bad_line(n, &e, &line));
+                            batch.push(Item::Bad { error });
+                            let _ = tx.send(Msg::Batch(std::mem::take(&mut batch)));
+                            return;
+                        }
+                    }
+                }
+                if batch.len() == 1024 && tx.send(Msg::Batch(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+            }
+            if !batch.is_empty() && tx.send(Msg::Batch(batch)).is_err() {
+                return;
+            }
+            let end = match stream.outcome() {
+                Some(StreamOutcome::Complete) => None,
+                Some(StreamOutcome::TrailerError(e)) => Some(format!(
+                    "the cluster reported an error in the X-Stream-Error trailer: {e}"
+                )),
+                Some(StreamOutcome::Broken(e)) => Some(format!("the stream broke: {e}")),
+                None => Some("the stream ended in an unknown state".to_string()),
+            };
+            let _ = tx.send(Msg::End(end));
+        });
+    });
+    (rx, handle)
 }

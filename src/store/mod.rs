@@ -59,6 +59,35 @@ impl Store {
         Ok(Store { conn, path: PathBuf::from(":memory:") })
     }
 
+    /// Waits for, then holds, the exclusive right to write snapshots and runs to this ledger (a lock
+    /// file beside the database, released when the returned file is dropped or the process dies).
+    pub fn write_lock(&self) -> anyhow::Result<Option<std::fs::File>> {
+        if self.path.as_os_str() == ":memory:" {
+            return Ok(None);
+        }
+        let lock_path = lock_path(&self.path, "write");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    "waiting for another ledger process that is writing to {}",
+                    self.path.display()
+                );
+                f.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+            }
+        }
+        Ok(Some(f))
+    }
+
     /// Every migration this binary knows, with when it was applied to this database.
     pub fn migration_status(&self) -> anyhow::Result<Vec<MigrationStatus>> {
         status(&self.conn)
@@ -71,8 +100,15 @@ impl Drop for Store {
     }
 }
 
+/// `<db>.<what>.lock` beside the database.
+pub fn lock_path(db: &Path, what: &str) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{what}.lock"));
+    db.with_file_name(name)
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -233,7 +233,7 @@ pub fn open_observation_of(
 ) -> rusqlite::Result<Option<(i64, i64, Vec<u8>)>> {
     conn.prepare_cached(
         "SELECT o.id, o.version_id, v.digest FROM observations o JOIN pin_versions v ON v.id = o.version_id
-         WHERE o.series_id = ?1 AND o.cid_id = ?2 AND o.last_snapshot IS NULL",
+         WHERE o.cid_id = ?2 AND o.series_id = ?1 AND o.last_snapshot IS NULL",
     )?
     .query_row(params![series, cid_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     .optional()

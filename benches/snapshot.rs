@@ -1,0 +1,205 @@
+//! Snapshot throughput and storage (`cargo bench --bench snapshot`): the real `ledger snapshot` binary
+//! against `ledger sim serve` over loopback, beside a bare read (and read + parse) of the same stream
+//! measured in the same run.
+//!
+//! - first snapshot of N pins (default 1,000,000), then a repeat of the unchanged set, then one after
+//!   1% of the pins were re-pinned with new metadata: pins/s, peak RSS of `ledger`, database growth;
+//! - the bare baselines: read the `/allocations` stream only; read it and parse every line.
+//!
+//! `BENCH_PINS` changes N. Results go to stdout as Markdown rows.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+impl Sim {
+    fn start(pins: usize) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["sim", "serve", "--peers", "1", "--lag", "0", "--pins", &pins.to_string()])
+            .env("LEDGER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the simulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Sim { child, url: v["peers"][0]["url"].as_str().unwrap().to_string() }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ledger snapshot` and returns (seconds, peak RSS in MiB).
+fn snapshot(db: &Path, url: &str) -> (f64, f64) {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--db", db.to_str().unwrap(), "--cluster", url, "-q", "snapshot"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut peak_kb = 0f64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            let hwm = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok());
+            if let Some(h) = hwm {
+                peak_kb = peak_kb.max(h);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "ledger snapshot failed: {st:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (start.elapsed().as_secs_f64(), peak_kb / 1024.0)
+}
+
+/// The database's size with its WAL folded in.
+fn db_bytes(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    (pages * size) as u64
+}
+
+/// Reads the stream (and parses every line when `parse`): pins/s.
+fn bare_read(url: &str, parse: bool) -> (usize, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client =
+            ledger::cluster::Client::new(url.parse().unwrap(), None, Default::default()).unwrap();
+        let start = Instant::now();
+        let mut s = client.allocations().await.unwrap();
+        let mut n = 0;
+        while let Some(line) = s.next_line().await {
+            if parse {
+                ledger::cluster::CanonicalPin::from_line(&line).unwrap();
+            }
+            n += 1;
+        }
+        assert_eq!(s.outcome(), Some(&ledger::cluster::StreamOutcome::Complete));
+        (n, start.elapsed().as_secs_f64())
+    })
+}
+
+fn repin_one_percent(url: &str, pins: usize) {
+    let body = reqwest::blocking::get(format!("{url}/allocations")).unwrap().text().unwrap();
+    let cids: Vec<String> = body
+        .lines()
+        .step_by(100)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["cid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(cids.len(), pins.div_ceil(100));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let cids = std::sync::Arc::new(cids);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, cids, next, url) =
+                (client.clone(), cids.clone(), next.clone(), url.to_string());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(cid) = cids.get(i) else { break };
+                    let r = client
+                        .post(format!("{url}/pins/{cid}?meta-org=bench&name=changed"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let pins: usize =
+        std::env::var("BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let sim = Sim::start(pins);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    bare_read(&sim.url, false); // warm the simulator's JSON cache
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+
+    let (n, t_read) = bare_read(&sim.url, false);
+    let (_, t_parse) = bare_read(&sim.url, true);
+    assert_eq!(n, pins);
+    println!("| benchmark | result | notes |\n|---|---|---|");
+    println!(
+        "| bare read of the stream, {pins} pins | {:.0} pins/s ({t_read:.2} s) | no parsing |",
+        pins as f64 / t_read
+    );
+    println!(
+        "| bare read + parse of every line | {:.0} pins/s ({t_parse:.2} s) | canonical form of each pin |",
+        pins as f64 / t_parse
+    );
+
+    let (t1, rss1) = snapshot(&db, &sim.url);
+    let size1 = db_bytes(&db);
+    println!(
+        "| first snapshot (`ledger snapshot`) | {:.0} pins/s ({t1:.2} s; {:.2}× the bare read + parse time) | peak RSS {rss1:.0} MiB; database {:.1} MiB |",
+        pins as f64 / t1,
+        t1 / t_parse,
+        mib(size1)
+    );
+
+    let mut repeats = Vec::new();
+    let mut growth = 0;
+    let mut rss_max: f64 = 0.0;
+    for _ in 0..3 {
+        let before = db_bytes(&db);
+        let (t, rss) = snapshot(&db, &sim.url);
+        growth = growth.max(db_bytes(&db) - before);
+        rss_max = rss_max.max(rss);
+        repeats.push(t);
+    }
+    repeats.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let t2 = repeats[1];
+    let (_, t_read2) = bare_read(&sim.url, false);
+    println!(
+        "| repeat snapshot, unchanged (median of 3) | {:.0} pins/s ({t2:.2} s; {:.2}× the bare read time {t_read2:.2} s) | peak RSS {rss_max:.0} MiB; database grew ≤ {growth} bytes |",
+        pins as f64 / t2,
+        t2 / t_read2
+    );
+
+    repin_one_percent(&sim.url, pins);
+    let before = db_bytes(&db);
+    let (t3, rss3) = snapshot(&db, &sim.url);
+    let grew = db_bytes(&db) - before;
+    println!(
+        "| snapshot after 1% re-pinned | {:.0} pins/s ({t3:.2} s) | peak RSS {rss3:.0} MiB; database grew {:.2} MiB = {:.2}% of the first snapshot |",
+        pins as f64 / t3,
+        mib(grew),
+        100.0 * grew as f64 / size1 as f64
+    );
+}
