@@ -17,8 +17,8 @@ CREATE TABLE cids (
 ) STRICT;
 
 -- One row per distinct stored form of a pin. Times are UTC RFC 3339; lists and maps canonical JSON.
+-- A version is named by (cid_id, digest): no lookup is needed to know whether it is stored.
 CREATE TABLE pin_versions (
-    id INTEGER PRIMARY KEY,
     cid_id INTEGER NOT NULL REFERENCES cids (id),
     digest BLOB NOT NULL,              -- xxh3-128 of the canonical form
     name TEXT NOT NULL,
@@ -36,8 +36,8 @@ CREATE TABLE pin_versions (
     reference TEXT,
     pin_update TEXT,
     cluster_timestamp TEXT,            -- the pin's `timestamp`: when it was last (re)pinned
-    UNIQUE (cid_id, digest)
-) STRICT;
+    PRIMARY KEY (cid_id, digest)
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE snapshots (
     id INTEGER PRIMARY KEY,
@@ -57,24 +57,25 @@ CREATE TABLE snapshots (
 ) STRICT;
 CREATE INDEX snapshots_series ON snapshots (series_id, state, id);
 
--- Version `version_id` of a pin was seen in every complete snapshot of the series from first_snapshot
--- to last_snapshot (NULL: up to now).
+-- Version (cid_id, digest) of a pin was seen in every complete snapshot of the series from first_snapshot
+-- to last_snapshot (NULL: up to now). Keyed by CID so a pin's history is one range of the table.
 CREATE TABLE observations (
-    id INTEGER PRIMARY KEY,
-    series_id INTEGER NOT NULL REFERENCES series (id),
     cid_id INTEGER NOT NULL REFERENCES cids (id),
-    version_id INTEGER NOT NULL REFERENCES pin_versions (id),
+    series_id INTEGER NOT NULL REFERENCES series (id),
     first_snapshot INTEGER NOT NULL REFERENCES snapshots (id),
     last_snapshot INTEGER REFERENCES snapshots (id),
-    line_hash BLOB NOT NULL            -- xxh3-128 of the line as served: an unchanged line skips parsing
-) STRICT;
+    digest BLOB NOT NULL,              -- the version: pin_versions (cid_id, digest)
+    line_hash BLOB NOT NULL,           -- xxh3-128 of the line as served: an unchanged line skips parsing
+    PRIMARY KEY (cid_id, series_id, first_snapshot),
+    FOREIGN KEY (cid_id, digest) REFERENCES pin_versions (cid_id, digest)
+) STRICT, WITHOUT ROWID;
 CREATE INDEX observations_open ON observations (series_id) WHERE last_snapshot IS NULL;
-CREATE INDEX observations_cid ON observations (cid_id, series_id);
 
 -- What an incomplete snapshot read before it broke.
 CREATE TABLE partial_observations (
     snapshot_id INTEGER NOT NULL REFERENCES snapshots (id),
     cid_id INTEGER NOT NULL REFERENCES cids (id),
-    version_id INTEGER NOT NULL REFERENCES pin_versions (id),
-    PRIMARY KEY (snapshot_id, cid_id)
+    digest BLOB NOT NULL,
+    PRIMARY KEY (snapshot_id, cid_id),
+    FOREIGN KEY (cid_id, digest) REFERENCES pin_versions (cid_id, digest)
 ) STRICT, WITHOUT ROWID;

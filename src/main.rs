@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// The snapshot pipeline allocates on one thread and frees on another; glibc's allocator serialises
+// that on an arena lock, mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = ledger::cli::Cli::parse();
     ledger::logging::init(cli.global.verbose, cli.global.quiet);

@@ -892,6 +892,20 @@ fn a_stalled_stream_times_out_as_incomplete() {
 // ------------------------------------------------------------------------------------------------
 // 3 + 5 + 7. An incomplete snapshot followed by a complete one
 
+/// Every reference in the ledger resolves (the snapshot writer stores without per-row checks).
+fn assert_foreign_keys_hold(l: &Ledger) {
+    let conn = rusqlite::Connection::open(l.db()).unwrap();
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check").unwrap();
+    let broken: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!("{}:{:?}", r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(broken.is_empty(), "dangling references: {broken:?}");
+}
+
 #[test]
 fn incomplete_then_complete_reports_no_false_vanishing() {
     let sim = Sim::start(&["--peers", "1", "--pins", "300", "--seed", "7", "--lag", "0"]);
@@ -1047,6 +1061,7 @@ fn incomplete_then_complete_reports_no_false_vanishing() {
     assert!(rows[1]["error"].contains("simulated stream failure"));
     assert!(rows.iter().all(|r| r["peer"] == sim.peers[0].id));
     assert_eq!(rows[0]["pins"], "300");
+    assert_foreign_keys_hold(&l);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -68,6 +68,18 @@ pub struct CanonicalPin {
     /// xxh3-128 of the canonical JSON, computed once.
     #[serde(skip)]
     digest: [u8; 16],
+    /// The JSON texts the ledger stores, rendered once (on the reading thread).
+    #[serde(skip)]
+    pub json: StoredJson,
+}
+
+/// Canonical JSON of the list and map fields, as stored in `pin_versions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredJson {
+    /// `None` when the metadata is empty.
+    pub metadata: Option<String>,
+    pub allocations: String,
+    pub origins: String,
 }
 
 /// Go's zero time in any zone is "no time".
@@ -157,8 +169,15 @@ impl CanonicalPin {
             pin_update: w.pin_update.filter(|r| !r.is_empty()),
             cluster_timestamp: canonical_time(w.timestamp.as_deref())?,
             digest: [0; 16],
+            json: StoredJson::default(),
         };
         pin.digest = xxhash_rust::xxh3::xxh3_128(pin.canonical_json().as_bytes()).to_be_bytes();
+        let text = |v: &dyn erased::Json| v.to_json();
+        pin.json = StoredJson {
+            metadata: (!pin.metadata.is_empty()).then(|| text(&pin.metadata)),
+            allocations: text(&pin.allocations),
+            origins: text(&pin.origins),
+        };
         Ok(pin)
     }
 
@@ -189,6 +208,18 @@ impl CanonicalPin {
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .is_some_and(|t| t > now)
+    }
+}
+
+mod erased {
+    /// Canonical JSON of a list or map.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("serialisable")
+        }
     }
 }
 

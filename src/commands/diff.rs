@@ -48,9 +48,9 @@ pub fn run(args: DiffArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut entries = Vec::new();
-    for (va, vb) in db::differing(&store.conn, &a, &b)? {
-        let ra = va.map(|v| db::version(&store.conn, v)).transpose()?;
-        let rb = vb.map(|v| db::version(&store.conn, v)).transpose()?;
+    for d in db::differing(&store.conn, &a, &b)? {
+        let ra = d.a.map(|v| db::version(&store.conn, d.cid_id, &v)).transpose()?;
+        let rb = d.b.map(|v| db::version(&store.conn, d.cid_id, &v)).transpose()?;
         entries.push(match (ra, rb) {
             (None, Some(r)) => Entry { cid: r.cid, change: "new", fields: vec![] },
             (Some(r), None) => Entry { cid: r.cid, change: "vanished", fields: vec![] },

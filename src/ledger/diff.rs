@@ -58,7 +58,6 @@ mod tests {
             reference: None,
             pin_update: None,
             max_depth: -1,
-            version_id: 1,
         }
     }
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client, StreamOutcome};
-use crate::store::{Store, snapshots as db};
+use crate::store::Store;
+use crate::store::snapshots::{self as db, ObsKey};
 
 /// What a snapshot found.
 #[derive(Debug, Clone, Serialize)]
@@ -44,10 +45,62 @@ pub struct Options {
     pub run: Option<(i64, i64)>,
 }
 
+/// An open interval of the series, as the repeat path needs it (kept small: a million of them).
 struct Open {
-    id: i64,
-    org: Option<u32>,
+    key: ObsKey,
+    hash: [u8; 16],
+    /// Interned org, or `NO_ORG`.
+    org: u32,
     seen: bool,
+}
+
+const NO_ORG: u32 = u32::MAX;
+
+/// Hashes keys that are already uniformly distributed (xxh3 hashes) or small integers (row ids) with one
+/// multiplication: the std SipHash is the slowest part of a million lookups otherwise.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+type Fast = std::hash::BuildHasherDefault<FastHasher>;
+
+/// A set of small non-negative integers (row ids), one bit each.
+#[derive(Default)]
+struct BitSet(Vec<u64>);
+
+impl BitSet {
+    /// Adds `n`; false if it was there already.
+    fn insert(&mut self, n: i64) -> bool {
+        let n = n.max(0) as usize;
+        let (word, bit) = (n / 64, 1u64 << (n % 64));
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+}
+
+/// The low 64 bits of a line hash: the key of the fast path (the full hash is checked on a hit).
+fn short(hash: u128) -> u64 {
+    hash as u64
 }
 
 /// Interns org names so the open-interval table stays small.
@@ -111,18 +164,18 @@ pub async fn take(
     // The open intervals of this series, keyed by the line that was served for them.
     let mut orgs = Orgs::default();
     let mut open: Vec<Open> = Vec::new();
-    let mut by_line: HashMap<u128, u32> = HashMap::new();
-    for o in db::open_observations(&store.conn, series)? {
-        let org = o.org.as_deref().filter(|s| !s.is_empty()).map(|s| orgs.id(s));
-        by_line.insert(u128::from_be_bytes(o.line_hash), open.len() as u32);
-        open.push(Open { id: o.id, org, seen: false });
-    }
+    let mut by_line: HashMap<u64, u32, Fast> = HashMap::default();
+    db::for_each_open(&store.conn, series, |key, hash, org| {
+        let org = org.filter(|s| !s.is_empty()).map_or(NO_ORG, |s| orgs.id(s));
+        by_line.insert(short(u128::from_be_bytes(hash)), open.len() as u32);
+        open.push(Open { key, hash, org, seen: false });
+    })?;
+    let by_line = std::sync::Arc::new(by_line);
     let fresh_ledger: bool =
         store.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM cids)", [], |r| r.get(0))?;
 
     // Reading and parsing run on their own thread while this one writes to SQLite.
-    let known: HashSet<u128> = by_line.keys().copied().collect();
-    let (rx, reader) = spawn_reader(client.fresh()?, known);
+    let (rx, reader) = spawn_reader(client.fresh()?, by_line.clone());
     let first = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
     if let Msg::Failed(msg) = first {
         let _ = reader.join();
@@ -132,158 +185,166 @@ pub async fn take(
         return Ok(report);
     }
 
-    let tx = store.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // Deferred interval changes, applied only if the stream completes.
-    let mut new_obs: Vec<(i64, i64, u128)> = Vec::new();
-    let mut close: Vec<i64> = Vec::new();
-    let mut rehash: Vec<(i64, u128)> = Vec::new();
-    let mut handled: HashSet<i64> = HashSet::new();
-    let mut new_cids: HashSet<i64> = HashSet::new();
-    // What was read, for a partial observation if the stream breaks.
-    let mut read_fast: Vec<i64> = Vec::new();
-    let mut read_slow: Vec<(i64, i64)> = Vec::new();
-    let (mut n_new, mut n_changed) = (0i64, 0i64);
-    let mut unowned = 0i64;
-    let mut last_tick = Instant::now();
-    let mut outcome: Option<String> = None;
+    // Memory: a repeat snapshot holds its open intervals in memory (~75 bytes each), so the page cache
+    // shrinks as they grow; a first snapshot gets a larger cache for its inserts. Both stay under
+    // 150 MiB for a million pins.
+    let cache_kib: i64 = if open.len() > 200_000 { 16 * 1024 } else { 64 * 1024 };
+    store.conn.pragma_update(None, "cache_size", -cache_kib)?;
+    // Every reference the writer stores comes from a row it has just written or read in this same
+    // transaction; checking each one again costs a tenth of a million-pin snapshot. The checks are back
+    // on for everything else once the snapshot is stored (and tests run `PRAGMA foreign_key_check`).
+    store.conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let stored = (|| -> anyhow::Result<(Option<String>, db::Counts, i64)> {
+        let tx = store.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut w = db::LineWriter::new(&tx)?;
+        // New intervals are opened as lines arrive (while their pages are in the cache) and removed again if
+        // the stream fails; closing intervals waits until the stream is known to be whole.
+        let mut close: Vec<ObsKey> = Vec::new();
+        let mut rehash: Vec<(ObsKey, [u8; 16])> = Vec::new();
+        let mut handled: HashSet<ObsKey> = HashSet::new();
+        // CIDs already handled in this stream (ids are dense: a bit each).
+        let mut cid_seen = BitSet::default();
+        // Pins read through the slow path whose version did not change, for a partial observation if the
+        // stream breaks (new and changed ones are the intervals this snapshot opened).
+        let mut read_same: Vec<(i64, [u8; 16])> = Vec::new();
+        let (mut n_new, mut n_changed) = (0i64, 0i64);
+        let mut unowned = 0i64;
+        let mut last_tick = Instant::now();
+        let outcome: Option<String>;
 
-    let mut msg = first;
-    loop {
-        let items = match msg {
-            Msg::Batch(items) => items,
-            Msg::End(o) => {
-                outcome = o;
-                break;
-            }
-            Msg::Failed(e) => {
-                outcome = Some(e);
-                break;
-            }
-        };
-        for item in items {
-            report.pins += 1;
-            let (hash, pin) = match item {
-                Item::Known { hash, line } => {
-                    let o = &mut open[by_line[&hash] as usize];
-                    if !o.seen {
-                        o.seen = true;
-                        match o.org {
-                            Some(org) => orgs.counts[org as usize] += 1,
-                            None => unowned += 1,
-                        }
-                        read_fast.push(o.id);
-                        continue;
-                    }
-                    // The same line twice in one stream: treat the second like any other line.
-                    match CanonicalPin::from_line(&line) {
-                        Ok(p) => (hash, p),
-                        Err(e) => {
-                            report.pins -= 1;
-                            outcome = Some(bad_line(report.pins + 1, &e, &line));
-                            break;
-                        }
-                    }
+        let mut msg = first;
+        'stream: loop {
+            let items = match msg {
+                Msg::Batch(items) => items,
+                Msg::End(o) => {
+                    outcome = o;
+                    break;
                 }
-                Item::Parsed { hash, pin } => (hash, *pin),
-                Item::Bad { error } => {
-                    report.pins -= 1;
-                    outcome = Some(error);
+                Msg::Failed(e) => {
+                    outcome = Some(e);
                     break;
                 }
             };
-            match pin.org() {
-                Some(org) => {
-                    let i = orgs.id(org);
-                    orgs.counts[i as usize] += 1;
-                }
-                None => unowned += 1,
-            }
-            let (cid_id, fresh) = if fresh_ledger {
-                (db::insert_cid(&tx, &pin.cid)?, true)
-            } else {
-                let before: Option<i64> = tx
-                    .prepare_cached("SELECT id FROM cids WHERE cid = ?1")?
-                    .query_row([&pin.cid], |r| r.get(0))
-                    .ok();
-                match before {
-                    Some(id) => (id, false),
-                    None => (db::insert_cid(&tx, &pin.cid)?, true),
-                }
-            };
-            let version = db::version_id(&tx, cid_id, &pin, fresh)?;
-            read_slow.push((cid_id, version));
-            let current = if fresh { None } else { db::open_observation_of(&tx, series, cid_id)? };
-            match current {
-                Some((obs, _, digest)) if digest == pin.digest() => {
-                    // The same version served as other bytes (another zone, another server version).
-                    if handled.insert(obs) {
-                        rehash.push((obs, hash));
+            for item in items {
+                report.pins += 1;
+                let (hash, pin) = match item {
+                    Item::Known { hash, line } => {
+                        if let Some(&i) = by_line.get(&short(hash)) {
+                            let o = &mut open[i as usize];
+                            if !o.seen && o.hash == hash.to_be_bytes() {
+                                o.seen = true;
+                                match o.org {
+                                    NO_ORG => unowned += 1,
+                                    org => orgs.counts[org as usize] += 1,
+                                }
+                                continue;
+                            }
+                        }
+                        // A short-hash collision, or the same line twice in one stream: parse it.
+                        match CanonicalPin::from_line(&line) {
+                            Ok(p) => (hash, p),
+                            Err(e) => {
+                                report.pins -= 1;
+                                outcome = Some(bad_line(report.pins + 1, &e, &line));
+                                break 'stream;
+                            }
+                        }
                     }
-                }
-                Some((obs, _, _)) => {
-                    if handled.insert(obs) {
-                        close.push(obs);
-                        new_obs.push((cid_id, version, hash));
-                        n_changed += 1;
+                    Item::Parsed { hash, pin } => (hash, *pin),
+                    Item::Bad { error } => {
+                        report.pins -= 1;
+                        outcome = Some(error);
+                        break 'stream;
                     }
+                };
+                match pin.org() {
+                    Some(org) => {
+                        let i = orgs.id(org);
+                        orgs.counts[i as usize] += 1;
+                    }
+                    None => unowned += 1,
                 }
-                None => {
-                    if new_cids.insert(cid_id) {
-                        new_obs.push((cid_id, version, hash));
+                let (cid_id, fresh) = w.cid_id(&tx, &pin.cid, fresh_ledger)?;
+                if !cid_seen.insert(cid_id) {
+                    continue; // the same CID twice in one stream: the first one counts
+                }
+                let version = w.ensure_version(cid_id, &pin)?;
+                let hash = hash.to_be_bytes();
+                let current = if fresh { None } else { w.open_of(series, cid_id)? };
+                match current {
+                    Some((obs, digest)) if digest == pin.digest() => {
+                        // The same version served as other bytes (another zone, another server version).
+                        if handled.insert(obs) {
+                            rehash.push((obs, hash));
+                        }
+                        read_same.push((cid_id, version));
+                    }
+                    Some((obs, _)) => {
+                        if handled.insert(obs) {
+                            close.push(obs);
+                            w.open_observation(series, cid_id, &version, snap, &hash)?;
+                            n_changed += 1;
+                        }
+                    }
+                    None => {
+                        w.open_observation(series, cid_id, &version, snap, &hash)?;
                         n_new += 1;
                     }
                 }
             }
+            if last_tick.elapsed() > Duration::from_millis(100) {
+                progress(report.pins);
+                last_tick = Instant::now();
+            }
+            msg = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
         }
-        if outcome.is_some() {
-            break;
-        }
-        if last_tick.elapsed() > Duration::from_millis(100) {
-            progress(report.pins);
-            last_tick = Instant::now();
-        }
-        msg = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
-    }
-    drop(rx); // a reader still sending (after a bad line) stops at its next send
-    let _ = reader.join();
-    progress(report.pins);
-    tracing::debug!(pins = report.pins, seconds = started.elapsed().as_secs_f64(), "stream read");
-    let failure = outcome;
-    let mut counts = db::Counts { pins: report.pins, new: n_new, changed: n_changed, vanished: 0 };
-    match &failure {
-        None => {
-            let vanished: Vec<i64> =
-                open.iter().filter(|o| !o.seen && !handled.contains(&o.id)).map(|o| o.id).collect();
-            counts.vanished = vanished.len() as i64;
-            if let Some(prev) = previous {
-                for obs in close.iter().chain(&vanished) {
-                    db::close_observation(&tx, *obs, prev)?;
+        drop(rx); // a reader still sending (after a bad line) stops at its next send
+        let _ = reader.join();
+        progress(report.pins);
+        tracing::debug!(
+            pins = report.pins,
+            seconds = started.elapsed().as_secs_f64(),
+            "stream read"
+        );
+        let failure = outcome;
+
+        let mut counts =
+            db::Counts { pins: report.pins, new: n_new, changed: n_changed, vanished: 0 };
+        match &failure {
+            None => {
+                let vanished: Vec<ObsKey> = open
+                    .iter()
+                    .filter(|o| !o.seen && !handled.contains(&o.key))
+                    .map(|o| o.key)
+                    .collect();
+                counts.vanished = vanished.len() as i64;
+                if let Some(prev) = previous {
+                    for obs in close.iter().chain(&vanished) {
+                        db::close_observation(&tx, series, *obs, prev)?;
+                    }
+                }
+                for (obs, h) in &rehash {
+                    db::update_line_hash(&tx, series, *obs, h)?;
                 }
             }
-            for (obs, h) in &rehash {
-                db::update_line_hash(&tx, *obs, &h.to_be_bytes())?;
-            }
-            for (cid_id, version, h) in &new_obs {
-                db::open_observation(&tx, series, *cid_id, *version, snap, &h.to_be_bytes())?;
-            }
-        }
-        Some(_) => {
-            let mut from_obs = tx.prepare_cached(
-                "INSERT OR REPLACE INTO partial_observations (snapshot_id, cid_id, version_id)
-                 SELECT ?1, cid_id, version_id FROM observations WHERE id = ?2",
-            )?;
-            for obs in &read_fast {
-                from_obs.execute(rusqlite::params![snap, obs])?;
-            }
-            drop(from_obs);
-            for (cid_id, version) in &read_slow {
-                db::add_partial(&tx, snap, *cid_id, *version)?;
+            Some(_) => {
+                for o in open.iter().filter(|o| o.seen) {
+                    db::add_partial_from(&tx, snap, series, o.key)?;
+                }
+                for (cid_id, version) in &read_same {
+                    db::add_partial(&tx, snap, *cid_id, version)?;
+                }
+                db::withdraw_opened(&tx, series, snap)?;
             }
         }
-    }
-    db::finish(&tx, snap, failure.is_none(), previous, &counts, failure.as_deref())?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "intervals written");
-    tx.commit()?;
+        drop(w);
+        db::finish(&tx, snap, failure.is_none(), previous, &counts, failure.as_deref())?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "intervals written");
+        tx.commit()?;
+        Ok((failure, counts, unowned))
+    })();
+    store.conn.pragma_update(None, "foreign_keys", "ON")?;
+    let (failure, counts, unowned) = stored?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "committed");
 
     report.complete = failure.is_none();
@@ -339,7 +400,7 @@ fn bad_line(n: i64, e: &str, line: &[u8]) -> String {
 /// every line and parsing those not in `known`, in batches.
 fn spawn_reader(
     client: Client,
-    known: HashSet<u128>,
+    known: std::sync::Arc<HashMap<u64, u32, Fast>>,
 ) -> (Receiver<Msg>, std::thread::JoinHandle<()>) {
     let (tx, rx) = sync_channel::<Msg>(16);
     let handle = std::thread::spawn(move || {
@@ -364,7 +425,7 @@ fn spawn_reader(
             while let Some(line) = stream.next_line().await {
                 n += 1;
                 let hash = xxhash_rust::xxh3::xxh3_128(&line);
-                if known.contains(&hash) {
+                if known.contains_key(&short(hash)) {
                     batch.push(Item::Known { hash, line });
                 } else {
                     match CanonicalPin::from_line(&line) {

@@ -112,8 +112,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // 32 MiB of page cache: a first snapshot of a million pins inserts into several indexes.
-    conn.pragma_update(None, "cache_size", -32_768)?;
+    // 16 MiB of page cache by default; a snapshot sizes its own (see ledger::snapshot).
+    conn.pragma_update(None, "cache_size", -16_384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }

@@ -93,150 +93,193 @@ pub fn finish(
     Ok(())
 }
 
-/// The id of a CID, inserting it if new.
-pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
-    if let Some(id) = conn
-        .prepare_cached("SELECT id FROM cids WHERE cid = ?1")?
-        .query_row([cid], |r| r.get(0))
-        .optional()?
-    {
-        return Ok(id);
-    }
-    conn.prepare_cached("INSERT INTO cids (cid) VALUES (?1)")?.execute([cid])?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// Inserts a CID known to be absent (first sight in a fresh ledger); falls back to lookup.
-pub fn insert_cid(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
-    let n = conn
-        .prepare_cached("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?
-        .execute([cid])?;
-    if n == 1 { Ok(conn.last_insert_rowid()) } else { cid_id(conn, cid) }
-}
-
-/// The id of this version of the pin, inserting it if new. `fresh_cid`: the CID was just inserted,
-/// so no version of it can exist yet.
-pub fn version_id(
-    conn: &Connection,
-    cid_id: i64,
-    pin: &CanonicalPin,
-    fresh_cid: bool,
-) -> rusqlite::Result<i64> {
-    let digest = pin.digest();
-    if !fresh_cid
-        && let Some(id) = conn
-            .prepare_cached("SELECT id FROM pin_versions WHERE cid_id = ?1 AND digest = ?2")?
-            .query_row(params![cid_id, &digest[..]], |r| r.get(0))
-            .optional()?
-    {
-        return Ok(id);
-    }
-    let json = |v: &dyn erased::Json| v.to_json();
-    conn.prepare_cached(
-        "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
-         mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?
-    .execute(params![
-        cid_id,
-        &digest[..],
-        pin.name,
-        if pin.metadata.is_empty() { None } else { Some(json(&pin.metadata)) },
-        pin.org(),
-        json(&pin.allocations),
-        pin.replication_min,
-        pin.replication_max,
-        pin.mode,
-        pin.max_depth,
-        pin.expire_at,
-        json(&pin.origins),
-        pin.typ,
-        pin.shard_size as i64,
-        pin.reference,
-        pin.pin_update,
-        pin.cluster_timestamp,
-    ])?;
-    Ok(conn.last_insert_rowid())
-}
-
-mod erased {
-    /// Canonical JSON of a list or map.
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("serialisable")
-        }
-    }
-}
-
-/// Opens an observation interval.
-pub fn open_observation(
-    conn: &Connection,
-    series: i64,
-    cid_id: i64,
-    version_id: i64,
-    snapshot: i64,
-    line_hash: &[u8; 16],
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO observations (series_id, cid_id, version_id, first_snapshot, line_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![series, cid_id, version_id, snapshot, &line_hash[..]])?;
-    Ok(())
+/// An observation interval of a series: its CID and the snapshot that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObsKey {
+    pub cid_id: i64,
+    pub first: i64,
 }
 
 /// Closes an interval: the version was last seen in `last` (the previous complete snapshot).
-pub fn close_observation(conn: &Connection, obs: i64, last: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE observations SET last_snapshot = ?2 WHERE id = ?1")?
-        .execute(params![obs, last])?;
+pub fn close_observation(
+    conn: &Connection,
+    series: i64,
+    obs: ObsKey,
+    last: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE observations SET last_snapshot = ?4 WHERE cid_id = ?1 AND series_id = ?2 AND first_snapshot = ?3",
+    )?
+    .execute(params![obs.cid_id, series, obs.first, last])?;
     Ok(())
 }
 
 /// Records a new way the same version is served (the same canonical pin, other bytes).
-pub fn update_line_hash(conn: &Connection, obs: i64, line_hash: &[u8; 16]) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE observations SET line_hash = ?2 WHERE id = ?1")?
-        .execute(params![obs, &line_hash[..]])?;
+pub fn update_line_hash(
+    conn: &Connection,
+    series: i64,
+    obs: ObsKey,
+    line_hash: &[u8; 16],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE observations SET line_hash = ?4 WHERE cid_id = ?1 AND series_id = ?2 AND first_snapshot = ?3",
+    )?
+    .execute(params![obs.cid_id, series, obs.first, &line_hash[..]])?;
     Ok(())
 }
 
-/// An open interval of a series, as a repeat snapshot needs it.
-pub struct OpenObservation {
-    pub id: i64,
-    pub line_hash: [u8; 16],
-    pub org: Option<String>,
+/// Keeps, for an incomplete snapshot, the pin an open interval stands for.
+pub fn add_partial_from(
+    conn: &Connection,
+    snapshot: i64,
+    series: i64,
+    obs: ObsKey,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO partial_observations (snapshot_id, cid_id, digest)
+         SELECT ?1, cid_id, digest FROM observations WHERE cid_id = ?2 AND series_id = ?3 AND first_snapshot = ?4",
+    )?
+    .execute(params![snapshot, obs.cid_id, series, obs.first])?;
+    Ok(())
 }
 
-/// Every open interval of a series.
-pub fn open_observations(conn: &Connection, series: i64) -> rusqlite::Result<Vec<OpenObservation>> {
-    let mut stmt = conn.prepare(
-        "SELECT o.id, o.line_hash, v.org FROM observations o JOIN pin_versions v ON v.id = o.version_id
-         WHERE o.series_id = ?1 AND o.last_snapshot IS NULL",
+/// Turns the intervals a failed snapshot opened into its partial observations.
+pub fn withdraw_opened(conn: &Connection, series: i64, snapshot: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO partial_observations (snapshot_id, cid_id, digest)
+         SELECT first_snapshot, cid_id, digest FROM observations WHERE series_id = ?1 AND first_snapshot = ?2",
+        params![series, snapshot],
     )?;
-    let rows = stmt.query_map([series], |r| {
-        let h: Vec<u8> = r.get(1)?;
-        let mut line_hash = [0u8; 16];
-        if h.len() == 16 {
-            line_hash.copy_from_slice(&h);
-        }
-        Ok(OpenObservation { id: r.get(0)?, line_hash, org: r.get(2)? })
-    })?;
-    rows.collect()
+    conn.execute(
+        "DELETE FROM observations WHERE series_id = ?1 AND first_snapshot = ?2",
+        params![series, snapshot],
+    )?;
+    Ok(())
 }
 
-/// The open interval of one CID in a series: (observation id, version id, version digest).
-pub fn open_observation_of(
+/// Calls `each(key, line_hash, org)` for every open interval of a series.
+pub fn for_each_open(
     conn: &Connection,
     series: i64,
-    cid_id: i64,
-) -> rusqlite::Result<Option<(i64, i64, Vec<u8>)>> {
-    conn.prepare_cached(
-        "SELECT o.id, o.version_id, v.digest FROM observations o JOIN pin_versions v ON v.id = o.version_id
-         WHERE o.cid_id = ?2 AND o.series_id = ?1 AND o.last_snapshot IS NULL",
-    )?
-    .query_row(params![series, cid_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-    .optional()
+    mut each: impl FnMut(ObsKey, [u8; 16], Option<&str>),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT o.cid_id, o.first_snapshot, o.line_hash, v.org FROM observations o JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+         WHERE o.series_id = ?1 AND o.last_snapshot IS NULL",
+    )?;
+    let mut rows = stmt.query([series])?;
+    while let Some(r) = rows.next()? {
+        let h = r.get_ref(2)?.as_blob()?;
+        let mut line_hash = [0u8; 16];
+        if h.len() == 16 {
+            line_hash.copy_from_slice(h);
+        }
+        let org = r.get_ref(3)?.as_str_or_null()?;
+        each(ObsKey { cid_id: r.get(0)?, first: r.get(1)? }, line_hash, org);
+    }
+    Ok(())
+}
+
+/// The statements a snapshot runs per line, prepared once for the whole stream.
+pub struct LineWriter<'c> {
+    sel_cid: rusqlite::Statement<'c>,
+    ins_cid: rusqlite::Statement<'c>,
+    ins_version: rusqlite::Statement<'c>,
+    sel_open: rusqlite::Statement<'c>,
+    ins_obs: rusqlite::Statement<'c>,
+}
+
+impl<'c> LineWriter<'c> {
+    pub fn new(conn: &'c Connection) -> rusqlite::Result<LineWriter<'c>> {
+        Ok(LineWriter {
+            sel_cid: conn.prepare("SELECT id FROM cids WHERE cid = ?1")?,
+            ins_cid: conn.prepare("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?,
+            ins_version: conn.prepare(
+                "INSERT OR IGNORE INTO pin_versions (cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
+                 mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?,
+            sel_open: conn.prepare(
+                "SELECT first_snapshot, digest FROM observations
+                 WHERE cid_id = ?2 AND series_id = ?1 AND last_snapshot IS NULL",
+            )?,
+            ins_obs: conn.prepare(
+                "INSERT INTO observations (cid_id, series_id, first_snapshot, digest, line_hash) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+            )?,
+        })
+    }
+
+    /// The CID's id and whether it was just inserted. `assume_new`: the ledger had no CIDs at all.
+    pub fn cid_id(
+        &mut self,
+        conn: &Connection,
+        cid: &str,
+        assume_new: bool,
+    ) -> rusqlite::Result<(i64, bool)> {
+        if !assume_new && let Some(id) = self.sel_cid.query_row([cid], |r| r.get(0)).optional()? {
+            return Ok((id, false));
+        }
+        if self.ins_cid.execute([cid])? == 1 {
+            return Ok((conn.last_insert_rowid(), true));
+        }
+        Ok((self.sel_cid.query_row([cid], |r| r.get(0))?, false))
+    }
+
+    /// Stores this version of the pin unless it is stored already; returns its digest.
+    pub fn ensure_version(
+        &mut self,
+        cid_id: i64,
+        pin: &CanonicalPin,
+    ) -> rusqlite::Result<[u8; 16]> {
+        let digest = pin.digest();
+        self.ins_version.execute(params![
+            cid_id,
+            &digest[..],
+            pin.name,
+            pin.json.metadata,
+            pin.org(),
+            pin.json.allocations,
+            pin.replication_min,
+            pin.replication_max,
+            pin.mode,
+            pin.max_depth,
+            pin.expire_at,
+            pin.json.origins,
+            pin.typ,
+            pin.shard_size as i64,
+            pin.reference,
+            pin.pin_update,
+            pin.cluster_timestamp,
+        ])?;
+        Ok(digest)
+    }
+
+    /// The open interval of one CID in a series, with its version's digest.
+    pub fn open_of(
+        &mut self,
+        series: i64,
+        cid_id: i64,
+    ) -> rusqlite::Result<Option<(ObsKey, Vec<u8>)>> {
+        self.sel_open
+            .query_row(params![series, cid_id], |r| {
+                Ok((ObsKey { cid_id, first: r.get(0)? }, r.get(1)?))
+            })
+            .optional()
+    }
+
+    /// Opens an observation interval.
+    pub fn open_observation(
+        &mut self,
+        series: i64,
+        cid_id: i64,
+        digest: &[u8; 16],
+        snapshot: i64,
+        line_hash: &[u8; 16],
+    ) -> rusqlite::Result<()> {
+        self.ins_obs.execute(params![cid_id, series, snapshot, &digest[..], &line_hash[..]])?;
+        Ok(())
+    }
 }
 
 /// Keeps a pin that an incomplete snapshot read.
@@ -244,13 +287,13 @@ pub fn add_partial(
     conn: &Connection,
     snapshot: i64,
     cid_id: i64,
-    version_id: i64,
+    digest: &[u8; 16],
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO partial_observations (snapshot_id, cid_id, version_id) VALUES (?1, ?2, ?3)
-         ON CONFLICT (snapshot_id, cid_id) DO UPDATE SET version_id = excluded.version_id",
+        "INSERT INTO partial_observations (snapshot_id, cid_id, digest) VALUES (?1, ?2, ?3)
+         ON CONFLICT (snapshot_id, cid_id) DO UPDATE SET digest = excluded.digest",
     )?
-    .execute(params![snapshot, cid_id, version_id])?;
+    .execute(params![snapshot, cid_id, &digest[..]])?;
     Ok(())
 }
 
@@ -335,12 +378,10 @@ pub struct PinRow {
     pub reference: Option<String>,
     pub pin_update: Option<String>,
     pub max_depth: i64,
-    #[serde(skip)]
-    pub version_id: i64,
 }
 
 const PIN_COLUMNS: &str = "c.cid, v.name, v.metadata, v.allocations, v.replication_min, v.replication_max, v.mode,
-    v.expire_at, v.origins, v.cluster_timestamp, v.type, v.shard_size, v.reference, v.pin_update, v.max_depth, v.id";
+    v.expire_at, v.origins, v.cluster_timestamp, v.type, v.shard_size, v.reference, v.pin_update, v.max_depth";
 
 fn pin_row(r: &rusqlite::Row) -> rusqlite::Result<PinRow> {
     Ok(PinRow {
@@ -359,7 +400,6 @@ fn pin_row(r: &rusqlite::Row) -> rusqlite::Result<PinRow> {
         reference: r.get(12)?,
         pin_update: r.get(13)?,
         max_depth: r.get(14)?,
-        version_id: r.get(15)?,
     })
 }
 
@@ -372,14 +412,14 @@ pub fn pins_of(
 ) -> anyhow::Result<()> {
     let sql = if snap.state == "complete" {
         format!(
-            "SELECT {PIN_COLUMNS} FROM observations o JOIN pin_versions v ON v.id = o.version_id JOIN cids c ON c.id = o.cid_id
+            "SELECT {PIN_COLUMNS} FROM observations o JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest JOIN cids c ON c.id = o.cid_id
              WHERE o.series_id = (SELECT series_id FROM snapshots WHERE id = ?1)
                AND o.first_snapshot <= ?1 AND (o.last_snapshot IS NULL OR o.last_snapshot >= ?1)
              ORDER BY c.cid"
         )
     } else {
         format!(
-            "SELECT {PIN_COLUMNS} FROM partial_observations o JOIN pin_versions v ON v.id = o.version_id JOIN cids c ON c.id = o.cid_id
+            "SELECT {PIN_COLUMNS} FROM partial_observations o JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest JOIN cids c ON c.id = o.cid_id
              WHERE o.snapshot_id = ?1 ORDER BY c.cid"
         )
     };
@@ -406,7 +446,7 @@ pub struct HistoryRow {
 pub fn history(conn: &Connection, cid: &str) -> rusqlite::Result<Vec<HistoryRow>> {
     let sql = format!(
         "SELECT se.cluster, se.peer, o.first_snapshot, f.started_at, o.last_snapshot, l.started_at, {PIN_COLUMNS}
-         FROM observations o JOIN cids c ON c.id = o.cid_id JOIN pin_versions v ON v.id = o.version_id
+         FROM observations o JOIN cids c ON c.id = o.cid_id JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
          JOIN series se ON se.id = o.series_id JOIN snapshots f ON f.id = o.first_snapshot
          LEFT JOIN snapshots l ON l.id = o.last_snapshot
          WHERE c.cid = ?1 ORDER BY se.cluster, se.peer, o.first_snapshot"
@@ -429,7 +469,6 @@ pub fn history(conn: &Connection, cid: &str) -> rusqlite::Result<Vec<HistoryRow>
             reference: r.get(18)?,
             pin_update: r.get(19)?,
             max_depth: r.get(20)?,
-            version_id: r.get(21)?,
         };
         Ok(HistoryRow {
             cluster: r.get(0)?,
@@ -444,15 +483,15 @@ pub fn history(conn: &Connection, cid: &str) -> rusqlite::Result<Vec<HistoryRow>
     rows.collect()
 }
 
-/// The `(cid_id, version_id)` set of a snapshot as SQL, with `?N` standing for its id.
+/// The `(cid_id, digest)` set of a snapshot as SQL, with `?N` standing for its id.
 fn set_sql(snap: &SnapshotRow, n: u8) -> String {
     if snap.state == "complete" {
         format!(
-            "SELECT cid_id, version_id FROM observations WHERE series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
+            "SELECT cid_id, digest FROM observations WHERE series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
              AND first_snapshot <= ?{n} AND (last_snapshot IS NULL OR last_snapshot >= ?{n})"
         )
     } else {
-        format!("SELECT cid_id, version_id FROM partial_observations WHERE snapshot_id = ?{n}")
+        format!("SELECT cid_id, digest FROM partial_observations WHERE snapshot_id = ?{n}")
     }
 }
 
@@ -462,23 +501,32 @@ pub fn differing(
     conn: &Connection,
     a: &SnapshotRow,
     b: &SnapshotRow,
-) -> rusqlite::Result<Vec<(Option<i64>, Option<i64>)>> {
+) -> rusqlite::Result<Vec<Differing>> {
     let sql = format!(
         "WITH a AS ({}), b AS ({})
-         SELECT a.version_id, b.version_id FROM a FULL OUTER JOIN b ON a.cid_id = b.cid_id
-         WHERE a.version_id IS NOT b.version_id",
+         SELECT coalesce(a.cid_id, b.cid_id), a.digest, b.digest FROM a FULL OUTER JOIN b ON a.cid_id = b.cid_id
+         WHERE a.digest IS NOT b.digest",
         set_sql(a, 1),
         set_sql(b, 2)
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![a.id, b.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![a.id, b.id], |r| {
+        Ok(Differing { cid_id: r.get(0)?, a: r.get(1)?, b: r.get(2)? })
+    })?;
     rows.collect()
 }
 
+/// A pin whose version differs between two snapshots (`None`: absent from that one).
+pub struct Differing {
+    pub cid_id: i64,
+    pub a: Option<Vec<u8>>,
+    pub b: Option<Vec<u8>>,
+}
+
 /// One stored version with its CID.
-pub fn version(conn: &Connection, id: i64) -> rusqlite::Result<PinRow> {
+pub fn version(conn: &Connection, cid_id: i64, digest: &[u8]) -> rusqlite::Result<PinRow> {
     let sql = format!(
-        "SELECT {PIN_COLUMNS} FROM pin_versions v JOIN cids c ON c.id = v.cid_id WHERE v.id = ?1"
+        "SELECT {PIN_COLUMNS} FROM pin_versions v JOIN cids c ON c.id = v.cid_id WHERE v.cid_id = ?1 AND v.digest = ?2"
     );
-    conn.prepare_cached(&sql)?.query_row([id], pin_row)
+    conn.prepare_cached(&sql)?.query_row(params![cid_id, digest], pin_row)
 }
