@@ -143,6 +143,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let pins: usize =
         std::env::var("BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let sim = Sim::start(pins);

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod repin;
 pub mod types;
 
 pub use client::{AllocStream, Client, Error, Settings, StreamOutcome};

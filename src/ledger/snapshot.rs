@@ -48,37 +48,12 @@ pub struct Options {
 /// An open interval of the series, as the repeat path needs it (kept small: a million of them).
 struct Open {
     key: ObsKey,
-    hash: [u8; 16],
     /// Interned org, or `NO_ORG`.
     org: u32,
     seen: bool,
 }
 
 const NO_ORG: u32 = u32::MAX;
-
-/// Hashes keys that are already uniformly distributed (xxh3 hashes) or small integers (row ids) with one
-/// multiplication: the std SipHash is the slowest part of a million lookups otherwise.
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_i64(&mut self, n: i64) {
-        self.write_u64(n as u64);
-    }
-}
-
-type Fast = std::hash::BuildHasherDefault<FastHasher>;
 
 /// A set of small non-negative integers (row ids), one bit each.
 #[derive(Default)]
@@ -98,9 +73,49 @@ impl BitSet {
     }
 }
 
-/// The low 64 bits of a line hash: the key of the fast path (the full hash is checked on a hit).
-fn short(hash: u128) -> u64 {
-    hash as u64
+/// The line hashes of the open intervals, found by hash: an open-addressing table of slot numbers
+/// over the hashes themselves (xxh3 output is uniform, so its low bits index the table directly).
+/// For a million intervals: 16 MiB of hashes and 8 MiB of table, where a `HashMap` would take 34 MiB.
+#[derive(Default)]
+struct LineIndex {
+    hashes: Vec<u128>,
+    table: Vec<u32>,
+    mask: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl LineIndex {
+    fn build(hashes: Vec<u128>) -> LineIndex {
+        let size = (hashes.len() * 2).next_power_of_two().max(16);
+        let mut idx = LineIndex { table: vec![EMPTY; size], mask: size - 1, hashes };
+        for (slot, h) in idx.hashes.iter().enumerate() {
+            let mut i = (*h as u64 as usize) & idx.mask;
+            while idx.table[i] != EMPTY {
+                i = (i + 1) & idx.mask;
+            }
+            idx.table[i] = slot as u32;
+        }
+        idx
+    }
+
+    /// The slot whose line hash is `h`.
+    fn get(&self, h: u128) -> Option<u32> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        let mut i = (h as u64 as usize) & self.mask;
+        loop {
+            let slot = self.table[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if self.hashes[slot as usize] == h {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
 }
 
 /// Interns org names so the open-interval table stays small.
@@ -164,13 +179,13 @@ pub async fn take(
     // The open intervals of this series, keyed by the line that was served for them.
     let mut orgs = Orgs::default();
     let mut open: Vec<Open> = Vec::new();
-    let mut by_line: HashMap<u64, u32, Fast> = HashMap::default();
+    let mut hashes: Vec<u128> = Vec::new();
     db::for_each_open(&store.conn, series, |key, hash, org| {
         let org = org.filter(|s| !s.is_empty()).map_or(NO_ORG, |s| orgs.id(s));
-        by_line.insert(short(u128::from_be_bytes(hash)), open.len() as u32);
-        open.push(Open { key, hash, org, seen: false });
+        hashes.push(u128::from_be_bytes(hash));
+        open.push(Open { key, org, seen: false });
     })?;
-    let by_line = std::sync::Arc::new(by_line);
+    let by_line = std::sync::Arc::new(LineIndex::build(hashes));
     let fresh_ledger: bool =
         store.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM cids)", [], |r| r.get(0))?;
 
@@ -229,9 +244,9 @@ pub async fn take(
                 report.pins += 1;
                 let (hash, pin) = match item {
                     Item::Known { hash, line } => {
-                        if let Some(&i) = by_line.get(&short(hash)) {
+                        if let Some(i) = by_line.get(hash) {
                             let o = &mut open[i as usize];
-                            if !o.seen && o.hash == hash.to_be_bytes() {
+                            if !o.seen {
                                 o.seen = true;
                                 match o.org {
                                     NO_ORG => unowned += 1,
@@ -240,7 +255,7 @@ pub async fn take(
                                 continue;
                             }
                         }
-                        // A short-hash collision, or the same line twice in one stream: parse it.
+                        // The same line twice in one stream: parse it like any other.
                         match CanonicalPin::from_line(&line) {
                             Ok(p) => (hash, p),
                             Err(e) => {
@@ -400,7 +415,7 @@ fn bad_line(n: i64, e: &str, line: &[u8]) -> String {
 /// every line and parsing those not in `known`, in batches.
 fn spawn_reader(
     client: Client,
-    known: std::sync::Arc<HashMap<u64, u32, Fast>>,
+    known: std::sync::Arc<LineIndex>,
 ) -> (Receiver<Msg>, std::thread::JoinHandle<()>) {
     let (tx, rx) = sync_channel::<Msg>(16);
     let handle = std::thread::spawn(move || {
@@ -425,7 +440,7 @@ fn spawn_reader(
             while let Some(line) = stream.next_line().await {
                 n += 1;
                 let hash = xxhash_rust::xxh3::xxh3_128(&line);
-                if known.contains_key(&short(hash)) {
+                if known.get(hash).is_some() {
                     batch.push(Item::Known { hash, line });
                 } else {
                     match CanonicalPin::from_line(&line) {
@@ -457,4 +472,29 @@ fn spawn_reader(
         });
     });
     (rx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_finds_every_hash_and_nothing_else() {
+        let mut x: u64 = 0x1234_5678;
+        let mut hashes = Vec::new();
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            hashes.push(((x as u128) << 64) | (x.rotate_left(7) as u128));
+        }
+        hashes.push(0);
+        hashes.push(u128::MAX);
+        let idx = LineIndex::build(hashes.clone());
+        for (slot, h) in hashes.iter().enumerate() {
+            assert_eq!(idx.get(*h), Some(slot as u32));
+        }
+        assert_eq!(idx.get(12345), None);
+        assert!(LineIndex::default().get(1).is_none());
+    }
 }
