@@ -8,28 +8,7 @@ use std::time::{Duration, Instant};
 
 const CID_A: &str = "QmTgBV75rpqCE55aFyJxBMd1z8ennrr5yQH3SqbEgjUDME";
 const CID_B: &str = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 const NOT_IN_PINSET: &str = "pin is not part of the pinset";
-
-/// §2.1: Pin fields in emitted order.
-const PIN_KEYS: [&str; 16] = [
-    "replication_factor_min",
-    "replication_factor_max",
-    "name",
-    "mode",
-    "shard_size",
-    "user_allocations",
-    "expire_at",
-    "metadata",
-    "pin_update",
-    "origins",
-    "cid",
-    "type",
-    "allocations",
-    "max_depth",
-    "reference",
-    "timestamp",
-];
 
 // ------------------------------------------------------------------------------------------
 // helpers (local to this file)
@@ -280,7 +259,7 @@ fn raw_field(text: &str, key: &str) -> String {
 }
 
 fn assert_pin_keys(text: &str) {
-    assert_eq!(keys(text), PIN_KEYS, "Pin field names/order (§2.1) in {text}");
+    assert_eq!(keys(text), PIN_FIELDS, "Pin field names/order (§2.1) in {text}");
 }
 
 fn without(v: &Value, drop: &[&str]) -> Value {

@@ -62,18 +62,6 @@ fn allocations_body(sim: &Sim, peer: usize) -> String {
     r.text()
 }
 
-/// Polls `f` every 10 ms until it holds; panics with `what` after `timeout`. Returns the time taken.
-fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn lag_write_is_local_at_once_and_remote_later() {
     let sim = Sim::start(&["--peers", "3", "--lag", "1s..1s"]);

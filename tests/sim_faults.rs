@@ -35,18 +35,6 @@ fn has_pin(sim: &Sim, peer: usize, cid: &str) -> bool {
     r.status == 200
 }
 
-/// Polls `f` every 20 ms until it holds; panics with `what` after `timeout`.
-fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Asserts that `f` stays true for the whole of `period` (polling).
 fn holds_for(period: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();

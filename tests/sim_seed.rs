@@ -7,26 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 const ORGS: [&str; 5] = ["hrdag", "amnesty", "witness", "bellingcat", "memorial"];
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-/// §2.1 field order.
-const FIELDS: [&str; 16] = [
-    "replication_factor_min",
-    "replication_factor_max",
-    "name",
-    "mode",
-    "shard_size",
-    "user_allocations",
-    "expire_at",
-    "metadata",
-    "pin_update",
-    "origins",
-    "cid",
-    "type",
-    "allocations",
-    "max_depth",
-    "reference",
-    "timestamp",
-];
 
 /// Bytes of an Ed25519 libp2p peer ID (identity multihash of the protobuf public key).
 const ED25519_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
@@ -243,7 +223,7 @@ fn seeded_mix_matches_the_documented_proportions() {
     let mut n = BTreeMap::<&str, usize>::new();
     let mut bump = |k: &'static str| *n.entry(k).or_default() += 1;
     for line in &lines {
-        assert_eq!(key_order(line), FIELDS, "stored-form field order (§2.1): {line}");
+        assert_eq!(key_order(line), PIN_FIELDS, "stored-form field order (§2.1): {line}");
         let p: Value = serde_json::from_str(line).unwrap();
         let cid = p["cid"].as_str().unwrap();
         if cid.starts_with("Qm") {

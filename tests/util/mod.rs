@@ -7,6 +7,41 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Go's zero `time.Time`, as the cluster renders "no time".
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// cluster-api.md §2.1: the fields of a Pin in the order Go emits them.
+pub const PIN_FIELDS: [&str; 16] = [
+    "replication_factor_min",
+    "replication_factor_max",
+    "name",
+    "mode",
+    "shard_size",
+    "user_allocations",
+    "expire_at",
+    "metadata",
+    "pin_update",
+    "origins",
+    "cid",
+    "type",
+    "allocations",
+    "max_depth",
+    "reference",
+    "timestamp",
+];
+
+/// Polls `f` every 10 ms until it holds; panics with `what` after `timeout`. Returns the time taken.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A `ledger` command with a clean environment (no `LEDGER_*`, no `HOME`).
 pub fn ledger() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(bin());
