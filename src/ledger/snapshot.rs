@@ -279,15 +279,15 @@ pub async fn take(
                     }
                     None => unowned += 1,
                 }
-                let (cid_id, fresh) = w.cid_id(&tx, &pin.cid, fresh_ledger)?;
+                let (cid_id, fresh) = w.cid_id(&pin.cid, fresh_ledger)?;
                 if !cid_seen.insert(cid_id) {
                     continue; // the same CID twice in one stream: the first one counts
                 }
-                let version = w.ensure_version(cid_id, &pin)?;
+                let version = w.ensure_version(cid_id, pin)?;
                 let hash = hash.to_be_bytes();
                 let current = if fresh { None } else { w.open_of(series, cid_id)? };
                 match current {
-                    Some((obs, digest)) if digest == pin.digest() => {
+                    Some((obs, digest)) if digest == version => {
                         // The same version served as other bytes (another zone, another server version).
                         if handled.insert(obs) {
                             rehash.push((obs, hash));
@@ -321,6 +321,7 @@ pub async fn take(
             seconds = started.elapsed().as_secs_f64(),
             "stream read"
         );
+        w.flush()?; // every new version and interval is in the transaction from here on
         let failure = outcome;
 
         let mut counts =

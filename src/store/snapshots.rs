@@ -180,79 +180,187 @@ pub fn for_each_open(
     Ok(())
 }
 
-/// The statements a snapshot runs per line, prepared once for the whole stream.
+/// Rows a multi-row INSERT carries: one statement per this many versions or intervals.
+const BATCH: usize = 64;
+
+const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
+    mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp";
+
+/// `INSERT … VALUES (?, …), (?, …)…` for `rows` rows of `cols` parameters.
+fn multi_row_insert(head: &str, rows: usize, cols: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    format!("{head} VALUES {} {tail}", vec![row; rows].join(", "))
+}
+
+/// The statements a snapshot runs per line, prepared once for the whole stream. New versions and
+/// intervals are written in multi-row INSERTs of [`BATCH`] rows; [`LineWriter::flush`] writes the rest.
 pub struct LineWriter<'c> {
+    conn: &'c Connection,
     sel_cid: rusqlite::Statement<'c>,
     ins_cid: rusqlite::Statement<'c>,
-    ins_version: rusqlite::Statement<'c>,
+    ins_versions: rusqlite::Statement<'c>,
     sel_open: rusqlite::Statement<'c>,
     ins_obs: rusqlite::Statement<'c>,
+    pending_versions: Vec<(i64, CanonicalPin)>,
+    /// (cid_id, digest, line_hash) of intervals to open, all in `obs_target`.
+    pending_obs: Vec<(i64, [u8; 16], [u8; 16])>,
+    /// (series, snapshot) of the pending intervals.
+    obs_target: (i64, i64),
 }
 
 impl<'c> LineWriter<'c> {
     pub fn new(conn: &'c Connection) -> rusqlite::Result<LineWriter<'c>> {
         Ok(LineWriter {
+            conn,
             sel_cid: conn.prepare("SELECT id FROM cids WHERE cid = ?1")?,
-            ins_cid: conn.prepare("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?,
-            ins_version: conn.prepare(
-                "INSERT OR IGNORE INTO pin_versions (cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
-                 mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )?,
+            ins_cid: conn
+                .prepare("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?,
+            ins_versions: conn.prepare(&multi_row_insert(
+                &format!("INSERT OR IGNORE INTO pin_versions ({VERSION_COLUMNS})"),
+                BATCH,
+                17,
+                "",
+            ))?,
             sel_open: conn.prepare(
                 "SELECT first_snapshot, digest FROM observations
                  WHERE cid_id = ?2 AND series_id = ?1 AND last_snapshot IS NULL",
             )?,
-            ins_obs: conn.prepare(
-                "INSERT INTO observations (cid_id, series_id, first_snapshot, digest, line_hash) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-            )?,
+            ins_obs: conn.prepare(&multi_row_insert(
+                "INSERT INTO observations (cid_id, series_id, first_snapshot, digest, line_hash)",
+                BATCH,
+                5,
+                "ON CONFLICT DO NOTHING",
+            ))?,
+            pending_versions: Vec::with_capacity(BATCH),
+            pending_obs: Vec::with_capacity(BATCH),
+            obs_target: (0, 0),
         })
     }
 
     /// The CID's id and whether it was just inserted. `assume_new`: the ledger had no CIDs at all.
-    pub fn cid_id(
-        &mut self,
-        conn: &Connection,
-        cid: &str,
-        assume_new: bool,
-    ) -> rusqlite::Result<(i64, bool)> {
+    pub fn cid_id(&mut self, cid: &str, assume_new: bool) -> rusqlite::Result<(i64, bool)> {
         if !assume_new && let Some(id) = self.sel_cid.query_row([cid], |r| r.get(0)).optional()? {
             return Ok((id, false));
         }
         if self.ins_cid.execute([cid])? == 1 {
-            return Ok((conn.last_insert_rowid(), true));
+            return Ok((self.conn.last_insert_rowid(), true));
         }
         Ok((self.sel_cid.query_row([cid], |r| r.get(0))?, false))
     }
 
     /// Stores this version of the pin unless it is stored already; returns its digest.
-    pub fn ensure_version(
-        &mut self,
-        cid_id: i64,
-        pin: &CanonicalPin,
-    ) -> rusqlite::Result<[u8; 16]> {
+    pub fn ensure_version(&mut self, cid_id: i64, pin: CanonicalPin) -> rusqlite::Result<[u8; 16]> {
         let digest = pin.digest();
-        self.ins_version.execute(params![
-            cid_id,
-            &digest[..],
-            pin.name,
-            pin.json.metadata,
-            pin.org(),
-            pin.json.allocations,
-            pin.replication_min,
-            pin.replication_max,
-            pin.mode,
-            pin.max_depth,
-            pin.expire_at,
-            pin.json.origins,
-            pin.typ,
-            pin.shard_size as i64,
-            pin.reference,
-            pin.pin_update,
-            pin.cluster_timestamp,
-        ])?;
+        self.pending_versions.push((cid_id, pin));
+        if self.pending_versions.len() == BATCH {
+            self.flush_versions()?;
+        }
         Ok(digest)
+    }
+
+    fn flush_versions(&mut self) -> rusqlite::Result<()> {
+        if self.pending_versions.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending_versions);
+        let digests: Vec<[u8; 16]> = rows.iter().map(|(_, p)| p.digest()).collect();
+        let shard: Vec<i64> = rows.iter().map(|(_, p)| p.shard_size as i64).collect();
+        let orgs: Vec<Option<&str>> = rows.iter().map(|(_, p)| p.org()).collect();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 17);
+        for (i, (cid_id, pin)) in rows.iter().enumerate() {
+            values.extend_from_slice(&[
+                cid_id as &dyn rusqlite::ToSql,
+                &digests[i] as &dyn rusqlite::ToSql,
+                &pin.name,
+                &pin.json.metadata,
+                &orgs[i],
+                &pin.json.allocations,
+                &pin.replication_min,
+                &pin.replication_max,
+                &pin.mode,
+                &pin.max_depth,
+                &pin.expire_at,
+                &pin.json.origins,
+                &pin.typ,
+                &shard[i],
+                &pin.reference,
+                &pin.pin_update,
+                &pin.cluster_timestamp,
+            ]);
+        }
+        if rows.len() == BATCH {
+            self.ins_versions.execute(rusqlite::params_from_iter(values))?;
+        } else {
+            let sql = multi_row_insert(
+                &format!("INSERT OR IGNORE INTO pin_versions ({VERSION_COLUMNS})"),
+                rows.len(),
+                17,
+                "",
+            );
+            self.conn.prepare(&sql)?.execute(rusqlite::params_from_iter(values))?;
+        }
+        self.pending_versions = rows;
+        self.pending_versions.clear();
+        Ok(())
+    }
+
+    /// Opens an observation interval (written with the next batch, or by [`LineWriter::flush`]).
+    pub fn open_observation(
+        &mut self,
+        series: i64,
+        cid_id: i64,
+        digest: &[u8; 16],
+        snapshot: i64,
+        line_hash: &[u8; 16],
+    ) -> rusqlite::Result<()> {
+        if self.obs_target != (series, snapshot) {
+            self.flush_obs()?;
+            self.obs_target = (series, snapshot);
+        }
+        self.pending_obs.push((cid_id, *digest, *line_hash));
+        if self.pending_obs.len() == BATCH {
+            self.flush_versions()?; // an interval refers to its version
+            self.flush_obs()?;
+        }
+        Ok(())
+    }
+
+    fn flush_obs(&mut self) -> rusqlite::Result<()> {
+        if self.pending_obs.is_empty() {
+            return Ok(());
+        }
+        let (series, snapshot) = self.obs_target;
+        let rows = std::mem::take(&mut self.pending_obs);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 5);
+        for (cid_id, digest, hash) in &rows {
+            values.extend_from_slice(&[
+                cid_id as &dyn rusqlite::ToSql,
+                &series,
+                &snapshot,
+                digest as &dyn rusqlite::ToSql,
+                hash as &dyn rusqlite::ToSql,
+            ]);
+        }
+        if rows.len() == BATCH {
+            self.ins_obs.execute(rusqlite::params_from_iter(values))?;
+        } else {
+            let sql = multi_row_insert(
+                "INSERT INTO observations (cid_id, series_id, first_snapshot, digest, line_hash)",
+                rows.len(),
+                5,
+                "ON CONFLICT DO NOTHING",
+            );
+            self.conn.prepare(&sql)?.execute(rusqlite::params_from_iter(values))?;
+        }
+        self.pending_obs = rows;
+        self.pending_obs.clear();
+        Ok(())
+    }
+
+    /// Writes every pending version and interval.
+    pub fn flush(&mut self) -> rusqlite::Result<()> {
+        self.flush_versions()?;
+        self.flush_obs()
     }
 
     /// The open interval of one CID in a series, with its version's digest.
@@ -266,19 +374,6 @@ impl<'c> LineWriter<'c> {
                 Ok((ObsKey { cid_id, first: r.get(0)? }, r.get(1)?))
             })
             .optional()
-    }
-
-    /// Opens an observation interval.
-    pub fn open_observation(
-        &mut self,
-        series: i64,
-        cid_id: i64,
-        digest: &[u8; 16],
-        snapshot: i64,
-        line_hash: &[u8; 16],
-    ) -> rusqlite::Result<()> {
-        self.ins_obs.execute(params![cid_id, series, snapshot, &digest[..], &line_hash[..]])?;
-        Ok(())
     }
 }
 
