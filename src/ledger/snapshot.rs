@@ -200,7 +200,7 @@ pub async fn take(
         return Ok(report);
     }
 
-    // Memory: a repeat snapshot holds its open intervals in memory (~75 bytes each), so the page cache
+    // Memory: a repeat snapshot holds its open intervals in memory (~50 bytes each), so the page cache
     // shrinks as they grow; a first snapshot gets a larger cache for its inserts. Both stay under
     // 150 MiB for a million pins.
     let cache_kib: i64 = if open.len() > 200_000 { 16 * 1024 } else { 64 * 1024 };
