@@ -2,6 +2,7 @@
 
 mod util;
 
+mod repin;
 mod sim_api;
 mod sim_auth;
 mod sim_crdt;

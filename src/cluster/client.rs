@@ -212,6 +212,52 @@ impl Client {
         })
     }
 
+    /// `GET /allocations/{cid}`: the stored pin as this peer's replica has it, or `None` (404).
+    pub async fn allocation(&self, cid: &str) -> Result<Option<bytes::Bytes>, Error> {
+        let resp = self
+            .send_idempotent(reqwest::Method::GET, &format!("/allocations/{cid}"), true)
+            .await?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let url = self.base.to_string();
+        resp.bytes().await.map(Some).map_err(|e| Error::Http { url, source: e })
+    }
+
+    /// `POST {path_and_query}` with no body: a (re-)pin. Returns the status and the body, whatever the
+    /// status; connection failures and 429/503 before the cluster took the request are retried.
+    pub async fn post_pin(&self, path_and_query: &str) -> Result<(u16, String), Error> {
+        let mut attempt = 0;
+        loop {
+            let rb = self
+                .request(reqwest::Method::POST, path_and_query)
+                .timeout(self.settings.request_timeout);
+            match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if (status == 429 || status == 503) && attempt < self.settings.retries {
+                        attempt += 1;
+                        tokio::time::sleep(self.settings.backoff * 2u32.pow(attempt - 1)).await;
+                        continue;
+                    }
+                    if status == 401 {
+                        return Err(self.check(resp).await.err().unwrap_or(Error::Unauthorized {
+                            url: self.base.to_string(),
+                            message: "unauthorized".into(),
+                        }));
+                    }
+                    let body = resp.text().await.unwrap_or_default();
+                    return Ok((status, body));
+                }
+                Err(e) if e.is_connect() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(self.settings.backoff * 2u32.pow(attempt - 1)).await;
+                }
+                Err(e) => return Err(self.transport_error(e)),
+            }
+        }
+    }
+
     /// `GET /allocations?filter=all` as a stream of lines. Retries happen only before the stream
     /// starts; once items flow, a failure ends the stream (see [`AllocStream::outcome`]).
     pub async fn allocations(&self) -> Result<AllocStream, Error> {

@@ -36,7 +36,7 @@ impl Request {
 }
 
 /// The fields a safe re-pin promises to keep or set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Intended {
     pub name: String,
     pub metadata: BTreeMap<String, String>,

@@ -5,6 +5,7 @@ pub mod db;
 pub mod diff;
 pub mod export;
 pub mod history;
+pub mod repin;
 pub mod sim;
 pub mod snapshot;
 pub mod snapshots;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(a, g),
         Command::Diff(a) => diff::run(a, g),
         Command::History(a) => history::run(a, g),
+        Command::Repin(a) => repin::run(a, g),
         Command::Export(a) => export::run(a, g),
         Command::Db(c) => db::run(c, g),
         Command::Sim(c) => sim::run(*c),

@@ -2,4 +2,5 @@
 //! stream against the open intervals of its series).
 
 pub mod diff;
+pub mod repin;
 pub mod snapshot;

@@ -1,0 +1,161 @@
+//! One safe re-pin, on the record: read the pin from the peer that takes the write, build the request
+//! that keeps every option (cluster::repin), commit the intent, send it, record the answer, read the
+//! pin back and record the outcome. The tag run and `ledger repin` both go through [`safe_repin`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cluster::{CanonicalPin, Client, repin};
+use crate::store::runs;
+
+/// What became of one re-pin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub cid: String,
+    /// `applied`, `mismatch`, `refused`, `failed`, or `unchanged` (nothing to do: no request sent).
+    pub outcome: String,
+    pub repin_id: Option<i64>,
+    pub http_status: Option<u16>,
+    /// Fields that differ from what was intended (for `mismatch`).
+    pub mismatched: Vec<&'static str>,
+    pub error: Option<String>,
+}
+
+/// Reads and parses the stored pin from `client`'s peer.
+pub async fn read_pin(client: &Client, cid: &str) -> anyhow::Result<Option<CanonicalPin>> {
+    match client.allocation(cid).await? {
+        None => Ok(None),
+        Some(body) => {
+            let line = body.strip_suffix(b"\n").unwrap_or(&body);
+            Ok(Some(CanonicalPin::from_line(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} answered GET /allocations/{cid} with something that is not a pin: {e}",
+                    client.base()
+                )
+            })?))
+        }
+    }
+}
+
+/// One safe re-pin of `cid` on `client`'s peer, setting `set` and removing `unset`, recorded under
+/// `run`/`pass`.
+pub async fn safe_repin(
+    conn: &rusqlite::Connection,
+    client: &Client,
+    run: i64,
+    pass: i64,
+    cid: &str,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome {
+        cid: cid.to_string(),
+        outcome: String::new(),
+        repin_id: None,
+        http_status: None,
+        mismatched: Vec::new(),
+        error: None,
+    };
+    let Some(before) = read_pin(client, cid).await? else {
+        anyhow::bail!(
+            "{cid} is not pinned on {} (GET /allocations/{cid} answered 404)",
+            client.base()
+        );
+    };
+    let cid_id = runs::cid_id(conn, &before.cid)?;
+    let before_digest = runs::ensure_version(conn, cid_id, &before)?;
+    let request = match repin::build(&before, set, unset, chrono::Utc::now()) {
+        Ok(r) => r,
+        Err(refusal) => {
+            let reason = refusal.to_string();
+            out.repin_id =
+                Some(runs::refused(conn, run, pass, cid_id, Some(before_digest), &reason)?);
+            out.outcome = "refused".into();
+            out.error = Some(reason);
+            return Ok(out);
+        }
+    };
+    if request.intended.mismatches(&before).is_empty() {
+        out.outcome = "unchanged".into();
+        return Ok(out);
+    }
+    let intended_json = serde_json::to_string(&request.intended)?;
+    let id = runs::intent(
+        conn,
+        &runs::Intent {
+            run,
+            pass,
+            cid_id,
+            before: Some(before_digest),
+            path: &request.path,
+            query: &request.query,
+            intended_json: &intended_json,
+        },
+    )?;
+    out.repin_id = Some(id);
+    match client.post_pin(&request.path_and_query()).await {
+        Ok((status, body)) => {
+            out.http_status = Some(status);
+            let ok = status == 200;
+            let body: String = body.chars().take(4096).collect();
+            runs::answered(
+                conn,
+                id,
+                ok,
+                Some(status),
+                Some(&body),
+                (!ok).then_some(body.as_str()),
+            )?;
+            if !ok {
+                out.error = Some(format!("the cluster answered {status}: {}", body.trim()));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            runs::answered(conn, id, false, None, None, Some(&msg))?;
+            out.error = Some(msg);
+        }
+    }
+    // Read back from the same peer (read-your-writes holds there) and compare.
+    let after = read_pin(client, cid).await?;
+    let (after_digest, mismatched) = match &after {
+        Some(p) => (Some(runs::ensure_version(conn, cid_id, p)?), request.intended.mismatches(p)),
+        None => (None, vec!["pinned"]),
+    };
+    out.outcome = match (mismatched.is_empty(), out.error.is_some()) {
+        (true, _) => "applied",
+        (false, true) => "failed",
+        (false, false) => "mismatch",
+    }
+    .into();
+    out.mismatched = mismatched;
+    runs::verified(conn, id, after_digest, &out.outcome)?;
+    Ok(out)
+}
+
+/// Settles re-pins left `pending` by a process that stopped: reads each pin and records whether the
+/// intended state is there (`applied`) or not (`not-applied`).
+pub async fn reconcile(
+    conn: &rusqlite::Connection,
+    client: &Client,
+    cluster: &str,
+) -> anyhow::Result<usize> {
+    let pending = runs::pending(conn, cluster)?;
+    for p in &pending {
+        let intended: repin::Intended = serde_json::from_str(&p.intended_json)?;
+        let now = read_pin(client, &p.cid).await?;
+        let (after, applied) = match &now {
+            Some(pin) => (
+                Some(runs::ensure_version(conn, p.cid_id, pin)?),
+                intended.mismatches(pin).is_empty(),
+            ),
+            None => (None, false),
+        };
+        let note =
+            "the ledger stopped before the answer was recorded; reconciled by reading the pin";
+        runs::answered(conn, p.id, applied, None, None, Some(note))?;
+        runs::verified(conn, p.id, after, if applied { "applied" } else { "not-applied" })?;
+    }
+    Ok(pending.len())
+}

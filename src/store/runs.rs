@@ -1,0 +1,172 @@
+//! Runs and the re-pin record: intents written before a request, completed after it, reconciled after
+//! a crash. Functions take the caller's connection; each call is its own (autocommitted) statement, so
+//! an intent is durable before its request goes out.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::cluster::CanonicalPin;
+
+/// Starts a run.
+#[allow(clippy::too_many_arguments)]
+pub fn begin(
+    conn: &Connection,
+    kind: &str,
+    cluster: &str,
+    peer: &str,
+    peer_url: &str,
+    org: Option<&str>,
+    params_json: &str,
+    dry_run: bool,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO runs (kind, cluster, peer, peer_url, org, params, dry_run, started_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running')",
+        params![kind, cluster, peer, peer_url, org, params_json, dry_run, super::now_text()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Ends a run with its state (`done`, `attention`, `failed`).
+pub fn finish(conn: &Connection, run: i64, state: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET state = ?2, finished_at = ?3 WHERE id = ?1",
+        params![run, state, super::now_text()],
+    )?;
+    Ok(())
+}
+
+/// The id of a CID, inserting it if new.
+pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
+    conn.execute("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING", [cid])?;
+    conn.query_row("SELECT id FROM cids WHERE cid = ?1", [cid], |r| r.get(0))
+}
+
+/// Stores a version of a pin read outside a snapshot (before or after a re-pin).
+pub fn ensure_version(
+    conn: &Connection,
+    cid_id: i64,
+    pin: &CanonicalPin,
+) -> rusqlite::Result<[u8; 16]> {
+    let mut w = super::snapshots::LineWriter::new(conn)?;
+    let digest = w.ensure_version(cid_id, pin.clone())?;
+    w.flush()?;
+    Ok(digest)
+}
+
+/// A re-pin about to be sent.
+pub struct Intent<'a> {
+    pub run: i64,
+    pub pass: i64,
+    pub cid_id: i64,
+    pub before: Option<[u8; 16]>,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub intended_json: &'a str,
+}
+
+/// Records the intent (status `pending`); durable once this returns.
+pub fn intent(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending')",
+        params![i.run, i.pass, i.cid_id, i.before, i.path, i.query, i.intended_json, super::now_text()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records a re-pin refused before sending.
+pub fn refused(
+    conn: &Connection,
+    run: i64,
+    pass: i64,
+    cid_id: i64,
+    before: Option<[u8; 16]>,
+    reason: &str,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status, error, outcome)
+         VALUES (?1, ?2, ?3, ?4, '', '', '{}', ?5, 'refused', ?6, 'refused')",
+        params![run, pass, cid_id, before, super::now_text(), reason],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records what the cluster answered.
+pub fn answered(
+    conn: &Connection,
+    id: i64,
+    sent: bool,
+    http_status: Option<u16>,
+    response: Option<&str>,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE repins SET status = ?2, http_status = ?3, response = ?4, error = ?5 WHERE id = ?1",
+        params![id, if sent { "sent" } else { "failed" }, http_status, response, error],
+    )?;
+    Ok(())
+}
+
+/// Records the pin as read back and the outcome.
+pub fn verified(
+    conn: &Connection,
+    id: i64,
+    after: Option<[u8; 16]>,
+    outcome: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE repins SET after_digest = ?2, outcome = ?3, verified_at = ?4 WHERE id = ?1",
+        params![id, after, outcome, super::now_text()],
+    )?;
+    Ok(())
+}
+
+/// A re-pin left `pending` by a process that stopped between the intent and the answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    pub id: i64,
+    pub run: i64,
+    pub cid: String,
+    pub cid_id: i64,
+    pub intended_json: String,
+}
+
+/// Every pending re-pin of runs against this cluster.
+pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.id, r.run_id, c.cid, r.cid_id, r.intended FROM repins r JOIN runs u ON u.id = r.run_id
+         JOIN cids c ON c.id = r.cid_id WHERE r.status = 'pending' AND u.cluster = ?1 ORDER BY r.id",
+    )?;
+    let rows = stmt.query_map([cluster], |r| {
+        Ok(Pending {
+            id: r.get(0)?,
+            run: r.get(1)?,
+            cid: r.get(2)?,
+            cid_id: r.get(3)?,
+            intended_json: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Runs still `running` whose process is gone become `interrupted` (call while holding the run lock).
+pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state = 'running'",
+        [super::now_text()],
+    )
+}
+
+/// The latest repin row of a CID (for tests and `history`).
+pub fn last_outcome(
+    conn: &Connection,
+    cid: &str,
+) -> rusqlite::Result<Option<(String, Option<String>)>> {
+    conn.query_row(
+        "SELECT r.status, r.outcome FROM repins r JOIN cids c ON c.id = r.cid_id WHERE c.cid = ?1 ORDER BY r.id DESC LIMIT 1",
+        [cid],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
