@@ -36,6 +36,8 @@ pub enum Command {
     Diff(crate::commands::diff::DiffArgs),
     /// One pin's versions across snapshots, per peer.
     History(crate::commands::history::HistoryArgs),
+    /// Tag every unowned pin with org=ORG, pass after pass, until every peer agrees.
+    Tag(crate::commands::tag::TagArgs),
     /// One safe re-pin that keeps every other option of the pin, on the record.
     Repin(crate::commands::repin::RepinArgs),
     /// Write a table of the ledger as CSV.

@@ -10,4 +10,5 @@ mod sim_faults;
 mod sim_process;
 mod sim_seed;
 mod snapshot;
+mod tag;
 mod thirdparty;

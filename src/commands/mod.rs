@@ -9,6 +9,7 @@ pub mod repin;
 pub mod sim;
 pub mod snapshot;
 pub mod snapshots;
+pub mod tag;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(a, g),
         Command::Diff(a) => diff::run(a, g),
         Command::History(a) => history::run(a, g),
+        Command::Tag(a) => tag::run(a, g),
         Command::Repin(a) => repin::run(a, g),
         Command::Export(a) => export::run(a, g),
         Command::Db(c) => db::run(c, g),

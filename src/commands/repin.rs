@@ -88,7 +88,7 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             false,
         )?;
         let outcome =
-            repin::safe_repin(&store.conn, &client, run, 1, &cid, &set, &args.unset).await;
+            repin::safe_repin(&store.conn, &client, (run, 1), &cid, &set, &args.unset, None).await;
         let state = match &outcome {
             Ok(o) if o.outcome == "applied" || o.outcome == "unchanged" => "done",
             Ok(o) if o.outcome == "mismatch" => "attention",

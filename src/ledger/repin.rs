@@ -22,6 +22,10 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// Decides, from the pin as just read, that it must not be re-pinned (the reason), e.g. because another
+/// organisation owns it: the re-pin is then recorded as refused and reported as a conflict.
+pub type Guard<'a> = dyn Fn(&CanonicalPin) -> Option<String> + 'a;
+
 /// Reads and parses the stored pin from `client`'s peer.
 pub async fn read_pin(client: &Client, cid: &str) -> anyhow::Result<Option<CanonicalPin>> {
     match client.allocation(cid).await? {
@@ -39,15 +43,15 @@ pub async fn read_pin(client: &Client, cid: &str) -> anyhow::Result<Option<Canon
 }
 
 /// One safe re-pin of `cid` on `client`'s peer, setting `set` and removing `unset`, recorded under
-/// `run`/`pass`.
+/// `(run, pass)`.
 pub async fn safe_repin(
     conn: &rusqlite::Connection,
     client: &Client,
-    run: i64,
-    pass: i64,
+    (run, pass): (i64, i64),
     cid: &str,
     set: &BTreeMap<String, String>,
     unset: &[String],
+    guard: Option<&Guard<'_>>,
 ) -> anyhow::Result<Outcome> {
     let mut out = Outcome {
         cid: cid.to_string(),
@@ -65,6 +69,13 @@ pub async fn safe_repin(
     };
     let cid_id = runs::cid_id(conn, &before.cid)?;
     let before_digest = runs::ensure_version(conn, cid_id, &before)?;
+    // The pin as it is now decides, not as it was planned: it may have changed since.
+    if let Some(reason) = guard.and_then(|g| g(&before)) {
+        out.repin_id = Some(runs::refused(conn, run, pass, cid_id, Some(before_digest), &reason)?);
+        out.outcome = "conflict".into();
+        out.error = Some(reason);
+        return Ok(out);
+    }
     let request = match repin::build(&before, set, unset, chrono::Utc::now()) {
         Ok(r) => r,
         Err(refusal) => {

@@ -1,0 +1,200 @@
+//! `ledger tag --org ORG`: the migration over a seeded simulator (issue 4, first points).
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn urls(sim: &Sim) -> String {
+    sim.peers.iter().map(|p| p.url.clone()).collect::<Vec<_>>().join(",")
+}
+
+fn tag(dir: &tempfile::TempDir, sim: &Sim, args: &[&str]) -> Output {
+    ledger()
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "--cluster", &urls(sim), "tag"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn pinset(sim: &Sim, peer: usize) -> BTreeMap<String, Value> {
+    let r = raw(sim.url(peer), "GET", "/allocations?filter=all", &[], b"");
+    r.ndjson().into_iter().map(|p| (p["cid"].as_str().unwrap().to_string(), p)).collect()
+}
+
+fn org(p: &Value) -> Option<&str> {
+    p["metadata"]["org"].as_str().filter(|o| !o.is_empty())
+}
+
+fn report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org() {
+    let sim = Sim::start(&["--peers", "3", "--pins", "400", "--seed", "21", "--lag", "0..100ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let before = pinset(&sim, 0);
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "300ms", "--json"]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r}");
+    let conflicts = before.values().filter(|p| org(p).is_some_and(|o| o != "hrdag")).count();
+    // Conflicts need attention: exit 1; without them the run exits 0.
+    assert_eq!(out.status.code(), Some(if conflicts > 0 { 1 } else { 0 }));
+    sim.wait_converged(std::time::Duration::from_secs(10));
+    let targets: Vec<&String> = before.keys().filter(|c| org(&before[*c]).is_none()).collect();
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), targets.len());
+    for peer in 0..3 {
+        let after = pinset(&sim, peer);
+        assert_eq!(after.len(), before.len());
+        for (cid, b) in &before {
+            let a = &after[cid];
+            if org(b).is_none() {
+                assert_eq!(org(a), Some("hrdag"), "{cid} on peer{peer}");
+                for f in PIN_FIELDS {
+                    if f != "metadata" && f != "timestamp" {
+                        assert_eq!(a[f], b[f], "{f} of {cid} on peer{peer}");
+                    }
+                }
+                let mut want = b["metadata"].as_object().cloned().unwrap_or_default();
+                want.insert("org".into(), "hrdag".into());
+                assert_eq!(a["metadata"], Value::Object(want), "{cid}");
+            } else {
+                assert_eq!(a, b, "a pin that was not a target changed: {cid}");
+            }
+        }
+    }
+    // Every re-pin is on the record with the version before and after.
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let (n, applied, with_both): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), sum(outcome = 'applied'), sum(before_digest IS NOT NULL AND after_digest IS NOT NULL)
+             FROM repins WHERE status != 'refused'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (n, applied, with_both),
+        (targets.len() as i64, targets.len() as i64, targets.len() as i64)
+    );
+    let probes: i64 = conn.query_row("SELECT count(*) FROM probes", [], |r| r.get(0)).unwrap();
+    assert!(probes >= 3, "one probe per peer and pass");
+    // A second run finds nothing left to do.
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s", "--json"]);
+    let r = report(&out);
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 0);
+    assert_eq!(r["converged"], true);
+}
+
+#[test]
+fn dry_run_sends_nothing_and_only_restricts_targets() {
+    let sim = Sim::start(&["--peers", "2", "--pins", "200", "--seed", "5", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let writes = sim.state()["writes"].as_u64().unwrap();
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!report(&out)["plan"]["targets"].as_array().unwrap().is_empty());
+    assert_eq!(sim.state()["writes"].as_u64().unwrap(), writes, "a dry run wrote to the cluster");
+
+    let before = pinset(&sim, 0);
+    let unowned: Vec<&String> =
+        before.keys().filter(|c| org(&before[*c]).is_none()).take(3).collect();
+    let list = dir.path().join("only.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# three of them\n{}\n\n",
+            unowned.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+        ),
+    )
+    .unwrap();
+    let out = tag(
+        &dir,
+        &sim,
+        &["--org", "hrdag", "--settle", "100ms", "--only", list.to_str().unwrap(), "--json"],
+    );
+    let r = report(&out);
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 3, "{r}");
+    let after = pinset(&sim, 0);
+    let tagged = after.values().filter(|p| org(p) == Some("hrdag")).count();
+    let was = before.values().filter(|p| org(p) == Some("hrdag")).count();
+    assert_eq!(tagged, was + 3);
+    // A bad --only file is a clear error.
+    std::fs::write(&list, "not-a-cid\n").unwrap();
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--only", list.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a CID"));
+}
+
+#[test]
+fn reassign_from_is_the_only_way_to_retag_another_org() {
+    let sim = Sim::start(&["--peers", "2", "--pins", "300", "--seed", "8", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let before = pinset(&sim, 0);
+    let amnesty = before.values().filter(|p| org(p) == Some("amnesty")).count();
+    assert!(amnesty > 0);
+    let out = tag(
+        &dir,
+        &sim,
+        &["--org", "hrdag", "--reassign-from", "amnesty", "--settle", "100ms", "--json"],
+    );
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = pinset(&sim, 0);
+    assert_eq!(after.values().filter(|p| org(p) == Some("amnesty")).count(), 0);
+    for (cid, b) in &before {
+        if let Some(o) = org(b).filter(|o| *o != "amnesty" && *o != "hrdag") {
+            assert_eq!(org(&after[cid]), Some(o), "{cid} of {o} was retagged");
+        }
+    }
+}
+
+#[test]
+fn a_paused_peer_leaves_stragglers_and_exit_1() {
+    let sim = Sim::start(&["--peers", "3", "--pins", "100", "--seed", "3", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    sim.control("POST", "/_sim/peers/peer2/pause", "");
+    let out =
+        tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms", "--max-passes", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    assert_eq!(r["converged"], false);
+    let stragglers = r["stragglers"].as_object().unwrap();
+    assert_eq!(stragglers.len(), 1, "{r}");
+    assert_eq!(stragglers.keys().next().unwrap(), &sim.peers[2].id);
+    assert_eq!(
+        stragglers[&sim.peers[2].id].as_array().unwrap().len(),
+        r["plan"]["targets"].as_array().unwrap().len()
+    );
+    let text = tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms", "--max-passes", "1"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("NOT converged"));
+    // Once the peer is back, a further run converges without re-pinning anything.
+    sim.control("POST", "/_sim/peers/peer2/resume", "");
+    sim.control("POST", "/_sim/rebroadcast", "");
+    sim.wait_converged(std::time::Duration::from_secs(10));
+    let r = report(&tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s", "--json"]));
+    assert_eq!(r["converged"], true, "{r}");
+}
+
+#[test]
+fn a_second_run_on_the_same_ledger_is_refused() {
+    let sim = Sim::start(&["--peers", "1", "--pins", "10", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = std::fs::File::create(dir.path().join("ledger.db.run.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another tag run is active"));
+    drop(lock);
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
+}
