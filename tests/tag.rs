@@ -198,3 +198,115 @@ fn a_second_run_on_the_same_ledger_is_refused() {
     let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
     assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The simulator's pin set on peer 0 reduced to what a tag run may change: (cid → org).
+fn orgs(sim: &Sim) -> BTreeMap<String, Option<String>> {
+    pinset(sim, 0).into_iter().map(|(c, p)| (c.clone(), org(&p).map(str::to_string))).collect()
+}
+
+#[test]
+fn killed_at_random_moments_a_rerun_ends_as_an_uninterrupted_run() {
+    // The expected end state, from an uninterrupted run on an identical cluster.
+    let args = ["--peers", "2", "--pins", "600", "--seed", "31", "--lag", "0..20ms"];
+    let expected = {
+        let sim = Sim::start(&args);
+        let dir = tempfile::tempdir().unwrap();
+        let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms"]);
+        assert!(out.status.code().is_some_and(|c| c <= 1));
+        sim.wait_converged(std::time::Duration::from_secs(10));
+        orgs(&sim)
+    };
+    for trial in 0..10u64 {
+        let sim = Sim::start(&args);
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(bin())
+            .current_dir(dir.path())
+            .args([
+                "--db",
+                "ledger.db",
+                "--cluster",
+                &urls(&sim),
+                "tag",
+                "--org",
+                "hrdag",
+                "--settle",
+                "100ms",
+            ])
+            .args(["--concurrency", "4"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill somewhere between planning and the end of the first pass.
+        std::thread::sleep(std::time::Duration::from_millis(40 + trial * 45));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms", "--json"]);
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "trial {trial}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(report(&out)["converged"], true, "trial {trial}");
+        sim.wait_converged(std::time::Duration::from_secs(10));
+        assert_eq!(
+            orgs(&sim),
+            expected,
+            "trial {trial}: the end state differs from an uninterrupted run"
+        );
+        let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM repins WHERE status = 'pending'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0, "trial {trial}: pending intents left");
+        // No pin was re-pinned after it was tagged: at most one applied re-pin per CID, except where
+        // an interrupted intent was reconciled as applied and then never sent again.
+        let twice: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT cid_id FROM repins WHERE outcome = 'applied' GROUP BY cid_id HAVING count(*) > 1)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(twice, 0, "trial {trial}: a tagged pin was re-pinned");
+        let interrupted: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM runs WHERE state IN ('interrupted', 'running')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(interrupted <= 1, "trial {trial}");
+    }
+}
+
+#[test]
+fn error_bursts_are_retried_and_nothing_untagged_counts_as_tagged() {
+    let sim = Sim::start(&["--peers", "2", "--pins", "150", "--seed", "17", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    // 30 re-pins fail with 429, 503 or 500 (a 500 is not retried at once: the next pass re-pins).
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        r#"{"errors":[{"endpoint":"pin","status":429,"count":10},{"endpoint":"pin","status":503,"count":10},{"endpoint":"pin","status":500,"count":10,"rate":0.5}]}"#,
+    );
+    let out =
+        tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms", "--max-passes", "4", "--json"]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r}");
+    let after = pinset(&sim, 0);
+    let targets = r["plan"]["targets"].as_array().unwrap();
+    for c in targets {
+        assert_eq!(org(&after[c.as_str().unwrap()]), Some("hrdag"));
+    }
+    // Every failed attempt is on the record as failed, never as applied.
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let bad: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM repins WHERE http_status >= 400 AND outcome = 'applied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bad, 0, "a failed request was counted as applied");
+}
