@@ -310,3 +310,21 @@ fn error_bursts_are_retried_and_nothing_untagged_counts_as_tagged() {
         .unwrap();
     assert_eq!(bad, 0, "a failed request was counted as applied");
 }
+
+#[test]
+fn rate_limits_the_re_pins() {
+    let sim = Sim::start(&["--peers", "1", "--pins", "60", "--seed", "2", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s", "--rate", "40", "--json"]);
+    let r = report(&out);
+    let n = r["plan"]["targets"].as_array().unwrap().len();
+    assert!(n >= 30, "{n} targets");
+    // n re-pins at 40/s take at least (n-1)/40 s.
+    assert!(
+        started.elapsed().as_secs_f64() >= (n - 1) as f64 / 40.0,
+        "{:?} for {n}",
+        started.elapsed()
+    );
+    assert_eq!(tag(&dir, &sim, &["--org", "x", "--rate", "0"]).status.code(), Some(2));
+}

@@ -41,6 +41,9 @@ pub struct TagArgs {
     /// Re-pins in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// At most this many re-pins per second.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -99,7 +102,11 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         max_passes: args.max_passes.max(1),
         timeout: args.run_timeout,
         concurrency: args.concurrency as usize,
+        rate: args.rate,
     };
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be a positive number of re-pins per second");
+    }
     let pb = app::progress(g.quiet || args.json, Some(0));
     let rt = app::runtime()?;
     let report =

@@ -24,6 +24,8 @@ pub struct Options {
     pub max_passes: u32,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// At most this many re-pins per second (`None`: as fast as the concurrency allows).
+    pub rate: Option<f64>,
 }
 
 /// The plan: which pins get tagged, which are left alone and why.
@@ -209,8 +211,17 @@ pub async fn run(
             let conn = &store.conn;
             let set = &set;
             let guard: &repin::Guard = &guard;
+            // --rate: each re-pin takes the next free slot of a fixed interval.
+            let interval = opts.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+            let next_slot = std::cell::Cell::new(tokio::time::Instant::now());
+            let next_slot = &next_slot;
             let mut results = futures::stream::iter(batch.iter())
                 .map(|cid| async move {
+                    if let Some(iv) = interval {
+                        let at = next_slot.get().max(tokio::time::Instant::now());
+                        next_slot.set(at + iv);
+                        tokio::time::sleep_until(at).await;
+                    }
                     (
                         cid.clone(),
                         repin::safe_repin(
