@@ -67,33 +67,37 @@ pub async fn safe_repin(
             client.base()
         );
     };
-    let cid_id = runs::cid_id(conn, &before.cid)?;
-    let before_digest = runs::ensure_version(conn, cid_id, &before)?;
+    // Everything up to the intent is one transaction, committed before the request goes out. No
+    // `.await` inside: re-pins running concurrently on this connection never interleave in it.
+    let tx = conn.unchecked_transaction()?;
+    let cid_id = runs::cid_id(&tx, &before.cid)?;
+    let before_digest = runs::ensure_version(&tx, cid_id, &before)?;
     // The pin as it is now decides, not as it was planned: it may have changed since.
-    if let Some(reason) = guard.and_then(|g| g(&before)) {
-        out.repin_id = Some(runs::refused(conn, run, pass, cid_id, Some(before_digest), &reason)?);
-        out.outcome = "conflict".into();
-        out.error = Some(reason);
-        return Ok(out);
-    }
-    let request = match repin::build(&before, set, unset, chrono::Utc::now()) {
+    let refusal = guard.and_then(|g| g(&before)).map(|reason| ("conflict", reason));
+    let request = match refusal {
+        Some(r) => Err(r),
+        None => repin::build(&before, set, unset, chrono::Utc::now())
+            .map_err(|e| ("refused", e.to_string())),
+    };
+    let request = match request {
         Ok(r) => r,
-        Err(refusal) => {
-            let reason = refusal.to_string();
+        Err((outcome, reason)) => {
             out.repin_id =
-                Some(runs::refused(conn, run, pass, cid_id, Some(before_digest), &reason)?);
-            out.outcome = "refused".into();
+                Some(runs::refused(&tx, run, pass, cid_id, Some(before_digest), &reason)?);
+            tx.commit()?;
+            out.outcome = outcome.into();
             out.error = Some(reason);
             return Ok(out);
         }
     };
     if request.intended.mismatches(&before).is_empty() {
+        tx.commit()?;
         out.outcome = "unchanged".into();
         return Ok(out);
     }
     let intended_json = serde_json::to_string(&request.intended)?;
     let id = runs::intent(
-        conn,
+        &tx,
         &runs::Intent {
             run,
             pass,
@@ -104,34 +108,32 @@ pub async fn safe_repin(
             intended_json: &intended_json,
         },
     )?;
+    tx.commit()?;
     out.repin_id = Some(id);
-    match client.post_pin(&request.path_and_query()).await {
+
+    let answer = client.post_pin(&request.path_and_query()).await;
+    // Read back from the same peer (read-your-writes holds there) and compare.
+    let after = read_pin(client, cid).await?;
+
+    let tx = conn.unchecked_transaction()?;
+    match answer {
         Ok((status, body)) => {
             out.http_status = Some(status);
             let ok = status == 200;
             let body: String = body.chars().take(4096).collect();
-            runs::answered(
-                conn,
-                id,
-                ok,
-                Some(status),
-                Some(&body),
-                (!ok).then_some(body.as_str()),
-            )?;
+            runs::answered(&tx, id, ok, Some(status), Some(&body), (!ok).then_some(body.as_str()))?;
             if !ok {
                 out.error = Some(format!("the cluster answered {status}: {}", body.trim()));
             }
         }
         Err(e) => {
             let msg = e.to_string();
-            runs::answered(conn, id, false, None, None, Some(&msg))?;
+            runs::answered(&tx, id, false, None, None, Some(&msg))?;
             out.error = Some(msg);
         }
     }
-    // Read back from the same peer (read-your-writes holds there) and compare.
-    let after = read_pin(client, cid).await?;
     let (after_digest, mismatched) = match &after {
-        Some(p) => (Some(runs::ensure_version(conn, cid_id, p)?), request.intended.mismatches(p)),
+        Some(p) => (Some(runs::ensure_version(&tx, cid_id, p)?), request.intended.mismatches(p)),
         None => (None, vec!["pinned"]),
     };
     out.outcome = match (mismatched.is_empty(), out.error.is_some()) {
@@ -141,7 +143,8 @@ pub async fn safe_repin(
     }
     .into();
     out.mismatched = mismatched;
-    runs::verified(conn, id, after_digest, &out.outcome)?;
+    runs::verified(&tx, id, after_digest, &out.outcome)?;
+    tx.commit()?;
     Ok(out)
 }
 

@@ -38,8 +38,9 @@ pub fn finish(conn: &Connection, run: i64, state: &str) -> rusqlite::Result<()> 
 
 /// The id of a CID, inserting it if new.
 pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
-    conn.execute("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING", [cid])?;
-    conn.query_row("SELECT id FROM cids WHERE cid = ?1", [cid], |r| r.get(0))
+    conn.prepare_cached("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?
+        .execute([cid])?;
+    conn.prepare_cached("SELECT id FROM cids WHERE cid = ?1")?.query_row([cid], |r| r.get(0))
 }
 
 /// Stores a version of a pin read outside a snapshot (before or after a re-pin).
@@ -67,10 +68,11 @@ pub struct Intent<'a> {
 
 /// Records the intent (status `pending`); durable once this returns.
 pub fn intent(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending')",
-        params![i.run, i.pass, i.cid_id, i.before, i.path, i.query, i.intended_json, super::now_text()],
+    )?
+    .execute(params![i.run, i.pass, i.cid_id, i.before, i.path, i.query, i.intended_json, super::now_text()],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -101,10 +103,16 @@ pub fn answered(
     response: Option<&str>,
     error: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE repins SET status = ?2, http_status = ?3, response = ?4, error = ?5 WHERE id = ?1",
-        params![id, if sent { "sent" } else { "failed" }, http_status, response, error],
-    )?;
+    )?
+    .execute(params![
+        id,
+        if sent { "sent" } else { "failed" },
+        http_status,
+        response,
+        error
+    ])?;
     Ok(())
 }
 
@@ -115,10 +123,10 @@ pub fn verified(
     after: Option<[u8; 16]>,
     outcome: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE repins SET after_digest = ?2, outcome = ?3, verified_at = ?4 WHERE id = ?1",
-        params![id, after, outcome, super::now_text()],
-    )?;
+    )?
+    .execute(params![id, after, outcome, super::now_text()])?;
     Ok(())
 }
 
