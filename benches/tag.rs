@@ -126,7 +126,8 @@ fn main() {
     let sim = Sim::start(1, pins, 12);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("l.db");
-    let (secs, r) = tag(&db, &sim.urls, 16);
+    let conc = 32;
+    let (secs, r) = tag(&db, &sim.urls, conc);
     assert_eq!(r["converged"], true);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let (attempted, pass_secs): (i64, f64) = conn
@@ -140,13 +141,13 @@ fn main() {
         conn.prepare("SELECT path || '?' || query FROM repins WHERE status = 'sent'").unwrap();
     let requests: Vec<String> =
         stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-    let bare = bare_loop(&sim.urls[0], &requests, 16);
+    let bare = bare_loop(&sim.urls[0], &requests, conc);
     let rate = attempted as f64 / pass_secs;
     println!(
-        "| `ledger tag` first pass, {attempted} re-pins, concurrency 16 | {rate:.0} re-pins/s ({pass_secs:.1} s; whole run {secs:.1} s) | each: read, intent, POST, answer, read back, outcome |"
+        "| `ledger tag` first pass, {attempted} re-pins, concurrency {conc} | {rate:.0} re-pins/s ({pass_secs:.1} s; whole run {secs:.1} s) | each: read, intent, POST, answer, read back, outcome |"
     );
     println!(
-        "| bare loop of the same {} POST requests, concurrency 16 | {bare:.0} requests/s | {:.2}× the tag pass rate |",
+        "| bare loop of the same {} POST requests, concurrency {conc} | {bare:.0} requests/s | {:.2}× the tag pass rate |",
         requests.len(),
         bare / rate
     );

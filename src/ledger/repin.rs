@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client, repin};
@@ -47,105 +48,206 @@ pub async fn read_pin(client: &Client, cid: &str) -> anyhow::Result<Option<Canon
 pub async fn safe_repin(
     conn: &rusqlite::Connection,
     client: &Client,
-    (run, pass): (i64, i64),
+    at: (i64, i64),
     cid: &str,
     set: &BTreeMap<String, String>,
     unset: &[String],
     guard: Option<&Guard<'_>>,
 ) -> anyhow::Result<Outcome> {
-    let mut out = Outcome {
-        cid: cid.to_string(),
-        outcome: String::new(),
-        repin_id: None,
-        http_status: None,
-        mismatched: Vec::new(),
-        error: None,
-    };
-    let Some(before) = read_pin(client, cid).await? else {
-        anyhow::bail!(
-            "{cid} is not pinned on {} (GET /allocations/{cid} answered 404)",
-            client.base()
-        );
-    };
-    // Everything up to the intent is one transaction, committed before the request goes out. No
-    // `.await` inside: re-pins running concurrently on this connection never interleave in it.
-    let tx = conn.unchecked_transaction()?;
-    let cid_id = runs::cid_id(&tx, &before.cid)?;
-    let before_digest = runs::ensure_version(&tx, cid_id, &before)?;
-    // The pin as it is now decides, not as it was planned: it may have changed since.
-    let refusal = guard.and_then(|g| g(&before)).map(|reason| ("conflict", reason));
-    let request = match refusal {
-        Some(r) => Err(r),
-        None => repin::build(&before, set, unset, chrono::Utc::now())
-            .map_err(|e| ("refused", e.to_string())),
-    };
-    let request = match request {
-        Ok(r) => r,
-        Err((outcome, reason)) => {
-            out.repin_id =
-                Some(runs::refused(&tx, run, pass, cid_id, Some(before_digest), &reason)?);
-            tx.commit()?;
-            out.outcome = outcome.into();
-            out.error = Some(reason);
-            return Ok(out);
-        }
-    };
-    if request.intended.mismatches(&before).is_empty() {
-        tx.commit()?;
-        out.outcome = "unchanged".into();
-        return Ok(out);
+    let change = Change { set, unset, guard };
+    let mut out =
+        safe_repins(conn, client, at, &[cid.to_string()], &change, &Pace::default(), |_| {})
+            .await?;
+    Ok(out.pop().expect("one outcome per CID"))
+}
+
+/// What a batch of re-pins changes, and which pins it must leave alone.
+pub struct Change<'a> {
+    pub set: &'a BTreeMap<String, String>,
+    pub unset: &'a [String],
+    pub guard: Option<&'a Guard<'a>>,
+}
+
+/// How fast a batch goes: requests in flight, and at most `rate` re-pins per second.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+}
+
+impl Default for Pace {
+    fn default() -> Pace {
+        Pace { concurrency: 16, rate: None }
     }
-    let intended_json = serde_json::to_string(&request.intended)?;
-    let id = runs::intent(
-        &tx,
-        &runs::Intent {
-            run,
-            pass,
-            cid_id,
-            before: Some(before_digest),
-            path: &request.path,
-            query: &request.query,
-            intended_json: &intended_json,
-        },
-    )?;
-    tx.commit()?;
-    out.repin_id = Some(id);
+}
 
-    let answer = client.post_pin(&request.path_and_query()).await;
-    // Read back from the same peer (read-your-writes holds there) and compare.
-    let after = read_pin(client, cid).await?;
-
-    let tx = conn.unchecked_transaction()?;
-    match answer {
-        Ok((status, body)) => {
-            out.http_status = Some(status);
-            let ok = status == 200;
-            let body: String = body.chars().take(4096).collect();
-            runs::answered(&tx, id, ok, Some(status), Some(&body), (!ok).then_some(body.as_str()))?;
-            if !ok {
-                out.error = Some(format!("the cluster answered {status}: {}", body.trim()));
+/// Safe re-pins of `cids`, in chunks: read every pin of a chunk (concurrently), commit their intents
+/// in one transaction, send the requests (concurrently), read the pins back, commit answers and
+/// outcomes in one transaction. Every intent is durable before its request goes out, and a chunk costs
+/// two commits rather than two per pin. `done` is called with the number of CIDs finished so far.
+pub async fn safe_repins(
+    conn: &rusqlite::Connection,
+    client: &Client,
+    (run, pass): (i64, i64),
+    cids: &[String],
+    change: &Change<'_>,
+    pace: &Pace,
+    mut done: impl FnMut(usize),
+) -> anyhow::Result<Vec<Outcome>> {
+    let concurrency = pace.concurrency.max(1);
+    let interval =
+        pace.rate.filter(|r| *r > 0.0).map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let next_slot = std::cell::Cell::new(tokio::time::Instant::now());
+    let mut outcomes = Vec::with_capacity(cids.len());
+    for chunk in cids.chunks((concurrency * 8).max(1)) {
+        // 1. Read every pin of the chunk.
+        let befores: Vec<anyhow::Result<Option<CanonicalPin>>> = futures::stream::iter(chunk)
+            .map(|cid| read_pin(client, cid))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        // 2. Plan and record: one transaction, no `.await` inside.
+        struct Planned {
+            out: Outcome,
+            id: i64,
+            cid_id: i64,
+            request: repin::Request,
+        }
+        let mut planned: Vec<Planned> = Vec::new();
+        let tx = conn.unchecked_transaction()?;
+        for (cid, before) in chunk.iter().zip(befores) {
+            let mut out = Outcome {
+                cid: cid.clone(),
+                outcome: String::new(),
+                repin_id: None,
+                http_status: None,
+                mismatched: Vec::new(),
+                error: None,
+            };
+            let before = match before {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    out.outcome = "failed".into();
+                    out.error = Some(format!(
+                        "{cid} is not pinned on {} (GET /allocations/{cid} answered 404)",
+                        client.base()
+                    ));
+                    outcomes.push(out);
+                    continue;
+                }
+                Err(e) => {
+                    out.outcome = "failed".into();
+                    out.error = Some(format!("{e:#}"));
+                    outcomes.push(out);
+                    continue;
+                }
+            };
+            let cid_id = runs::cid_id(&tx, &before.cid)?;
+            let before_digest = runs::ensure_version(&tx, cid_id, &before)?;
+            // The pin as it is now decides, not as it was planned: it may have changed since.
+            let request = match change.guard.and_then(|g| g(&before)) {
+                Some(reason) => Err(("conflict", reason)),
+                None => repin::build(&before, change.set, change.unset, chrono::Utc::now())
+                    .map_err(|e| ("refused", e.to_string())),
+            };
+            let request = match request {
+                Ok(r) => r,
+                Err((outcome, reason)) => {
+                    out.repin_id =
+                        Some(runs::refused(&tx, run, pass, cid_id, Some(before_digest), &reason)?);
+                    out.outcome = outcome.into();
+                    out.error = Some(reason);
+                    outcomes.push(out);
+                    continue;
+                }
+            };
+            if request.intended.mismatches(&before).is_empty() {
+                out.outcome = "unchanged".into();
+                outcomes.push(out);
+                continue;
             }
+            let intended_json = serde_json::to_string(&request.intended)?;
+            let id = runs::intent(
+                &tx,
+                &runs::Intent {
+                    run,
+                    pass,
+                    cid_id,
+                    before: Some(before_digest),
+                    path: &request.path,
+                    query: &request.query,
+                    intended_json: &intended_json,
+                },
+            )?;
+            out.repin_id = Some(id);
+            planned.push(Planned { out, id, cid_id, request });
         }
-        Err(e) => {
-            let msg = e.to_string();
-            runs::answered(&tx, id, false, None, None, Some(&msg))?;
-            out.error = Some(msg);
+        tx.commit()?;
+        // 3. Send, then read back from the same peer (read-your-writes holds there).
+        let next_slot = &next_slot;
+        let results: Vec<_> = futures::stream::iter(&planned)
+            .map(|p| async move {
+                if let Some(iv) = interval {
+                    let at = next_slot.get().max(tokio::time::Instant::now());
+                    next_slot.set(at + iv);
+                    tokio::time::sleep_until(at).await;
+                }
+                let answer = client.post_pin(&p.request.path_and_query()).await;
+                let after = read_pin(client, &p.out.cid).await;
+                (answer, after)
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        // 4. Record answers and outcomes: one transaction.
+        let tx = conn.unchecked_transaction()?;
+        for (mut p, (answer, after)) in planned.into_iter().zip(results) {
+            match answer {
+                Ok((status, body)) => {
+                    p.out.http_status = Some(status);
+                    let ok = status == 200;
+                    let body: String = body.chars().take(4096).collect();
+                    runs::answered(
+                        &tx,
+                        p.id,
+                        ok,
+                        Some(status),
+                        Some(&body),
+                        (!ok).then_some(body.as_str()),
+                    )?;
+                    if !ok {
+                        p.out.error =
+                            Some(format!("the cluster answered {status}: {}", body.trim()));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    runs::answered(&tx, p.id, false, None, None, Some(&msg))?;
+                    p.out.error = Some(msg);
+                }
+            }
+            let (after_digest, mismatched) = match &after {
+                Ok(Some(pin)) => (
+                    Some(runs::ensure_version(&tx, p.cid_id, pin)?),
+                    p.request.intended.mismatches(pin),
+                ),
+                Ok(None) => (None, vec!["pinned"]),
+                Err(_) => (None, vec!["unreadable"]),
+            };
+            p.out.outcome = match (mismatched.is_empty(), p.out.error.is_some()) {
+                (true, _) => "applied",
+                (false, true) => "failed",
+                (false, false) => "mismatch",
+            }
+            .into();
+            p.out.mismatched = mismatched;
+            runs::verified(&tx, p.id, after_digest, &p.out.outcome)?;
+            outcomes.push(p.out);
         }
+        tx.commit()?;
+        done(outcomes.len());
     }
-    let (after_digest, mismatched) = match &after {
-        Some(p) => (Some(runs::ensure_version(&tx, cid_id, p)?), request.intended.mismatches(p)),
-        None => (None, vec!["pinned"]),
-    };
-    out.outcome = match (mismatched.is_empty(), out.error.is_some()) {
-        (true, _) => "applied",
-        (false, true) => "failed",
-        (false, false) => "mismatch",
-    }
-    .into();
-    out.mismatched = mismatched;
-    runs::verified(&tx, id, after_digest, &out.outcome)?;
-    tx.commit()?;
-    Ok(out)
+    Ok(outcomes)
 }
 
 /// Settles re-pins left `pending` by a process that stopped: reads each pin and records whether the

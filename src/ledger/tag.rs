@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client};
@@ -204,63 +203,38 @@ pub async fn run(
     for pass in 1..=opts.max_passes {
         let mut pr = PassReport { pass, ..Default::default() };
         let pass_started = crate::store::now_text();
-        let total = to_tag.len() as u64;
-        let mut done = 0u64;
         let batch: Vec<String> = to_tag.iter().filter(|c| !gave_up.contains(*c)).cloned().collect();
-        {
-            let conn = &store.conn;
-            let set = &set;
-            let guard: &repin::Guard = &guard;
-            // --rate: each re-pin takes the next free slot of a fixed interval.
-            let interval = opts.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
-            let next_slot = std::cell::Cell::new(tokio::time::Instant::now());
-            let next_slot = &next_slot;
-            let mut results = futures::stream::iter(batch.iter())
-                .map(|cid| async move {
-                    if let Some(iv) = interval {
-                        let at = next_slot.get().max(tokio::time::Instant::now());
-                        next_slot.set(at + iv);
-                        tokio::time::sleep_until(at).await;
-                    }
-                    (
-                        cid.clone(),
-                        repin::safe_repin(
-                            conn,
-                            write,
-                            (run, pass as i64),
-                            cid,
-                            set,
-                            &[],
-                            Some(guard),
-                        )
-                        .await,
-                    )
-                })
-                .buffer_unordered(opts.concurrency.max(1));
-            while let Some((cid, r)) = results.next().await {
-                done += 1;
-                progress("tagging", done, total);
-                pr.attempted += 1;
-                match r {
-                    Ok(o) => match o.outcome.as_str() {
-                        "applied" => pr.applied += 1,
-                        "unchanged" => pr.unchanged += 1,
-                        "conflict" => {
-                            pr.conflicts += 1;
-                            gave_up.insert(cid.clone());
-                            report.not_tagged.push((cid, o.error.unwrap_or_default()));
-                        }
-                        "refused" => {
-                            pr.refused += 1;
-                            gave_up.insert(cid.clone());
-                            report.not_tagged.push((cid, o.error.unwrap_or_default()));
-                        }
-                        _ => pr.failed += 1,
-                    },
-                    Err(e) => {
-                        pr.failed += 1;
-                        tracing::warn!(%cid, "re-pin failed: {e:#}");
-                    }
+        let total = batch.len() as u64;
+        let change = repin::Change { set: &set, unset: &[], guard: Some(&guard) };
+        let pace = repin::Pace { concurrency: opts.concurrency, rate: opts.rate };
+        let results = repin::safe_repins(
+            &store.conn,
+            write,
+            (run, pass as i64),
+            &batch,
+            &change,
+            &pace,
+            |n| progress("tagging", n as u64, total),
+        )
+        .await?;
+        for o in results {
+            pr.attempted += 1;
+            match o.outcome.as_str() {
+                "applied" => pr.applied += 1,
+                "unchanged" => pr.unchanged += 1,
+                "conflict" => {
+                    pr.conflicts += 1;
+                    gave_up.insert(o.cid.clone());
+                    report.not_tagged.push((o.cid, o.error.unwrap_or_default()));
+                }
+                "refused" => {
+                    pr.refused += 1;
+                    gave_up.insert(o.cid.clone());
+                    report.not_tagged.push((o.cid, o.error.unwrap_or_default()));
+                }
+                _ => {
+                    pr.failed += 1;
+                    tracing::debug!(cid = %o.cid, "re-pin failed: {}", o.error.unwrap_or_default());
                 }
             }
         }
