@@ -110,6 +110,8 @@ pub fn lock_path(db: &Path, what: &str) -> PathBuf {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // Room for every statement a tag run repeats, so none is parsed again per pin.
+    conn.set_prepared_statement_cache_capacity(64);
     // A new database gets 16 KiB pages (set before WAL fixes the page size): a million-pin snapshot
     // writes fewer, fuller pages than with the 4 KiB default.
     conn.pragma_update(None, "page_size", 16_384)?;

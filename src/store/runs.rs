@@ -49,9 +49,31 @@ pub fn ensure_version(
     cid_id: i64,
     pin: &CanonicalPin,
 ) -> rusqlite::Result<[u8; 16]> {
-    let mut w = super::snapshots::LineWriter::new(conn)?;
-    let digest = w.ensure_version(cid_id, pin.clone())?;
-    w.flush()?;
+    let digest = pin.digest();
+    conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO pin_versions ({}) VALUES ({})",
+        super::snapshots::VERSION_COLUMNS,
+        (1..=17).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+    ))?
+    .execute(params![
+        cid_id,
+        &digest,
+        pin.name,
+        pin.json.metadata,
+        pin.org(),
+        pin.json.allocations,
+        pin.replication_min,
+        pin.replication_max,
+        pin.mode,
+        pin.max_depth,
+        pin.expire_at,
+        pin.json.origins,
+        pin.typ,
+        pin.shard_size as i64,
+        pin.reference,
+        pin.pin_update,
+        pin.cluster_timestamp,
+    ])?;
     Ok(digest)
 }
 

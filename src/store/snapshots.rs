@@ -183,7 +183,7 @@ pub fn for_each_open(
 /// Rows a multi-row INSERT carries: one statement per this many versions or intervals.
 const BATCH: usize = 64;
 
-const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
+pub const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
     mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp";
 
 /// `INSERT … VALUES (?, …), (?, …)…` for `rows` rows of `cols` parameters.
