@@ -328,3 +328,69 @@ fn rate_limits_the_re_pins() {
     );
     assert_eq!(tag(&dir, &sim, &["--org", "x", "--rate", "0"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_stream_cut_during_verification_is_not_counted_and_the_next_pass_verifies() {
+    let sim = Sim::start(&["--peers", "2", "--pins", "120", "--seed", "4", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Peer1's next two streams (its verification snapshot and probe of pass 1) break after 10 items.
+    let peer1 = &sim.peers[1].name;
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        &format!(r#"{{"stream_cut":{{"after":10,"mode":"drop","count":2,"peers":["{peer1}"]}}}}"#),
+    );
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "100ms", "--json"]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r}");
+    let passes = r["passes"].as_array().unwrap();
+    assert!(passes.len() >= 2, "pass 1 could not verify peer1, so a second pass verified it: {r}");
+    assert!(passes[0]["tagged"].get(&sim.peers[1].id).is_none(), "a broken probe counted: {r}");
+    assert_eq!(passes[1]["attempted"], 0, "nothing was left to re-pin on the write peer");
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let incomplete: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM snapshots WHERE state = 'incomplete' AND run_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(incomplete, 1, "the cut verification snapshot is recorded as incomplete");
+}
+
+#[test]
+fn timeouts_say_what_happened() {
+    let sim = Sim::start(&["--peers", "1", "--pins", "20", "--lag", "0", "--latency", "1500ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = ledger()
+        .current_dir(dir.path())
+        .args([
+            "--db",
+            "ledger.db",
+            "--cluster",
+            sim.url(0),
+            "--timeout",
+            "500ms",
+            "tag",
+            "--org",
+            "hrdag",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timed out") || err.contains("timeout"), "{err}");
+    let writes = sim.state()["writes"].as_u64().unwrap();
+    assert_eq!(writes, 0, "nothing was written");
+}
+
+#[test]
+fn the_defaults_converge_on_the_simulators_defaults() {
+    // Five peers, 50 ms..1 s of lag, the default 10 s settle: one pass.
+    let sim = Sim::start(&["--pins", "200", "--seed", "9"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = report(&tag(&dir, &sim, &["--org", "hrdag", "--json"]));
+    assert_eq!(r["converged"], true, "{r}");
+    assert_eq!(r["passes"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["passes"][0]["tagged"].as_object().unwrap().len(), 5);
+}
