@@ -87,6 +87,15 @@ fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org() {
         (n, applied, with_both),
         (targets.len() as i64, targets.len() as i64, targets.len() as i64)
     );
+    // The plan is on the record, pin by pin, conflicts with their owner.
+    let (t, c): (i64, i64) = conn
+        .query_row(
+            "SELECT sum(class = 'target'), sum(class = 'conflict' AND owner IS NOT NULL) FROM run_targets WHERE run_id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((t, c), (targets.len() as i64, conflicts as i64));
     let probes: i64 = conn.query_row("SELECT count(*) FROM probes", [], |r| r.get(0)).unwrap();
     assert!(probes >= 3, "one probe per peer and pass");
     // A second run finds nothing left to do.
@@ -105,6 +114,17 @@ fn dry_run_sends_nothing_and_only_restricts_targets() {
     assert_eq!(out.status.code(), Some(0));
     assert!(!report(&out)["plan"]["targets"].as_array().unwrap().is_empty());
     assert_eq!(sim.state()["writes"].as_u64().unwrap(), writes, "a dry run wrote to the cluster");
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let (dry, planned): (i64, i64) = conn
+        .query_row(
+            "SELECT r.dry_run, (SELECT count(*) FROM run_targets WHERE run_id = r.id AND class = 'target') FROM runs r",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(dry, 1, "recorded as a dry run");
+    assert!(planned > 0, "the dry run's plan is recorded");
+    drop(conn);
 
     let before = pinset(&sim, 0);
     let unowned: Vec<&String> =

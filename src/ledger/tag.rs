@@ -178,6 +178,15 @@ pub async fn run(
     }
     let row = db::get(&store.conn, snap.id)?.expect("the snapshot just taken");
     let plan = plan(store, &row, opts)?;
+    runs::record_plan(
+        &store.conn,
+        run,
+        plan.targets
+            .iter()
+            .map(|c| (c.as_str(), "target", None))
+            .chain(plan.already_cids.iter().map(|c| (c.as_str(), "already", None)))
+            .chain(plan.conflicts.iter().map(|(c, o)| (c.as_str(), "conflict", Some(o.as_str())))),
+    )?;
     let mut report = Report {
         run,
         org: opts.org.clone(),

@@ -43,6 +43,26 @@ pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT id FROM cids WHERE cid = ?1")?.query_row([cid], |r| r.get(0))
 }
 
+/// Records a tag run's plan: every pin with its class (`target`, `already`, `conflict`) and, for a
+/// conflict, its owner. One transaction.
+pub fn record_plan<'a>(
+    conn: &Connection,
+    run: i64,
+    rows: impl Iterator<Item = (&'a str, &'static str, Option<&'a str>)>,
+) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT OR REPLACE INTO run_targets (run_id, cid_id, class, owner)
+             SELECT ?1, id, ?3, ?4 FROM cids WHERE cid = ?2",
+        )?;
+        for (cid, class, owner) in rows {
+            stmt.execute(params![run, cid, class, owner])?;
+        }
+    }
+    tx.commit()
+}
+
 /// Stores a version of a pin read outside a snapshot (before or after a re-pin).
 pub fn ensure_version(
     conn: &Connection,
