@@ -173,6 +173,8 @@ fn every_repin_is_on_the_record_without_credentials() {
     assert_eq!(r[5], format!("/pins/{CID_REPL}"));
     assert!(r[6].contains("meta-org=hrdag") && r[6].contains("replication-min=2"), "{}", r[6]);
     assert_eq!(&r[7..], ["blob", "blob"]);
+    // The cluster's answer was already the intended pin: no note on the record.
+    assert_eq!(sql(&dir, "SELECT count(*) FROM repins WHERE error IS NOT NULL")[0][0], "0");
     // Before and after are stored versions that differ.
     let v = sql(&dir, "SELECT count(*) FROM pin_versions");
     assert_eq!(v[0][0], "2");

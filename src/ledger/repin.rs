@@ -207,17 +207,28 @@ pub async fn safe_repins(
                     p.out.http_status = Some(status);
                     let ok = status == 200;
                     let body: String = body.chars().take(4096).collect();
-                    runs::answered(
-                        &tx,
-                        p.id,
-                        ok,
-                        Some(status),
-                        Some(&body),
-                        (!ok).then_some(body.as_str()),
-                    )?;
+                    // The answer (the in-memory form) must already be the intended pin.
+                    let differs = if ok {
+                        match CanonicalPin::from_line(body.trim().as_bytes()) {
+                            Ok(answer) => p.request.intended.mismatches(&answer),
+                            Err(_) => vec!["answer"],
+                        }
+                    } else {
+                        Vec::new()
+                    };
+                    let note = if !ok {
+                        Some(format!("the cluster answered {status}: {}", body.trim()))
+                    } else if !differs.is_empty() {
+                        Some(format!(
+                            "the cluster's answer differs from the request in: {}",
+                            differs.join(", ")
+                        ))
+                    } else {
+                        None
+                    };
+                    runs::answered(&tx, p.id, ok, Some(status), Some(&body), note.as_deref())?;
                     if !ok {
-                        p.out.error =
-                            Some(format!("the cluster answered {status}: {}", body.trim()));
+                        p.out.error = note;
                     }
                 }
                 Err(e) => {
