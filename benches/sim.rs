@@ -6,61 +6,12 @@
 //!
 //! `BENCH_PINS` changes the pin count (default 1,000,000). Results go to stdout as Markdown rows.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::Read;
+
+use common::{Sim, median};
 use std::time::{Duration, Instant};
-
-struct Sim {
-    child: Child,
-    urls: Vec<String>,
-}
-
-impl Sim {
-    fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["sim", "serve"])
-            .args(args)
-            .env("LEDGER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ledger sim serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("hello line");
-        let urls = v["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["url"].as_str().unwrap().to_string())
-            .collect();
-        Sim { child, urls }
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        kb / 1024.0
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// Reads the whole `/allocations` stream and counts its lines.
 fn read_allocations(client: &reqwest::blocking::Client, url: &str) -> (usize, Duration) {

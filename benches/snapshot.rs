@@ -8,37 +8,13 @@
 //!
 //! `BENCH_PINS` changes N. Results go to stdout as Markdown rows.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::Sim;
 use std::time::{Duration, Instant};
-
-struct Sim {
-    child: Child,
-    url: String,
-}
-
-impl Sim {
-    fn start(pins: usize) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["sim", "serve", "--peers", "1", "--lag", "0", "--pins", &pins.to_string()])
-            .env("LEDGER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the simulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        Sim { child, url: v["peers"][0]["url"].as_str().unwrap().to_string() }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `ledger snapshot` and returns (seconds, peak RSS in MiB).
 fn snapshot(db: &Path, url: &str) -> (f64, f64) {
@@ -146,14 +122,16 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pins: usize =
         std::env::var("BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let sim = Sim::start(pins);
+    let pins_arg = pins.to_string();
+    let sim = Sim::start(&["--peers", "1", "--lag", "0", "--pins", &pins_arg]);
+    let sim_url = sim.urls[0].clone();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    bare_read(&sim.url, false); // warm the simulator's JSON cache
+    bare_read(&sim_url, false); // warm the simulator's JSON cache
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
 
-    let (n, t_read) = bare_read(&sim.url, false);
-    let (_, t_parse) = bare_read(&sim.url, true);
+    let (n, t_read) = bare_read(&sim_url, false);
+    let (_, t_parse) = bare_read(&sim_url, true);
     assert_eq!(n, pins);
     println!("| benchmark | result | notes |\n|---|---|---|");
     println!(
@@ -172,7 +150,7 @@ fn main() {
         for ext in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
         }
-        let (t, rss) = snapshot(&db, &sim.url);
+        let (t, rss) = snapshot(&db, &sim_url);
         rss1 = rss1.max(rss);
         firsts.push(t);
     }
@@ -193,23 +171,23 @@ fn main() {
     let mut rss_max: f64 = 0.0;
     for _ in 0..3 {
         let before = db_bytes(&db);
-        let (t, rss) = snapshot(&db, &sim.url);
+        let (t, rss) = snapshot(&db, &sim_url);
         growth = growth.max(db_bytes(&db) - before);
         rss_max = rss_max.max(rss);
         repeats.push(t);
     }
     repeats.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let t2 = repeats[1];
-    let (_, t_read2) = bare_read(&sim.url, false);
+    let (_, t_read2) = bare_read(&sim_url, false);
     println!(
         "| repeat snapshot, unchanged (median of 3) | {:.0} pins/s ({t2:.2} s; {:.2}× the bare read time {t_read2:.2} s) | peak RSS {rss_max:.0} MiB; database grew ≤ {growth} bytes |",
         pins as f64 / t2,
         t2 / t_read2
     );
 
-    repin_one_percent(&sim.url, pins);
+    repin_one_percent(&sim_url, pins);
     let before = db_bytes(&db);
-    let (t3, rss3) = snapshot(&db, &sim.url);
+    let (t3, rss3) = snapshot(&db, &sim_url);
     let grew = db_bytes(&db) - before;
     println!(
         "| snapshot after 1% re-pinned | {:.0} pins/s ({t3:.2} s) | peak RSS {rss3:.0} MiB; database grew {:.2} MiB = {:.2}% of the first snapshot |",

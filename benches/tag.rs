@@ -5,42 +5,16 @@
 //! - 3,512 unowned pins (the seed report's migration) on 5 peers: end-to-end time of `ledger tag`;
 //! - `BENCH_TAG_PINS` (default 100,000) pins on 1 peer: re-pins/s of the first pass.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Instant;
 
-struct Sim {
-    child: Child,
-    urls: Vec<String>,
-}
+use common::Sim;
 
-impl Sim {
-    fn start(peers: usize, pins: usize, seed: u64) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["sim", "serve", "--lag", "0", "--peers", &peers.to_string()])
-            .args(["--pins", &pins.to_string(), "--seed", &seed.to_string()])
-            .env("LEDGER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the simulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let urls = v["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["url"].as_str().unwrap().to_string())
-            .collect();
-        Sim { child, urls }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(peers: usize, pins: usize, seed: u64) -> Sim {
+    let (peers, pins, seed) = (peers.to_string(), pins.to_string(), seed.to_string());
+    Sim::start(&["--lag", "0", "--peers", &peers, "--pins", &pins, "--seed", &seed])
 }
 
 /// Runs `ledger tag` and returns (seconds, its JSON report).
@@ -108,7 +82,7 @@ fn main() {
     let mut times = Vec::new();
     let mut n_targets = 0;
     for _ in 0..3 {
-        let sim = Sim::start(5, 4_390, 11);
+        let sim = start(5, 4_390, 11);
         let dir = tempfile::tempdir().unwrap();
         let (secs, r) = tag(&dir.path().join("l.db"), &sim.urls, 16);
         assert_eq!(r["converged"], true);
@@ -123,7 +97,7 @@ fn main() {
     );
 
     // Throughput of the re-pin pass on a large pin set.
-    let sim = Sim::start(1, pins, 12);
+    let sim = start(1, pins, 12);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("l.db");
     let conc = 32;
