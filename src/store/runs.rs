@@ -2,7 +2,7 @@
 //! a crash. Functions take the caller's connection; each call is its own (autocommitted) statement, so
 //! an intent is durable before its request goes out.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::cluster::CanonicalPin;
@@ -206,17 +206,4 @@ pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
         "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state = 'running'",
         [super::now_text()],
     )
-}
-
-/// The latest repin row of a CID (for tests and `history`).
-pub fn last_outcome(
-    conn: &Connection,
-    cid: &str,
-) -> rusqlite::Result<Option<(String, Option<String>)>> {
-    conn.query_row(
-        "SELECT r.status, r.outcome FROM repins r JOIN cids c ON c.id = r.cid_id WHERE c.cid = ?1 ORDER BY r.id DESC LIMIT 1",
-        [cid],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
 }
