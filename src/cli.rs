@@ -38,6 +38,8 @@ pub enum Command {
     History(crate::commands::history::HistoryArgs),
     /// Tag every unowned pin with org=ORG, pass after pass, until every peer agrees.
     Tag(crate::commands::tag::TagArgs),
+    /// How a tag run converged, per pass and per peer, from stored history.
+    Convergence(crate::commands::convergence::ConvergenceArgs),
     /// One safe re-pin that keeps every other option of the pin, on the record.
     Repin(crate::commands::repin::RepinArgs),
     /// Write a table of the ledger as CSV.

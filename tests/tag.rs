@@ -414,3 +414,49 @@ fn the_defaults_converge_on_the_simulators_defaults() {
     assert_eq!(r["passes"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["passes"][0]["tagged"].as_object().unwrap().len(), 5);
 }
+
+#[test]
+fn convergence_reads_the_run_back_from_history() {
+    let sim = Sim::start(&["--peers", "3", "--pins", "100", "--seed", "6", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let none = ledger()
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "convergence"])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2), "no tag run yet");
+    sim.control("POST", "/_sim/peers/peer2/pause", "");
+    let r = report(&tag(
+        &dir,
+        &sim,
+        &["--org", "hrdag", "--settle", "100ms", "--max-passes", "2", "--json"],
+    ));
+    let targets = r["plan"]["targets"].as_array().unwrap().len() as i64
+        + r["plan"]["already"].as_i64().unwrap();
+    let conv = |args: &[&str]| {
+        ledger()
+            .current_dir(dir.path())
+            .args(["--db", "ledger.db", "convergence"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = conv(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "peer2 never converged");
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["passes"].as_array().unwrap().len(), 2);
+    assert_eq!(c["curve"].as_array().unwrap().len(), 6, "a probe per peer and pass");
+    let after = c["converged_after"].as_object().unwrap();
+    assert!(after[&sim.peers[0].id].is_f64());
+    assert!(after[&sim.peers[2].id].is_null());
+    for p in c["curve"].as_array().unwrap() {
+        assert_eq!(p["targets"], targets);
+    }
+    let csv = conv(&["--csv", "-"]);
+    let text = String::from_utf8_lossy(&csv.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("run,pass,peer,seconds,targets,tagged"));
+    assert_eq!(lines.count(), 6);
+    let table = conv(&[]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("NOT converged"));
+}

@@ -1,6 +1,7 @@
 //! One file per command, each with its arguments and its `run`. [`run`] is the one dispatch; commands
 //! that need no database or cluster never open them.
 
+pub mod convergence;
 pub mod db;
 pub mod diff;
 pub mod export;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => diff::run(a, g),
         Command::History(a) => history::run(a, g),
         Command::Tag(a) => tag::run(a, g),
+        Command::Convergence(a) => convergence::run(a, g),
         Command::Repin(a) => repin::run(a, g),
         Command::Export(a) => export::run(a, g),
         Command::Db(c) => db::run(c, g),

@@ -207,3 +207,101 @@ pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
         [super::now_text()],
     )
 }
+
+/// The latest run of a kind, if any.
+pub fn latest(conn: &Connection, kind: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT max(id) FROM runs WHERE kind = ?1", [kind], |r| r.get(0))
+}
+
+/// A run's header.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub kind: String,
+    pub cluster: String,
+    pub org: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub state: String,
+    pub dry_run: bool,
+}
+
+pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<RunRow>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT id, kind, cluster, org, started_at, finished_at, state, dry_run FROM runs WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                cluster: r.get(2)?,
+                org: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                state: r.get(6)?,
+                dry_run: r.get(7)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// One pass of a run, with its re-pin counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassRow {
+    pub pass: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub targets: i64,
+    pub attempted: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+pub fn passes(conn: &Connection, run: i64) -> rusqlite::Result<Vec<PassRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT pass, started_at, finished_at, targets, attempted, succeeded, failed FROM passes
+         WHERE run_id = ?1 ORDER BY pass",
+    )?;
+    let rows = stmt.query_map([run], |r| {
+        Ok(PassRow {
+            pass: r.get(0)?,
+            started_at: r.get(1)?,
+            finished_at: r.get(2)?,
+            targets: r.get(3)?,
+            attempted: r.get(4)?,
+            succeeded: r.get(5)?,
+            failed: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// One convergence sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRow {
+    pub pass: i64,
+    pub peer: String,
+    pub at: String,
+    pub seconds: f64,
+    pub tagged: i64,
+    pub targets: i64,
+}
+
+pub fn probes(conn: &Connection, run: i64) -> rusqlite::Result<Vec<ProbeRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT pass, peer, at, seconds, tagged, targets FROM probes WHERE run_id = ?1 ORDER BY seconds, peer",
+    )?;
+    let rows = stmt.query_map([run], |r| {
+        Ok(ProbeRow {
+            pass: r.get(0)?,
+            peer: r.get(1)?,
+            at: r.get(2)?,
+            seconds: r.get(3)?,
+            tagged: r.get(4)?,
+            targets: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,125 @@
+//! `ledger convergence [RUN]`: how a tag run converged, from stored history only — per pass and per
+//! peer (targets, tagged, percent, re-pins attempted / succeeded / failed), the time-resolved curve of
+//! the probes, and the time each peer took to show every target.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use crate::app::{csv_writer, print_json, print_table};
+use crate::cli::GlobalArgs;
+use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
+
+#[derive(Debug, Args)]
+pub struct ConvergenceArgs {
+    /// The run (default: the latest tag run).
+    pub run: Option<i64>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the curve as CSV (`run,pass,peer,seconds,targets,tagged`) to FILE, or `-` for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub csv: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Convergence {
+    run: RunRow,
+    passes: Vec<PassRow>,
+    curve: Vec<ProbeRow>,
+    /// Per peer: seconds after the run started when it first showed every target (`null`: never).
+    converged_after: BTreeMap<String, Option<f64>>,
+}
+
+pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = g.ledger.store()?;
+    let id = match args.run {
+        Some(id) => id,
+        None => match runs::latest(&store.conn, "tag")? {
+            Some(id) => id,
+            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
+        },
+    };
+    let Some(run) = runs::get(&store.conn, id)? else {
+        bail!("there is no run {id}");
+    };
+    let passes = runs::passes(&store.conn, id)?;
+    let curve = runs::probes(&store.conn, id)?;
+    let mut converged_after: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for p in &curve {
+        let entry = converged_after.entry(p.peer.clone()).or_insert(None);
+        if entry.is_none() && p.tagged >= p.targets {
+            *entry = Some(p.seconds);
+        }
+    }
+    let all = !converged_after.is_empty() && converged_after.values().all(Option::is_some);
+    let report = Convergence { run, passes, curve, converged_after };
+    if let Some(path) = &args.csv {
+        let mut w = csv_writer(path)?;
+        w.write_record(["run", "pass", "peer", "seconds", "targets", "tagged"])?;
+        for p in &report.curve {
+            w.write_record([
+                id.to_string(),
+                p.pass.to_string(),
+                p.peer.clone(),
+                format!("{:.3}", p.seconds),
+                p.targets.to_string(),
+                p.tagged.to_string(),
+            ])?;
+        }
+        w.flush()?;
+        if path == "-" {
+            return Ok(code(all));
+        }
+    }
+    if args.json {
+        print_json(&report)?;
+        return Ok(code(all));
+    }
+    let r = &report.run;
+    println!(
+        "run {} ({}, org={}, {}): {}",
+        r.id,
+        r.kind,
+        r.org.as_deref().unwrap_or("-"),
+        r.started_at,
+        r.state
+    );
+    let rows: Vec<Vec<String>> = report
+        .curve
+        .iter()
+        .map(|p| {
+            let pass = report.passes.iter().find(|x| x.pass == p.pass);
+            let pct =
+                if p.targets > 0 { 100.0 * p.tagged as f64 / p.targets as f64 } else { 100.0 };
+            vec![
+                p.pass.to_string(),
+                super::snapshots::short(&p.peer),
+                format!("{:.1}", p.seconds),
+                p.targets.to_string(),
+                p.tagged.to_string(),
+                format!("{pct:.1}%"),
+                pass.map(|x| format!("{}/{}/{}", x.attempted, x.succeeded, x.failed))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["pass", "peer", "seconds", "targets", "tagged", "percent", "re-pins a/s/f"],
+        &rows,
+    )?;
+    for (peer, after) in &report.converged_after {
+        match after {
+            Some(s) => println!("{}: every target after {s:.1}s", super::snapshots::short(peer)),
+            None => println!("{}: NOT converged", super::snapshots::short(peer)),
+        }
+    }
+    Ok(code(all))
+}
+
+fn code(converged: bool) -> ExitCode {
+    if converged { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) }
+}
