@@ -460,3 +460,25 @@ fn convergence_reads_the_run_back_from_history() {
     let table = conv(&[]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("NOT converged"));
 }
+
+#[test]
+fn probes_sample_every_peer_while_a_pass_settles() {
+    let sim = Sim::start(&["--peers", "2", "--pins", "80", "--seed", "10", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = report(&tag(
+        &dir,
+        &sim,
+        &["--org", "hrdag", "--settle", "1500ms", "--probe-every", "400ms", "--json"],
+    ));
+    assert_eq!(r["converged"], true);
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM probes", [], |r| r.get(0)).unwrap();
+    // Two or three samples of both peers during the settle, then the verification probe of each.
+    assert!((6..=10).contains(&n), "{n} probes");
+    let ordered: i64 = conn
+        .query_row("SELECT count(*) FROM probes a JOIN probes b ON b.rowid = a.rowid + 1 WHERE b.seconds < a.seconds", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(ordered, 0, "samples are in time order");
+}

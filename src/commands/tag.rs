@@ -41,6 +41,9 @@ pub struct TagArgs {
     /// Re-pins in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// While a pass settles, sample every peer this often (0s: only after the settle).
+    #[arg(long, default_value = "2s", value_parser = crate::ids::parse_go_duration)]
+    pub probe_every: Duration,
     /// At most this many re-pins per second.
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<f64>,
@@ -103,6 +106,7 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         timeout: args.run_timeout,
         concurrency: args.concurrency as usize,
         rate: args.rate,
+        probe_every: args.probe_every,
     };
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be a positive number of re-pins per second");

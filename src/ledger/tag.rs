@@ -25,6 +25,8 @@ pub struct Options {
     pub concurrency: usize,
     /// At most this many re-pins per second (`None`: as fast as the concurrency allows).
     pub rate: Option<f64>,
+    /// How often to sample every peer while a pass settles (zero: only after it).
+    pub probe_every: Duration,
 }
 
 /// The plan: which pins get tagged, which are left alone and why.
@@ -254,8 +256,24 @@ pub async fn run(
                 pr.attempted as i64, (pr.applied + pr.unchanged) as i64, (pr.failed + pr.refused + pr.conflicts) as i64],
         )?;
         // Settle, then verify every peer: a snapshot tied to the run and pass, and a probe.
-        tokio::time::sleep(opts.settle).await;
         let wanted: HashSet<String> = targets.difference(&gave_up).cloned().collect();
+        // While the pass settles, sample every peer now and then: the time-resolved curve.
+        let settle_end = tokio::time::Instant::now() + opts.settle;
+        while !opts.probe_every.is_zero()
+            && tokio::time::Instant::now() + opts.probe_every < settle_end
+        {
+            tokio::time::sleep(opts.probe_every).await;
+            for client in clients {
+                let Ok((n, _)) = probe(client, &wanted, &opts.org).await else { continue };
+                let peer =
+                    client.id().await.map(|i| i.id).unwrap_or_else(|_| client.base().to_string());
+                store.conn.execute(
+                    "INSERT INTO probes (run_id, pass, peer, at, seconds, tagged, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![run, pass, peer, crate::store::now_text(), started.elapsed().as_secs_f64(), n as i64, wanted.len() as i64],
+                )?;
+            }
+        }
+        tokio::time::sleep_until(settle_end).await;
         let mut all_there = true;
         report.stragglers.clear();
         for client in clients {
