@@ -210,6 +210,11 @@ pub async fn run(
     let set = BTreeMap::from([("org".to_string(), opts.org.clone())]);
     let guard = ownership_guard(opts);
     let mut to_tag: Vec<String> = plan.targets.clone();
+    // Each peer's ID, asked once, for the samples taken while a pass settles.
+    let mut peer_ids = Vec::with_capacity(clients.len());
+    for c in clients {
+        peer_ids.push(c.id().await.map(|i| i.id).unwrap_or_else(|_| c.base().to_string()));
+    }
     let mut gave_up: HashSet<String> = HashSet::new();
     for pass in 1..=opts.max_passes {
         let mut pr = PassReport { pass, ..Default::default() };
@@ -263,13 +268,15 @@ pub async fn run(
             && tokio::time::Instant::now() + opts.probe_every < settle_end
         {
             tokio::time::sleep(opts.probe_every).await;
-            for client in clients {
+            for (client, peer) in clients.iter().zip(&peer_ids) {
                 let Ok((n, _)) = probe(client, &wanted, &opts.org).await else { continue };
-                let peer =
-                    client.id().await.map(|i| i.id).unwrap_or_else(|_| client.base().to_string());
-                store.conn.execute(
-                    "INSERT INTO probes (run_id, pass, peer, at, seconds, tagged, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    rusqlite::params![run, pass, peer, crate::store::now_text(), started.elapsed().as_secs_f64(), n as i64, wanted.len() as i64],
+                runs::add_probe(
+                    &store.conn,
+                    (run, pass as i64),
+                    peer,
+                    started.elapsed().as_secs_f64(),
+                    n,
+                    wanted.len(),
                 )?;
             }
         }
@@ -293,9 +300,13 @@ pub async fn run(
                     continue;
                 }
             };
-            store.conn.execute(
-                "INSERT INTO probes (run_id, pass, peer, at, seconds, tagged, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                rusqlite::params![run, pass, s.peer, crate::store::now_text(), started.elapsed().as_secs_f64(), n as i64, wanted.len() as i64],
+            runs::add_probe(
+                &store.conn,
+                (run, pass as i64),
+                &s.peer,
+                started.elapsed().as_secs_f64(),
+                n,
+                wanted.len(),
             )?;
             pr.tagged.insert(s.peer.clone(), n);
             if n < wanted.len() {

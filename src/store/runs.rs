@@ -69,31 +69,9 @@ pub fn ensure_version(
     cid_id: i64,
     pin: &CanonicalPin,
 ) -> rusqlite::Result<[u8; 16]> {
+    let row = super::snapshots::VersionRow::new(cid_id, pin);
+    conn.prepare_cached(&super::snapshots::insert_versions_sql(1))?.execute(&row.values()[..])?;
     let digest = pin.digest();
-    conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO pin_versions ({}) VALUES ({})",
-        super::snapshots::VERSION_COLUMNS,
-        (1..=17).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-    ))?
-    .execute(params![
-        cid_id,
-        &digest,
-        pin.name,
-        pin.json.metadata,
-        pin.org(),
-        pin.json.allocations,
-        pin.replication_min,
-        pin.replication_max,
-        pin.mode,
-        pin.max_depth,
-        pin.expire_at,
-        pin.json.origins,
-        pin.typ,
-        pin.shard_size as i64,
-        pin.reference,
-        pin.pin_update,
-        pin.cluster_timestamp,
-    ])?;
     Ok(digest)
 }
 
@@ -206,6 +184,22 @@ pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
         "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state = 'running'",
         [super::now_text()],
     )
+}
+
+/// Records a convergence sample: `tagged` of `targets` shown by `peer`, `seconds` after the run began.
+pub fn add_probe(
+    conn: &Connection,
+    (run, pass): (i64, i64),
+    peer: &str,
+    seconds: f64,
+    tagged: usize,
+    targets: usize,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO probes (run_id, pass, peer, at, seconds, tagged, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![run, pass, peer, super::now_text(), seconds, tagged as i64, targets as i64])?;
+    Ok(())
 }
 
 /// The latest run of a kind, if any.

@@ -183,8 +183,62 @@ pub fn for_each_open(
 /// Rows a multi-row INSERT carries: one statement per this many versions or intervals.
 const BATCH: usize = 64;
 
-pub const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
+const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
     mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp";
+
+/// The parameters of one `pin_versions` row, in [`VERSION_COLUMNS`] order.
+pub struct VersionRow<'a> {
+    cid_id: i64,
+    digest: [u8; 16],
+    org: Option<&'a str>,
+    shard_size: i64,
+    pin: &'a CanonicalPin,
+}
+
+impl<'a> VersionRow<'a> {
+    pub fn new(cid_id: i64, pin: &'a CanonicalPin) -> VersionRow<'a> {
+        VersionRow {
+            cid_id,
+            digest: pin.digest(),
+            org: pin.org(),
+            shard_size: pin.shard_size as i64,
+            pin,
+        }
+    }
+
+    pub fn values(&self) -> [&dyn rusqlite::ToSql; 17] {
+        let p = self.pin;
+        [
+            &self.cid_id,
+            &self.digest,
+            &p.name,
+            &p.json.metadata,
+            &self.org,
+            &p.json.allocations,
+            &p.replication_min,
+            &p.replication_max,
+            &p.mode,
+            &p.max_depth,
+            &p.expire_at,
+            &p.json.origins,
+            &p.typ,
+            &self.shard_size,
+            &p.reference,
+            &p.pin_update,
+            &p.cluster_timestamp,
+        ]
+    }
+}
+
+/// `INSERT OR IGNORE INTO pin_versions …` for `rows` rows.
+pub fn insert_versions_sql(rows: usize) -> String {
+    multi_row_insert(
+        &format!("INSERT OR IGNORE INTO pin_versions ({VERSION_COLUMNS})"),
+        rows,
+        17,
+        "",
+    )
+}
 
 /// `INSERT … VALUES (?, …), (?, …)…` for `rows` rows of `cols` parameters.
 fn multi_row_insert(head: &str, rows: usize, cols: usize, tail: &str) -> String {
@@ -215,12 +269,7 @@ impl<'c> LineWriter<'c> {
             sel_cid: conn.prepare("SELECT id FROM cids WHERE cid = ?1")?,
             ins_cid: conn
                 .prepare("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?,
-            ins_versions: conn.prepare(&multi_row_insert(
-                &format!("INSERT OR IGNORE INTO pin_versions ({VERSION_COLUMNS})"),
-                BATCH,
-                17,
-                "",
-            ))?,
+            ins_versions: conn.prepare(&insert_versions_sql(BATCH))?,
             sel_open: conn.prepare(
                 "SELECT first_snapshot, digest FROM observations
                  WHERE cid_id = ?2 AND series_id = ?1 AND last_snapshot IS NULL",
@@ -263,41 +312,18 @@ impl<'c> LineWriter<'c> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.pending_versions);
-        let digests: Vec<[u8; 16]> = rows.iter().map(|(_, p)| p.digest()).collect();
-        let shard: Vec<i64> = rows.iter().map(|(_, p)| p.shard_size as i64).collect();
-        let orgs: Vec<Option<&str>> = rows.iter().map(|(_, p)| p.org()).collect();
+        let versions: Vec<VersionRow> =
+            rows.iter().map(|(cid_id, pin)| VersionRow::new(*cid_id, pin)).collect();
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 17);
-        for (i, (cid_id, pin)) in rows.iter().enumerate() {
-            values.extend_from_slice(&[
-                cid_id as &dyn rusqlite::ToSql,
-                &digests[i] as &dyn rusqlite::ToSql,
-                &pin.name,
-                &pin.json.metadata,
-                &orgs[i],
-                &pin.json.allocations,
-                &pin.replication_min,
-                &pin.replication_max,
-                &pin.mode,
-                &pin.max_depth,
-                &pin.expire_at,
-                &pin.json.origins,
-                &pin.typ,
-                &shard[i],
-                &pin.reference,
-                &pin.pin_update,
-                &pin.cluster_timestamp,
-            ]);
+        for v in &versions {
+            values.extend_from_slice(&v.values());
         }
         if rows.len() == BATCH {
             self.ins_versions.execute(rusqlite::params_from_iter(values))?;
         } else {
-            let sql = multi_row_insert(
-                &format!("INSERT OR IGNORE INTO pin_versions ({VERSION_COLUMNS})"),
-                rows.len(),
-                17,
-                "",
-            );
-            self.conn.prepare(&sql)?.execute(rusqlite::params_from_iter(values))?;
+            self.conn
+                .prepare(&insert_versions_sql(rows.len()))?
+                .execute(rusqlite::params_from_iter(values))?;
         }
         self.pending_versions = rows;
         self.pending_versions.clear();
