@@ -69,6 +69,16 @@ impl LedgerArgs {
     }
 }
 
+/// `println!` that returns the write error instead of panicking, so a closed pipe (`ledger … | head`)
+/// reaches `main` as an error and ends the program quietly with exit 0.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
 /// A current-thread runtime: HTTP runs here while SQLite stays synchronous on the same thread.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)

@@ -86,3 +86,22 @@ fn bad_flags_get_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/pins.ndjson"));
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    // `ledger … | head -0`: the reader is gone before ledger writes its summary.
+    let sim = Sim::start(&["--peers", "1", "--pins", "50", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "--cluster", sim.url(0), "snapshot"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

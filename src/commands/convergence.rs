@@ -80,7 +80,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         return Ok(code(all));
     }
     let r = &report.run;
-    println!(
+    crate::out!(
         "run {} ({}, org={}, {}): {}",
         r.id,
         r.kind,
@@ -113,8 +113,8 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     )?;
     for (peer, after) in &report.converged_after {
         match after {
-            Some(s) => println!("{}: every target after {s:.1}s", super::snapshots::short(peer)),
-            None => println!("{}: NOT converged", super::snapshots::short(peer)),
+            Some(s) => crate::out!("{}: every target after {s:.1}s", super::snapshots::short(peer)),
+            None => crate::out!("{}: NOT converged", super::snapshots::short(peer)),
         }
     }
     Ok(code(all))

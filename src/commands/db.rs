@@ -28,7 +28,7 @@ pub fn run(cmd: DbCommand, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         DbCommand::Migrate => {
             let store = g.ledger.store()?;
             let applied = store.migration_status()?.len();
-            println!("{}: schema up to date ({applied} migrations)", store.path.display());
+            crate::out!("{}: schema up to date ({applied} migrations)", store.path.display());
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -37,7 +37,7 @@ pub fn run(cmd: DbCommand, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&serde_json::json!({ "database": store.path, "migrations": status }))?;
     } else {
-        println!("database: {}", store.path.display());
+        crate::out!("database: {}", store.path.display());
         let rows: Vec<Vec<String>> = status
             .iter()
             .map(|m| {

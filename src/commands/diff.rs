@@ -64,7 +64,7 @@ pub fn run(args: DiffArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&serde_json::json!({ "a": a.id, "b": b.id, "pins": entries }))?;
     } else if entries.is_empty() {
-        println!("snapshots {} and {} hold the same pins", a.id, b.id);
+        crate::out!("snapshots {} and {} hold the same pins", a.id, b.id);
     } else {
         let mut rows = Vec::new();
         for e in &entries {

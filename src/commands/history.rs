@@ -25,7 +25,7 @@ pub fn run(args: HistoryArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&rows)?;
     } else if rows.is_empty() {
-        println!("{cid} is in no snapshot of this ledger");
+        crate::out!("{cid} is in no snapshot of this ledger");
     } else {
         let table: Vec<Vec<String>> = rows
             .iter()

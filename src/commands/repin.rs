@@ -65,7 +65,7 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             print_json(&req)?;
         } else {
-            println!("would send: POST {}", req.path_and_query());
+            crate::out!("would send: POST {}", req.path_and_query());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -101,12 +101,12 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         print_json(&outcome)?;
     } else {
         match outcome.outcome.as_str() {
-            "applied" => println!(
+            "applied" => crate::out!(
                 "{cid}: re-pinned on {url}, every other option kept (repin {})",
                 outcome.repin_id.unwrap_or(0)
             ),
-            "unchanged" => println!("{cid}: already as asked; nothing sent"),
-            other => println!(
+            "unchanged" => crate::out!("{cid}: already as asked; nothing sent"),
+            other => crate::out!(
                 "{cid}: {other}{}",
                 outcome.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
             ),

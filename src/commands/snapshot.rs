@@ -49,7 +49,7 @@ pub fn run(args: SnapshotArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot snapshot {url}"))?;
         pb.finish_and_clear();
         if !args.json {
-            print_summary(&report);
+            print_summary(&report)?;
         }
         reports.push(report);
     }
@@ -69,19 +69,23 @@ pub fn run(args: SnapshotArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ERROR) })
 }
 
-fn print_summary(r: &Report) {
+fn print_summary(r: &Report) -> std::io::Result<()> {
     let rate = if r.seconds > 0.0 { r.pins as f64 / r.seconds } else { 0.0 };
     let state = if r.complete { "complete" } else { "INCOMPLETE" };
-    println!(
+    crate::out!(
         "snapshot {} of {} ({}): {state}, {} pins in {:.1}s ({rate:.0} pins/s)",
-        r.id, r.peer_url, r.peer, r.pins, r.seconds
+        r.id,
+        r.peer_url,
+        r.peer,
+        r.pins,
+        r.seconds
     );
     if r.complete {
         let since = match r.previous_id {
             Some(p) => format!("since snapshot {p}"),
             None => "first snapshot of this peer".to_string(),
         };
-        println!(
+        crate::out!(
             "  {since}: {} new, {} changed, {} vanished",
             r.new.unwrap_or(0),
             r.changed.unwrap_or(0),
@@ -89,9 +93,10 @@ fn print_summary(r: &Report) {
         );
     }
     let owners: Vec<String> = r.orgs.iter().map(|(o, n)| format!("{o} {n}")).collect();
-    println!(
+    crate::out!(
         "  owners: {} · unowned {}",
         if owners.is_empty() { "none".to_string() } else { owners.join(", ") },
         r.unowned
     );
+    Ok(())
 }

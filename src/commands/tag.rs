@@ -124,7 +124,7 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&report)?;
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     let attention =
         !report.converged || !report.plan.conflicts.is_empty() || !report.not_tagged.is_empty();
@@ -135,9 +135,9 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(r: &tag::Report) {
+fn print_report(r: &tag::Report) -> std::io::Result<()> {
     let p = &r.plan;
-    println!(
+    crate::out!(
         "run {}: org={} — {} targets, {} already tagged, {} owned by other organisations{}",
         r.run,
         r.org,
@@ -148,10 +148,10 @@ fn print_report(r: &tag::Report) {
     );
     if r.dry_run {
         for c in p.targets.iter().take(20) {
-            println!("  would tag {c}");
+            crate::out!("  would tag {c}");
         }
         if p.targets.len() > 20 {
-            println!("  … and {} more", p.targets.len() - 20);
+            crate::out!("  … and {} more", p.targets.len() - 20);
         }
     }
     let mut rows = Vec::new();
@@ -171,25 +171,25 @@ fn print_report(r: &tag::Report) {
         ]);
     }
     if !rows.is_empty() {
-        let _ = print_table(
+        print_table(
             &["pass", "attempted", "applied", "already", "failed", "tagged per peer"],
             &rows,
-        );
+        )?;
     }
     if r.converged {
-        println!(
+        crate::out!(
             "converged: every peer shows all {} targets tagged ({:.1}s)",
             p.targets.len() - r.not_tagged.len(),
             r.seconds
         );
     } else if !r.dry_run {
-        println!(
+        crate::out!(
             "NOT converged after {} passes ({:.1}s); stragglers per peer:",
             r.passes.len(),
             r.seconds
         );
         for (peer, cids) in &r.stragglers {
-            println!(
+            crate::out!(
                 "  {peer}: {} ({})",
                 cids.len(),
                 cids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
@@ -197,12 +197,13 @@ fn print_report(r: &tag::Report) {
         }
     }
     if !p.conflicts.is_empty() {
-        println!("conflicts (owned by another organisation, left alone): {}", p.conflicts.len());
+        crate::out!("conflicts (owned by another organisation, left alone): {}", p.conflicts.len());
         for (cid, owner) in p.conflicts.iter().take(10) {
-            println!("  {cid} org={owner}");
+            crate::out!("  {cid} org={owner}");
         }
     }
     for (cid, why) in &r.not_tagged {
-        println!("  not tagged {cid}: {why}");
+        crate::out!("  not tagged {cid}: {why}");
     }
+    Ok(())
 }
