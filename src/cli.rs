@@ -42,6 +42,8 @@ pub enum Command {
     Convergence(crate::commands::convergence::ConvergenceArgs),
     /// One safe re-pin that keeps every other option of the pin, on the record.
     Repin(crate::commands::repin::RepinArgs),
+    /// A tag run's report: an HTML page with the convergence chart and tables, and CSV files.
+    Report(crate::commands::report::ReportArgs),
     /// Write a table of the ledger as CSV.
     Export(crate::commands::export::ExportArgs),
     /// The ledger database itself: schema migrations.

@@ -10,5 +10,6 @@ pub mod error;
 pub mod ids;
 pub mod ledger;
 pub mod logging;
+pub mod report;
 pub mod sim;
 pub mod store;

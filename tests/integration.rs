@@ -3,6 +3,7 @@
 mod util;
 
 mod repin;
+mod report;
 mod sim_api;
 mod sim_auth;
 mod sim_crdt;

@@ -59,17 +59,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let report = Convergence { run, passes, curve, converged_after };
     if let Some(path) = &args.csv {
         let mut w = csv_writer(path)?;
-        w.write_record(["run", "pass", "peer", "seconds", "targets", "tagged"])?;
-        for p in &report.curve {
-            w.write_record([
-                id.to_string(),
-                p.pass.to_string(),
-                p.peer.clone(),
-                format!("{:.3}", p.seconds),
-                p.targets.to_string(),
-                p.tagged.to_string(),
-            ])?;
-        }
+        crate::report::files::convergence(&mut w, id, &report.curve)?;
         w.flush()?;
         if path == "-" {
             return Ok(code(all));

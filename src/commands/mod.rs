@@ -7,6 +7,7 @@ pub mod diff;
 pub mod export;
 pub mod history;
 pub mod repin;
+pub mod report;
 pub mod sim;
 pub mod snapshot;
 pub mod snapshots;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convergence(a) => convergence::run(a, g),
         Command::Repin(a) => repin::run(a, g),
         Command::Export(a) => export::run(a, g),
+        Command::Report(a) => report::run(a, g),
         Command::Db(c) => db::run(c, g),
         Command::Sim(c) => sim::run(*c),
     }

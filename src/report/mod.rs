@@ -1,0 +1,180 @@
+//! The report of a tag run: [`load`] gathers everything from the stored history in the ledger (the
+//! run, its passes, the convergence probes, the last verification snapshot of each peer, the plan's
+//! conflicts and the owners of each peer's pins); [`write`] renders it as one self-contained HTML page
+//! ([`html`], with the chart from [`chart`] as inline SVG) and CSV files ([`files`]) in a directory.
+//! Nothing here talks to the cluster.
+
+pub mod chart;
+pub mod files;
+pub mod html;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use rusqlite::Connection;
+
+use crate::store::report::{self as q, Conflict, Owners, Straggler, Verified};
+use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
+
+/// Everything a report shows, read from the ledger.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run: RunRow,
+    /// The peer ID that took the writes.
+    pub write_peer: Option<String>,
+    pub passes: Vec<PassRow>,
+    /// Convergence samples in time order.
+    pub probes: Vec<ProbeRow>,
+    /// Every peer of the run: the write peer first, then the others by ID.
+    pub peers: Vec<String>,
+    /// The plan, by class: `target`, `already`, `conflict`.
+    pub plan: BTreeMap<String, i64>,
+    pub verified: Vec<Verified>,
+    pub stragglers: Vec<Straggler>,
+    pub conflicts: Vec<Conflict>,
+    pub owners: Vec<Owners>,
+}
+
+/// The run a report is about: the one asked for, or the latest tag run.
+pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow> {
+    let id = match run {
+        Some(id) => id,
+        None => match runs::latest(conn, "tag")? {
+            Some(id) => id,
+            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
+        },
+    };
+    let Some(row) = runs::get(conn, id)? else {
+        bail!("there is no run {id} in this ledger: `ledger convergence` shows the latest tag run");
+    };
+    if row.kind != "tag" {
+        bail!("run {id} is a {} run; reports are made of tag runs", row.kind);
+    }
+    Ok(row)
+}
+
+/// Reads the report of a tag run from the ledger.
+pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
+    let id = run.id;
+    let write_peer = q::write_peer(conn, id)?;
+    let passes = runs::passes(conn, id)?;
+    let probes = runs::probes(conn, id)?;
+    let verified = q::last_verifications(conn, id)?;
+    let org = run.org.clone().unwrap_or_default();
+    let stragglers = q::stragglers(conn, id, &org)?;
+    let conflicts = q::conflicts(conn, id)?;
+    let owners = q::owners(conn, &run.cluster)?;
+    let plan = q::plan_counts(conn, id)?.into_iter().collect();
+    let mut peers: Vec<String> = probes.iter().map(|p| p.peer.clone()).collect();
+    peers.extend(verified.iter().map(|v| v.peer.clone()));
+    peers.sort();
+    peers.dedup();
+    if let Some(w) = &write_peer
+        && let Some(i) = peers.iter().position(|p| p == w)
+    {
+        let w = peers.remove(i);
+        peers.insert(0, w);
+    }
+    Ok(Report {
+        run,
+        write_peer,
+        passes,
+        probes,
+        peers,
+        plan,
+        verified,
+        stragglers,
+        conflicts,
+        owners,
+    })
+}
+
+impl Report {
+    /// Seconds from the start of the run to the start of each pass.
+    pub fn pass_starts(&self) -> Vec<(i64, f64)> {
+        let Some(t0) = parse_time(&self.run.started_at) else { return Vec::new() };
+        self.passes
+            .iter()
+            .filter_map(|p| {
+                let t = parse_time(&p.started_at)?;
+                Some((p.pass, (t - t0).num_milliseconds() as f64 / 1000.0))
+            })
+            .collect()
+    }
+
+    /// The last sample of a peer in a pass: what the peer showed when the pass ended.
+    pub fn at_pass_end(&self, pass: i64, peer: &str) -> Option<&ProbeRow> {
+        self.probes.iter().rev().find(|p| p.pass == pass && p.peer == peer)
+    }
+
+    /// The first sample of a peer in a pass: the first read after the pass's re-pins.
+    pub fn first_read(&self, pass: i64, peer: &str) -> Option<&ProbeRow> {
+        self.probes.iter().find(|p| p.pass == pass && p.peer == peer)
+    }
+
+    /// Seconds after the run started when a peer first showed every target (`None`: never).
+    pub fn converged_after(&self, peer: &str) -> Option<f64> {
+        self.probes.iter().find(|p| p.peer == peer && p.tagged >= p.targets).map(|p| p.seconds)
+    }
+
+    /// Whether every peer showed every target at its last sample.
+    pub fn converged(&self) -> bool {
+        !self.peers.is_empty()
+            && self.peers.iter().all(|peer| {
+                self.probes
+                    .iter()
+                    .rev()
+                    .find(|p| &p.peer == peer)
+                    .is_some_and(|p| p.tagged >= p.targets)
+            })
+    }
+
+    /// The plan's count for a class.
+    pub fn planned(&self, class: &str) -> i64 {
+        self.plan.get(class).copied().unwrap_or(0)
+    }
+}
+
+/// Percent of `part` in `whole` (100 when there is nothing to do).
+pub fn percent(part: i64, whole: i64) -> f64 {
+    if whole > 0 { 100.0 * part as f64 / whole as f64 } else { 100.0 }
+}
+
+fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(s).ok()
+}
+
+/// The files of a written report, in the order written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `report.html`, `convergence.svg` and the CSV files into `dir` (created if missing).
+pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Written> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let mut files = Vec::new();
+    let svg = chart::svg(report)?;
+    let mut put = |name: &str, text: &str| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        files.push(path);
+        Ok(())
+    };
+    put("report.html", &html::page(report, &svg))?;
+    put("convergence.svg", &svg)?;
+    for (name, write) in files::ALL {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let sink: Box<dyn std::io::Write> = Box::new(std::io::BufWriter::new(file));
+        let mut w = csv::Writer::from_writer(sink);
+        write(report, &mut w).with_context(|| format!("cannot write {}", path.display()))?;
+        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+        files.push(path);
+    }
+    Ok(Written { dir: dir.to_path_buf(), files })
+}
