@@ -52,6 +52,8 @@ pub enum Command {
     /// The built-in IPFS Cluster simulator (multi-peer, CRDT, real REST API).
     #[command(subcommand)]
     Sim(Box<crate::commands::sim::SimCommand>),
+    /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.
+    Demo(crate::commands::demo::DemoArgs),
 }
 
 #[cfg(test)]
@@ -71,5 +73,19 @@ mod tests {
         assert!(matches!(cli.command, Command::Sim(_)));
         assert!(Cli::try_parse_from(["ledger", "sim", "serve", "--lag", "2s..1s"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "sim", "serve", "--drop", "1.5"]).is_err());
+    }
+
+    #[test]
+    fn report_and_demo_parse() {
+        let cli = Cli::try_parse_from(["ledger", "report", "3", "--out", "r"]).unwrap();
+        let Command::Report(a) = cli.command else { panic!("not report") };
+        assert_eq!((a.run, a.out.to_str()), (Some(3), Some("r")));
+        let cli = Cli::try_parse_from(["ledger", "demo"]).unwrap();
+        let Command::Demo(a) = cli.command else { panic!("not demo") };
+        assert_eq!((a.pins, a.owned, a.peers, a.rate), (3512, 40, 5, 500.0));
+        assert_eq!(a.out.to_str(), Some("reports/demo"));
+        assert!(Cli::try_parse_from(["ledger", "report", "x"]).is_err());
+        assert!(Cli::try_parse_from(["ledger", "demo", "--lag", "2s..1s"]).is_err());
+        assert!(Cli::try_parse_from(["ledger", "demo", "--rate", "-3"]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod demo;
 mod repin;
 mod report;
 mod sim_api;

@@ -3,6 +3,7 @@
 
 pub mod convergence;
 pub mod db;
+pub mod demo;
 pub mod diff;
 pub mod export;
 pub mod history;
@@ -32,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a, g),
         Command::Db(c) => db::run(c, g),
         Command::Sim(c) => sim::run(*c),
+        Command::Demo(a) => demo::run(a, g),
     }
 }

@@ -86,7 +86,7 @@ pub struct ServeArgs {
     pub version_string: String,
 }
 
-fn parse_lag(s: &str) -> Result<(Duration, Duration), String> {
+pub(crate) fn parse_lag(s: &str) -> Result<(Duration, Duration), String> {
     let (a, b) = s.split_once("..").unwrap_or((s, s));
     let a = parse_go_duration(a)?;
     let b = parse_go_duration(b)?;
@@ -96,7 +96,7 @@ fn parse_lag(s: &str) -> Result<(Duration, Duration), String> {
     Ok((a, b))
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if !(0.0..=1.0).contains(&r) {
         return Err(format!("{s} is not between 0 and 1"));

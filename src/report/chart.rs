@@ -1,6 +1,7 @@
 //! The convergence chart as SVG (plotters, SVG backend only: no fonts or system libraries needed): one
 //! line per peer through its samples (x = seconds since the run started, y = targets shown tagged),
-//! a grey vertical line where each pass started, and a grey horizontal line at the number of targets.
+//! a grey vertical line where each pass started, its re-pins shaded, and a grey horizontal line at
+//! the number of targets.
 //! Peer colours come from [`PALETTE`], so the HTML legend matches the lines.
 
 use plotters::prelude::*;
@@ -78,6 +79,15 @@ pub fn svg(report: &Report) -> anyhow::Result<String> {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
         let marker = rgb(MARKER);
+        // The re-pin phase of each pass, shaded.
+        for (_, start, end) in report.pass_spans() {
+            if let Some(end) = end.filter(|e| *e > start) {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(start, y_min), (end, y_max)],
+                    RGBColor(232, 240, 250).filled(),
+                )))?;
+            }
+        }
         if targets > 0 {
             let t = targets as f64;
             chart.draw_series(LineSeries::new([(0.0, t), (x_max, t)], marker.stroke_width(1)))?;
@@ -85,7 +95,7 @@ pub fn svg(report: &Report) -> anyhow::Result<String> {
         for (pass, x) in report.pass_starts() {
             chart.draw_series(LineSeries::new([(x, y_min), (x, y_max)], marker.stroke_width(1)))?;
             chart.draw_series(std::iter::once(Text::new(
-                format!("pass {pass}"),
+                format!("pass {pass}: re-pins"),
                 (x + x_max * 0.005, y_max),
                 ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
             )))?;

@@ -135,7 +135,7 @@ fn section_chart(h: &mut String, r: &Report, svg: &str) {
     let _ = write!(
         h,
         "<figure>\n{}\n<figcaption class=\"muted\">Targets each peer showed tagged, sample by sample \
-         (x: seconds since the run started). Grey vertical lines: pass starts; grey horizontal line: \
+         (x: seconds since the run started). Grey vertical lines: pass starts, each followed by its re-pins (shaded); grey horizontal line: \
          all targets (the run's targets and the pins already tagged before it, {} + {}).</figcaption>\n</figure>\n<ul class=\"legend\">\n",
         inline.trim_end(),
         r.planned("target"),

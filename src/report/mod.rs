@@ -93,12 +93,18 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
 impl Report {
     /// Seconds from the start of the run to the start of each pass.
     pub fn pass_starts(&self) -> Vec<(i64, f64)> {
+        self.pass_spans().into_iter().map(|(p, start, _)| (p, start)).collect()
+    }
+
+    /// Each pass's re-pin phase: seconds from the start of the run to the pass's start and to the
+    /// end of its re-pins (when recorded).
+    pub fn pass_spans(&self) -> Vec<(i64, f64, Option<f64>)> {
         let Some(t0) = parse_time(&self.run.started_at) else { return Vec::new() };
+        let since = |t: &str| parse_time(t).map(|t| (t - t0).num_milliseconds() as f64 / 1000.0);
         self.passes
             .iter()
             .filter_map(|p| {
-                let t = parse_time(&p.started_at)?;
-                Some((p.pass, (t - t0).num_milliseconds() as f64 / 1000.0))
+                Some((p.pass, since(&p.started_at)?, p.finished_at.as_deref().and_then(since)))
             })
             .collect()
     }

@@ -120,6 +120,29 @@ pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
         .collect()
 }
 
+/// The demo's pin set: `unowned` pins with no `org` (as in the field report's 3,512-pin migration)
+/// and `owned` pins spread evenly among them, each owned by one of the [`OTHER_ORGS`] but the first
+/// (the org the demo tags with). Otherwise the same realistic mix as [`generate`].
+pub fn demo(unowned: usize, owned: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
+    let n = unowned + owned;
+    let mut pins = generate(n, seed, peers);
+    let others = &OTHER_ORGS[1..];
+    let step = n.checked_div(owned).map_or(usize::MAX, |s| s.max(1));
+    let mut given = 0;
+    for (i, p) in pins.iter_mut().enumerate() {
+        let mut m = Metadata::default();
+        for (k, v) in p.metadata.iter().filter(|(k, _)| *k != "org") {
+            m.insert(k.to_string(), v.to_string());
+        }
+        if given < owned && i % step == 0 {
+            m.insert("org".to_string(), others[given % others.len()].to_string());
+            given += 1;
+        }
+        p.metadata = m;
+    }
+    pins
+}
+
 /// Reads stored-form pins, one JSON object per line (blank lines skipped).
 pub fn load(reader: impl BufRead) -> anyhow::Result<Vec<Pin>> {
     let mut pins = Vec::new();
@@ -156,5 +179,20 @@ mod tests {
         for p in &a {
             assert_eq!(p.allocations.is_empty(), p.replication_min == -1);
         }
+    }
+
+    #[test]
+    fn the_demo_set_has_exactly_the_unowned_and_owned_pins_asked_for() {
+        let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
+        for (unowned, owned) in [(3512, 40), (300, 10), (5, 0), (0, 3)] {
+            let pins = demo(unowned, owned, 1, &peers);
+            assert_eq!(pins.len(), unowned + owned);
+            let orgs: Vec<&str> = pins.iter().filter_map(|p| p.metadata.get("org")).collect();
+            assert_eq!(orgs.len(), owned, "{unowned}+{owned}");
+            assert!(orgs.iter().all(|o| OTHER_ORGS[1..].contains(o)));
+            assert_eq!(pins, demo(unowned, owned, 1, &peers), "reproducible");
+        }
+        // Other metadata survives.
+        assert!(demo(3512, 40, 1, &peers).iter().any(|p| p.metadata.get("project").is_some()));
     }
 }

@@ -1,0 +1,220 @@
+//! `ledger demo`: the whole story on a simulated cluster in this process — five peers holding the
+//! field report's 3,512 unowned pins (and a few owned by other organisations), with CRDT lag and lost
+//! broadcasts — through the same code as the commands: `snapshot --all-peers`, `tag --org hrdag`,
+//! `convergence`, `report`. Needs nothing but loopback. Exit 0 when every peer converged.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::sim::{parse_lag, parse_rate};
+use crate::app::LedgerArgs;
+use crate::cli::GlobalArgs;
+use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users};
+
+/// The organisation the demo tags with (the field report's).
+pub const ORG: &str = "hrdag";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Write the report (report.html, convergence.svg, CSV files) and the demo's ledger
+    /// (ledger.db, recreated on every run) into this directory.
+    #[arg(long, default_value = "reports/demo", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Random seed of the simulated cluster: pins, peer IDs, lag and lost broadcasts.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Unowned pins (no `org`): the tag run's targets.
+    #[arg(long, default_value_t = 3512, help_heading = "Simulated cluster")]
+    pub pins: usize,
+    /// Pins owned by other organisations (conflicts the run must leave alone).
+    #[arg(long, default_value_t = 40, help_heading = "Simulated cluster")]
+    pub owned: usize,
+    /// Number of peers.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Simulated cluster")]
+    pub peers: u16,
+    /// Propagation delay of each write to the other peers, uniform in MIN..MAX.
+    #[arg(long, default_value = "2s..8s", value_parser = parse_lag, value_name = "MIN..MAX", help_heading = "Simulated cluster")]
+    pub lag: (Duration, Duration),
+    /// Probability (0..1) that a broadcast to a peer is lost (it arrives at a rebroadcast tick).
+    #[arg(long = "drop", default_value = "0.05", value_parser = parse_rate, value_name = "RATE", help_heading = "Simulated cluster")]
+    pub drop_rate: f64,
+    /// Rebroadcast interval of every peer (each tick ±30%).
+    #[arg(long, default_value = "10s", value_parser = crate::ids::parse_go_duration, help_heading = "Simulated cluster")]
+    pub rebroadcast: Duration,
+    /// Re-pins per second of the tag run (0: as fast as the cluster answers).
+    #[arg(long, default_value_t = 500.0, value_parser = parse_per_second, allow_negative_numbers = true, help_heading = "Tag run")]
+    pub rate: f64,
+    /// Wait this long after each pass before verifying every peer.
+    #[arg(long, default_value = "5s", value_parser = crate::ids::parse_go_duration, help_heading = "Tag run")]
+    pub settle: Duration,
+    /// Sample every peer this often while a pass settles.
+    #[arg(long, default_value = "500ms", value_parser = crate::ids::parse_go_duration, help_heading = "Tag run")]
+    pub probe_every: Duration,
+}
+
+pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the directory {}", args.out.display()))?;
+    let db = args.out.join("ledger.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove the old demo ledger {p:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    let n = args.peers as usize;
+    let ids: Vec<String> = sim::peer_ids(args.seed, n).into_iter().map(|(id, _)| id).collect();
+    let cfg = SimConfig {
+        peers: n,
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        net: NetConfig {
+            lag_min: args.lag.0,
+            lag_max: args.lag.1,
+            drop_rate: args.drop_rate,
+            rebroadcast: args.rebroadcast.max(Duration::from_millis(10)),
+            batch_size: 0,
+            batch_age: Duration::ZERO,
+            batch_queue: 50_000,
+            state_sync: Duration::from_secs(300),
+            seed: args.seed,
+        },
+        pins: sim::seed::demo(args.pins, args.owned, args.seed, &ids),
+        users: Users::default(),
+        quirk_partial_apply: false,
+        replication_min: -1,
+        replication_max: -1,
+        version: "1.1.6".to_string(),
+        faults: Faults::default(),
+    };
+    // The cluster runs on two worker threads of its own; the commands run on this thread, as they
+    // do from the command line.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the simulator's runtime")?;
+    let running = rt.block_on(sim::start(cfg))?;
+    let g = GlobalArgs {
+        verbose: g.verbose,
+        quiet: g.quiet,
+        ledger: LedgerArgs {
+            db: db.clone(),
+            cluster: Some(running.urls().join(",")),
+            profile: Some("demo".to_string()),
+            config: None,
+            timeout: Duration::from_secs(60),
+        },
+    };
+    crate::out!(
+        "ledger demo: a simulated {n}-peer cluster on loopback ({}) with {} pins: {} unowned, {} owned by other organisations",
+        running.urls().first().map(String::as_str).unwrap_or("-"),
+        args.pins + args.owned,
+        args.pins,
+        args.owned
+    );
+    crate::out!(
+        "  propagation lag {}..{}, {:.0}% of broadcasts lost until a rebroadcast (every {} ±30%); ledger {}",
+        crate::ids::format_duration(args.lag.0),
+        crate::ids::format_duration(args.lag.1),
+        args.drop_rate * 100.0,
+        crate::ids::format_duration(args.rebroadcast),
+        db.display()
+    );
+
+    step("ledger snapshot --all-peers")?;
+    super::snapshot::run(
+        super::snapshot::SnapshotArgs { peer: Vec::new(), all_peers: true, json: false },
+        &g,
+    )?;
+
+    let rate = (args.rate > 0.0).then_some(args.rate);
+    step(&format!(
+        "ledger tag --org {ORG}{} --settle {} --probe-every {}",
+        rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
+        crate::ids::format_duration(args.settle),
+        crate::ids::format_duration(args.probe_every)
+    ))?;
+    super::tag::run(
+        super::tag::TagArgs {
+            org: ORG.to_string(),
+            reassign_from: None,
+            only: None,
+            peer: None,
+            dry_run: false,
+            settle: args.settle,
+            max_passes: 5,
+            run_timeout: Duration::from_secs(600),
+            concurrency: 16,
+            probe_every: args.probe_every,
+            rate,
+            json: false,
+        },
+        &g,
+    )?;
+    drop(running);
+    rt.shutdown_timeout(Duration::from_millis(200));
+
+    step("ledger convergence")?;
+    super::convergence::run(
+        super::convergence::ConvergenceArgs { run: None, json: false, csv: None },
+        &g,
+    )?;
+
+    step(&format!("ledger report --out {}", args.out.display()))?;
+    super::report::run(super::report::ReportArgs { run: None, out: args.out.clone() }, &g)?;
+
+    // What the report says, in two lines.
+    let store = g.ledger.store()?;
+    let run = crate::report::resolve_run(&store.conn, None)?;
+    let r = crate::report::load(&store.conn, run)?;
+    crate::out!("");
+    let firsts: Vec<String> = r
+        .peers
+        .iter()
+        .filter(|p| r.write_peer.as_ref() != Some(*p))
+        .filter_map(|p| r.first_read(1, p))
+        .map(|p| {
+            format!(
+                "{} {}/{} ({:.1}%)",
+                super::snapshots::short(&p.peer),
+                p.tagged,
+                p.targets,
+                crate::report::percent(p.tagged, p.targets)
+            )
+        })
+        .collect();
+    if !firsts.is_empty() {
+        crate::out!("first read after pass 1 on the other peers: {}", firsts.join(", "));
+    }
+    let converged = r.converged();
+    crate::out!(
+        "{} after {} pass(es); demo finished in {:.1}s",
+        if converged { "every peer converged" } else { "NOT every peer converged" },
+        r.passes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    crate::out!("open {}", args.out.join("report.html").display());
+    Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+}
+
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number of re-pins per second")),
+    }
+}
+
+fn step(cmd: &str) -> std::io::Result<()> {
+    crate::out!("\n$ {cmd}");
+    Ok(())
+}
