@@ -156,7 +156,7 @@ fn export_query(
 ) -> anyhow::Result<()> {
     use rusqlite::types::ValueRef;
     let mut stmt = conn.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let names: Vec<String> = stmt.column_names().map(String::from).collect();
     w.write_record(&names)?;
     let mut rows = stmt.query([])?;
     let mut record = Vec::with_capacity(names.len());
