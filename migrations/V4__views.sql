@@ -36,8 +36,8 @@ WHERE c.first_lacking IS NOT NULL;
 -- One row per value that a pin had and then lost or saw changed between two consecutive complete
 -- snapshots of a peer: a metadata key (field 'metadata.KEY'), the name, the allocations, the
 -- replication factors or the expiry. Added values are not losses, nor are values that were at their
--- empty default before (no name, no allocations, no expiry, replication -1: what a re-pin without
--- options falls back to).
+-- empty default before (an empty metadata value, no name, no allocations, no expiry, replication -1:
+-- what a re-pin without options falls back to).
 -- `attribution`: 'ours' (a re-pin ledger sent turned the one version into the other, or one whose
 -- result was never read back was sent between the two snapshots; `repin_id` names it), 'outside' (the
 -- pin's cluster timestamp moved: someone re-pinned it), 'cluster' (it changed with the same
@@ -61,6 +61,7 @@ fields AS (
     SELECT ch.*, 'metadata.' || j.key AS field, j.value AS before_value,
            (SELECT aj.value FROM json_each(ch.a_metadata) aj WHERE aj.key = j.key) AS after_value
     FROM ch, json_each(ch.b_metadata) j
+    WHERE j.value <> ''
     UNION ALL
     SELECT ch.*, 'name', b_name, a_name FROM ch WHERE b_name <> ''
     UNION ALL

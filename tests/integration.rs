@@ -2,6 +2,7 @@
 
 mod util;
 
+mod export;
 mod repin;
 mod sim_api;
 mod sim_auth;
