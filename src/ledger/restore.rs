@@ -67,7 +67,8 @@ fn restore_edit(had: &PinRow, now: &PinRow, keys: Option<&[String]>) -> (PinEdit
     let mut edit = PinEdit::default();
     let mut fields = Vec::new();
     for (k, v) in &h.metadata {
-        if keys.is_some_and(|ks| !ks.contains(k)) {
+        // An empty value is no value: a tag run that filled it in lost nothing.
+        if v.is_empty() || keys.is_some_and(|ks| !ks.contains(k)) {
             continue;
         }
         if n.metadata.get(k) != Some(v) {
@@ -90,7 +91,9 @@ fn restore_edit(had: &PinRow, now: &PinRow, keys: Option<&[String]>) -> (PinEdit
             after: Some(n.name.clone()),
         });
     }
-    if h.replication != n.replication {
+    // -1 (everywhere) is what a re-pin without options falls back to: no value of its own.
+    let lost = |b: i64, a: i64| b != -1 && b != a;
+    if lost(h.replication.0, n.replication.0) || lost(h.replication.1, n.replication.1) {
         let (min, max) = h.replication;
         edit.overrides.replication = Some((min as i32, max as i32));
         for (field, b, a) in
@@ -366,6 +369,12 @@ mod tests {
         let added =
             row("n", r#"{"org":"hrdag","team":"a","x":"y"}"#, (2, 3), had.expire_at.as_deref());
         assert!(restore_edit(&had, &added, None).1.is_empty());
+        // An empty value filled in since (a tag run) is not a loss.
+        let empty = row("n", r#"{"org":""}"#, (2, 3), None);
+        let tagged = row("n", r#"{"org":"hrdag"}"#, (2, 3), None);
+        assert!(restore_edit(&empty, &tagged, None).1.is_empty());
+        let everywhere = row("n", "", (-1, -1), None);
+        assert!(restore_edit(&everywhere, &row("n", "", (2, 3), None), None).1.is_empty());
         // --keys: those keys only.
         let (edit, fields) = restore_edit(&had, &now, Some(&["org".to_string()]));
         assert_eq!(fields.len(), 1);
