@@ -37,7 +37,8 @@ WHERE c.first_lacking IS NOT NULL;
 -- snapshots of a peer: a metadata key (field 'metadata.KEY'), the name, the allocations, the
 -- replication factors or the expiry. Added values are not losses, nor are values that were at their
 -- empty default before (an empty metadata value, no name, no allocations, no expiry, replication -1:
--- what a re-pin without options falls back to).
+-- what a re-pin without options falls back to). `after_value` is NULL when the value is gone (an
+-- empty value counts as gone).
 -- `attribution`: 'ours' (a re-pin ledger sent turned the one version into the other, or one whose
 -- result was never read back was sent between the two snapshots; `repin_id` names it), 'outside' (the
 -- pin's cluster timestamp moved: someone re-pinned it), 'cluster' (it changed with the same
@@ -59,13 +60,13 @@ WITH ch AS (
 ),
 fields AS (
     SELECT ch.*, 'metadata.' || j.key AS field, j.value AS before_value,
-           (SELECT aj.value FROM json_each(ch.a_metadata) aj WHERE aj.key = j.key) AS after_value
+           (SELECT nullif(aj.value, '') FROM json_each(ch.a_metadata) aj WHERE aj.key = j.key) AS after_value
     FROM ch, json_each(ch.b_metadata) j
     WHERE j.value <> ''
     UNION ALL
-    SELECT ch.*, 'name', b_name, a_name FROM ch WHERE b_name <> ''
+    SELECT ch.*, 'name', b_name, nullif(a_name, '') FROM ch WHERE b_name <> ''
     UNION ALL
-    SELECT ch.*, 'allocations', b_allocations, a_allocations FROM ch WHERE b_allocations <> '[]'
+    SELECT ch.*, 'allocations', b_allocations, nullif(a_allocations, '[]') FROM ch WHERE b_allocations <> '[]'
     UNION ALL
     SELECT ch.*, 'replication_min', CAST(b_rmin AS TEXT), CAST(a_rmin AS TEXT) FROM ch WHERE b_rmin <> -1
     UNION ALL

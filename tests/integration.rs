@@ -3,6 +3,7 @@
 mod util;
 
 mod export;
+mod lost;
 mod repin;
 mod sim_api;
 mod sim_auth;
