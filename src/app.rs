@@ -145,7 +145,11 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // serde_json wraps write errors; unwrap them so a broken pipe is seen as one.
+    serde_json::to_writer_pretty(&mut out, v).map_err(|e| match e.io_error_kind() {
+        Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
+        None => e.into(),
+    })?;
     writeln!(out)?;
     Ok(())
 }
@@ -170,4 +174,30 @@ pub fn csv_writer(path: &str) -> anyhow::Result<csv::Writer<Box<dyn Write>>> {
 /// `Option` as table text.
 pub fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".to_string())
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made (so one that arrives during work is seen
+/// afterwards instead of killing the process).
+pub struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers; needs a running tokio runtime.
+    pub fn new() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Returns when either signal arrives (or has arrived).
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -44,6 +44,14 @@ pub enum Command {
     Repin(crate::commands::repin::RepinArgs),
     /// A tag run's report: an HTML page with the convergence chart and tables, and CSV files.
     Report(crate::commands::report::ReportArgs),
+    /// Pins that lost metadata, name, allocations, replication or expiry, when, and who did it.
+    Lost(crate::commands::lost::LostArgs),
+    /// Put back the values pins had in a snapshot and have since lost (safe re-pins, on the record).
+    Restore(crate::commands::restore::RestoreArgs),
+    /// Pins per organisation and peer, unowned pins, and owner changes.
+    Owners(crate::commands::owners::OwnersArgs),
+    /// Take snapshots on a schedule and report each new loss as it appears.
+    Watch(crate::commands::watch::WatchArgs),
     /// Write a table of the ledger as CSV.
     Export(crate::commands::export::ExportArgs),
     /// The ledger database itself: schema migrations.

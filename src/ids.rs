@@ -132,6 +132,24 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Reads a file of CIDs, one per line (`#` comments and blank lines ignored), in canonical form.
+pub fn read_cid_list(path: &std::path::Path) -> anyhow::Result<std::collections::HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut set = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let c = parse_cid(line).map_err(|e| {
+            anyhow::anyhow!("{}:{}: {line:?} is not a CID: {e}", path.display(), i + 1)
+        })?;
+        set.insert(c.canonical);
+    }
+    Ok(set)
+}
+
 /// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `2h45m`, `-1s`, `0`.
 pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     parse_signed_go_duration(s).and_then(|(neg, d)| {

@@ -3,6 +3,8 @@
 mod util;
 
 mod demo;
+mod export;
+mod lost;
 mod repin;
 mod report;
 mod sim_api;

@@ -92,6 +92,41 @@ pub enum Refusal {
     TooLong(usize),
 }
 
+/// Values a re-pin puts in place of the pin's own (a restore of last-known values). `None`: keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub replication: Option<(i32, i32)>,
+    /// `Some(None)`: never expires.
+    pub expire_at: Option<Option<String>>,
+    /// Sent as `user-allocations`: a priority, not a guarantee.
+    pub allocations: Option<Vec<String>>,
+}
+
+/// [`build`] on `pin` with `overrides` put in place first: every option not overridden is kept.
+pub fn build_with(
+    pin: &CanonicalPin,
+    overrides: &Overrides,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+    now: DateTime<Utc>,
+) -> Result<Request, Refusal> {
+    let mut p = pin.clone();
+    if let Some(n) = &overrides.name {
+        p.name = n.clone();
+    }
+    if let Some((min, max)) = overrides.replication {
+        (p.replication_min, p.replication_max) = (min, max);
+    }
+    if let Some(e) = &overrides.expire_at {
+        p.expire_at = e.clone();
+    }
+    if let Some(a) = &overrides.allocations {
+        p.allocations = a.clone();
+    }
+    build(&p, set, unset, now)
+}
+
 /// Builds the safe re-pin of `pin` (as just read from the write peer) with `set` applied and `unset`
 /// keys removed. Keys are sent in sorted order, each parameter once.
 pub fn build(
@@ -232,6 +267,28 @@ mod tests {
         assert!(matches!(
             build(&pin(&meta), &set("org", "x"), &[], Utc::now()),
             Err(Refusal::NotAPin(_))
+        ));
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let p = pin(BASE);
+        let ov = Overrides {
+            name: Some("old".into()),
+            replication: Some((1, 4)),
+            expire_at: Some(None),
+            allocations: None,
+        };
+        let r = build_with(&p, &ov, &set("team", "a"), &[], Utc::now()).unwrap();
+        assert_eq!(
+            r.query,
+            "meta-org=&meta-project=x&meta-team=a&name=old&replication-max=4&replication-min=1&user-allocations=12D3KooWJicdM7VtrP1iAfDrboKSAC1qPQ4H1KUkwjc7EE31w2AA"
+        );
+        assert_eq!(r.intended.mismatches(&p), vec!["name", "metadata", "replication", "expire_at"]);
+        let past = Overrides { expire_at: Some(Some("2001-01-01T00:00:00Z".into())), ..ov };
+        assert!(matches!(
+            build_with(&p, &past, &BTreeMap::new(), &[], Utc::now()),
+            Err(Refusal::Expired(_))
         ));
     }
 

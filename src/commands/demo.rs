@@ -133,7 +133,10 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
     step("ledger snapshot --all-peers")?;
     super::snapshot::run(
-        super::snapshot::SnapshotArgs { peer: Vec::new(), all_peers: true, json: false },
+        super::snapshot::SnapshotArgs {
+            peers: super::snapshot::Peers { peer: Vec::new(), all_peers: true },
+            json: false,
+        },
         &g,
     )?;
 

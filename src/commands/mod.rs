@@ -7,12 +7,16 @@ pub mod demo;
 pub mod diff;
 pub mod export;
 pub mod history;
+pub mod lost;
+pub mod owners;
 pub mod repin;
 pub mod report;
+pub mod restore;
 pub mod sim;
 pub mod snapshot;
 pub mod snapshots;
 pub mod tag;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(a) => tag::run(a, g),
         Command::Convergence(a) => convergence::run(a, g),
         Command::Repin(a) => repin::run(a, g),
+        Command::Lost(a) => lost::run(a, g),
+        Command::Restore(a) => restore::run(a, g),
+        Command::Owners(a) => owners::run(a, g),
+        Command::Watch(a) => watch::run(a, g),
         Command::Export(a) => export::run(a, g),
         Command::Report(a) => report::run(a, g),
         Command::Db(c) => db::run(c, g),

@@ -170,6 +170,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let mut shutdown = crate::app::Shutdown::new()?;
         let running = sim::start(cfg).await?;
         {
             use std::io::Write;
@@ -178,28 +179,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             out.flush()?;
         }
         tracing::info!(peers = args.peers, pins, "simulated cluster ready");
-        shutdown_signal().await;
+        shutdown.wait().await;
         tracing::info!(writes = running.cluster.world().writes(), "stopping");
         drop(running);
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

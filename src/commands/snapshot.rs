@@ -12,29 +12,43 @@ use crate::ledger::snapshot::{self, Report};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub peers: Peers,
+    /// Print the reports as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which peers a snapshot reads.
+#[derive(Debug, Args, Clone)]
+pub struct Peers {
     /// Snapshot this peer (URL or multiaddr; repeatable). Default: the cluster's first peer.
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
     /// Snapshot every peer of the cluster (those named by --cluster or the profile).
     #[arg(long, conflicts_with = "peer")]
     pub all_peers: bool,
-    /// Print the reports as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl Peers {
+    /// The peers' URLs.
+    pub fn urls(&self, target: &crate::cluster::Target) -> anyhow::Result<Vec<url::Url>> {
+        Ok(if !self.peer.is_empty() {
+            self.peer
+                .iter()
+                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u))
+                .collect::<anyhow::Result<_>>()?
+        } else if self.all_peers {
+            target.peers.clone()
+        } else {
+            target.peers[..1].to_vec()
+        })
+    }
 }
 
 pub fn run(args: SnapshotArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let target = g.ledger.target()?;
-    let urls: Vec<url::Url> = if !args.peer.is_empty() {
-        args.peer
-            .iter()
-            .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u))
-            .collect::<anyhow::Result<_>>()?
-    } else if args.all_peers {
-        target.peers.clone()
-    } else {
-        target.peers[..1].to_vec()
-    };
+    let urls = args.peers.urls(&target)?;
     let mut store = g.ledger.store()?;
     let rt = app::runtime()?;
     let mut reports = Vec::new();
@@ -69,7 +83,7 @@ pub fn run(args: SnapshotArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ERROR) })
 }
 
-fn print_summary(r: &Report) -> std::io::Result<()> {
+pub fn print_summary(r: &Report) -> std::io::Result<()> {
     let rate = if r.seconds > 0.0 { r.pins as f64 / r.seconds } else { 0.0 };
     let state = if r.complete { "complete" } else { "INCOMPLETE" };
     crate::out!(

@@ -1,11 +1,10 @@
 //! `ledger tag --org ORG`: tag every unowned pin with `org=ORG`, pass after pass, until every peer
 //! agrees, with every re-pin on the record. Exit 0 converged, 1 stragglers or conflicts, 2 error.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 
 use crate::app::{self, print_json, print_table};
@@ -57,25 +56,7 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.org.is_empty() || args.org.chars().any(char::is_control) {
         bail!("--org must be a non-empty name without control characters");
     }
-    let only = match &args.only {
-        None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut set = HashSet::new();
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let c = crate::ids::parse_cid(line).map_err(|e| {
-                    anyhow::anyhow!("{}:{}: {line:?} is not a CID: {e}", path.display(), i + 1)
-                })?;
-                set.insert(c.canonical);
-            }
-            Some(set)
-        }
-    };
+    let only = args.only.as_deref().map(crate::ids::read_cid_list).transpose()?;
     let target = g.ledger.target()?;
     let mut urls = target.peers.clone();
     if let Some(p) = &args.peer {
@@ -86,16 +67,7 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let clients: Vec<_> =
         urls.iter().map(|u| g.ledger.client(&target, u)).collect::<anyhow::Result<_>>()?;
     let mut store = g.ledger.store()?;
-    // One tag run per ledger at a time.
-    let lock_path = crate::store::lock_path(&store.path, "run");
-    let lock =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
-    if lock.try_lock().is_err() {
-        bail!(
-            "another tag run is active on {}; wait for it to finish (or stop it) and run again",
-            store.path.display()
-        );
-    }
+    let lock = store.run_lock()?;
     let opts = tag::Options {
         org: args.org.clone(),
         reassign_from: args.reassign_from.clone(),

@@ -3,5 +3,6 @@
 
 pub mod diff;
 pub mod repin;
+pub mod restore;
 pub mod snapshot;
 pub mod tag;

@@ -2,7 +2,7 @@
 //! that keeps every option (cluster::repin), commit the intent, send it, record the answer, read the
 //! pin back and record the outcome. The tag run and `ledger repin` both go through [`safe_repin`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -54,7 +54,7 @@ pub async fn safe_repin(
     unset: &[String],
     guard: Option<&Guard<'_>>,
 ) -> anyhow::Result<Outcome> {
-    let change = Change { set, unset, guard };
+    let change = Change { set, unset, guard, per_cid: None };
     let mut out =
         safe_repins(conn, client, at, &[cid.to_string()], &change, &Pace::default(), |_| {})
             .await?;
@@ -66,6 +66,16 @@ pub struct Change<'a> {
     pub set: &'a BTreeMap<String, String>,
     pub unset: &'a [String],
     pub guard: Option<&'a Guard<'a>>,
+    /// Per CID, a change of its own in place of `set` and `unset` (a restore).
+    pub per_cid: Option<&'a HashMap<String, PinEdit>>,
+}
+
+/// One pin's own change: metadata keys to set and remove, and options to put back.
+#[derive(Debug, Clone, Default)]
+pub struct PinEdit {
+    pub set: BTreeMap<String, String>,
+    pub unset: Vec<String>,
+    pub overrides: repin::Overrides,
 }
 
 /// How fast a batch goes: requests in flight, and at most `rate` re-pins per second.
@@ -147,8 +157,17 @@ pub async fn safe_repins(
             // The pin as it is now decides, not as it was planned: it may have changed since.
             let request = match change.guard.and_then(|g| g(&before)) {
                 Some(reason) => Err(("conflict", reason)),
-                None => repin::build(&before, change.set, change.unset, chrono::Utc::now())
-                    .map_err(|e| ("refused", e.to_string())),
+                None => match change.per_cid.and_then(|m| m.get(cid)) {
+                    Some(e) => repin::build_with(
+                        &before,
+                        &e.overrides,
+                        &e.set,
+                        &e.unset,
+                        chrono::Utc::now(),
+                    ),
+                    None => repin::build(&before, change.set, change.unset, chrono::Utc::now()),
+                }
+                .map_err(|e| ("refused", e.to_string())),
             };
             let request = match request {
                 Ok(r) => r,

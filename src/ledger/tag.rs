@@ -221,7 +221,7 @@ pub async fn run(
         let pass_started = crate::store::now_text();
         let batch: Vec<String> = to_tag.iter().filter(|c| !gave_up.contains(*c)).cloned().collect();
         let total = batch.len() as u64;
-        let change = repin::Change { set: &set, unset: &[], guard: Some(&guard) };
+        let change = repin::Change { set: &set, unset: &[], guard: Some(&guard), per_cid: None };
         let pace = repin::Pace { concurrency: opts.concurrency, rate: opts.rate };
         let results = repin::safe_repins(
             &store.conn,

@@ -2,6 +2,7 @@
 //! refinery migrations embedded from `migrations/`). Table groups live in their own files; their
 //! functions take the caller's `&Connection` or `&Transaction` and never open transactions themselves.
 
+pub mod incident;
 pub mod report;
 pub mod runs;
 pub mod snapshots;
@@ -88,6 +89,25 @@ impl Store {
             }
         }
         Ok(Some(f))
+    }
+
+    /// Holds the right to run a writing command (tag, restore) on this ledger: one at a time. Fails at
+    /// once when another holds it.
+    pub fn run_lock(&self) -> anyhow::Result<std::fs::File> {
+        let path = lock_path(&self.path, "run");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        if f.try_lock().is_err() {
+            anyhow::bail!(
+                "another tag or restore run is active on {}; wait for it to finish (or stop it) and run again",
+                self.path.display()
+            );
+        }
+        Ok(f)
     }
 
     /// Every migration this binary knows, with when it was applied to this database.

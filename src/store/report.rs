@@ -1,5 +1,6 @@
 //! The queries behind `ledger report`: a tag run's write peer, its conflicts, the stragglers its last
-//! verification snapshots show, and the owners of the pins in each peer's latest complete snapshot.
+//! verification snapshots show, and the owners of the pins in each peer's latest complete snapshot
+//! (the V4 `owners` view).
 //! Read-only; every answer comes from stored history, nothing from the cluster.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -82,7 +83,7 @@ pub fn stragglers(conn: &Connection, run: i64, org: &str) -> rusqlite::Result<Ve
              SELECT series_id, max(id) AS snap FROM snapshots
              WHERE run_id = ?1 AND pass >= 1 AND state = 'complete' GROUP BY series_id
          )
-         SELECT se.peer, last.snap, s.pass, c.cid, o.cid_id IS NULL, NULLIF(v.org, '')
+         SELECT se.peer, last.snap, s.pass, c.cid, o.cid_id IS NULL, v.org
          FROM last JOIN series se ON se.id = last.series_id JOIN snapshots s ON s.id = last.snap
          JOIN run_targets t ON t.run_id = ?1 AND t.class IN ('target', 'already')
          JOIN cids c ON c.id = t.cid_id
@@ -122,17 +123,12 @@ pub struct Owners {
     pub pins: i64,
 }
 
-/// Per-org pin counts of every peer of a cluster, from the open observations (the state of each
-/// peer's latest complete snapshot).
+/// Per-org pin counts of every peer of a cluster: the V4 `owners` view (the open observations, i.e.
+/// the state of each peer's latest complete snapshot).
 pub fn owners(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Owners>> {
     let mut stmt = conn.prepare(
-        "SELECT se.cluster, se.peer,
-                (SELECT max(id) FROM snapshots WHERE series_id = se.id AND state = 'complete'),
-                NULLIF(v.org, '') AS owner, count(*)
-         FROM observations o JOIN series se ON se.id = o.series_id
-         JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
-         WHERE o.last_snapshot IS NULL AND se.cluster = ?1
-         GROUP BY se.id, owner ORDER BY se.peer, owner IS NULL, owner",
+        "SELECT cluster, peer, snapshot_id, org, pins FROM owners WHERE cluster = ?1
+         ORDER BY peer, org IS NULL, org",
     )?;
     let rows = stmt.query_map([cluster], |r| {
         Ok(Owners {

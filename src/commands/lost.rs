@@ -1,0 +1,103 @@
+//! `ledger lost`: pins whose metadata, name, allocations, replication or expiry disappeared or changed
+//! between consecutive complete snapshots of a peer, with who did it. Exit 1 when anything is found.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use crate::app::{print_json, print_table};
+use crate::cli::GlobalArgs;
+use crate::store::incident::{self, Loss, LostFilter, Since};
+
+#[derive(Debug, Args)]
+pub struct LostArgs {
+    /// Only losses seen after this snapshot (an id) or this time (RFC 3339, e.g.
+    /// 2026-11-20T08:00:00Z, or a date: 2026-11-20).
+    #[arg(long, value_name = "SNAPSHOT|TIME")]
+    pub since: Option<String>,
+    /// Only losses of this metadata key.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The loss report: the JSON of `lost --json`, of `watch --on-loss` and of `export lost`'s source.
+#[derive(Serialize)]
+pub struct LossReport<'a> {
+    pub losses: &'a [Loss],
+    pub count: usize,
+}
+
+/// Reads `--since`: a snapshot id, an RFC 3339 time or a date (UTC midnight).
+pub fn parse_since(s: &str) -> anyhow::Result<Since> {
+    if let Ok(id) = s.parse::<i64>() {
+        return Ok(Since::Snapshot(id));
+    }
+    let t = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        t.with_timezone(&chrono::Utc)
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+    } else {
+        bail!("--since {s:?} is neither a snapshot id, an RFC 3339 time nor a date (YYYY-MM-DD)");
+    };
+    Ok(Since::Time(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+}
+
+pub fn run(args: LostArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = g.ledger.store()?;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    if let Some(Since::Snapshot(id)) = since
+        && crate::store::snapshots::get(&store.conn, id)?.is_none()
+    {
+        bail!("there is no snapshot {id}; `ledger snapshots` lists them");
+    }
+    let filter = LostFilter { since, key: args.key.clone(), first_lacking_in: None };
+    let losses = incident::lost(&store.conn, &filter)?;
+    if args.json {
+        print_json(&LossReport { losses: &losses, count: losses.len() })?;
+    } else {
+        print_losses(&losses)?;
+    }
+    Ok(if losses.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+}
+
+/// One line per field: what was lost, where and by whom.
+pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
+    if losses.is_empty() {
+        crate::out!("no lost values");
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for l in losses {
+        let who = match (&l.attribution.kind[..], l.attribution.run) {
+            ("ours", Some(run)) => {
+                format!("ours: run {run} pass {}", l.attribution.pass.unwrap_or(0))
+            }
+            (kind, _) => kind.to_string(),
+        };
+        for f in &l.fields {
+            rows.push(vec![
+                l.cid.clone(),
+                format!("{}→{}", l.last_had.snapshot, l.first_lacking.snapshot),
+                f.field.clone(),
+                f.before.clone().unwrap_or_default(),
+                f.after.clone().unwrap_or_else(|| "(gone)".into()),
+                who.clone(),
+                l.peers.len().to_string(),
+            ]);
+        }
+    }
+    print_table(&["cid", "snapshots", "field", "before", "after", "by", "peers"], &rows)?;
+    crate::out!(
+        "{} pins lost values ({} by ledger's re-pins, {} outside, {} unpinned)",
+        losses.len(),
+        losses.iter().filter(|l| l.attribution.kind == "ours").count(),
+        losses.iter().filter(|l| l.attribution.kind == "outside").count(),
+        losses.iter().filter(|l| l.unpinned).count()
+    );
+    Ok(())
+}

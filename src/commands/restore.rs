@@ -1,0 +1,117 @@
+//! `ledger restore --from SNAPSHOT`: re-apply the values pins had in a snapshot and have since lost,
+//! through the safe re-pin path, recorded as a run. Exit 0 all restored, 1 conflicts, failures or
+//! unpinned pins left, 2 error.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::app::{self, print_json};
+use crate::cli::GlobalArgs;
+use crate::ledger::restore;
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The complete snapshot whose values come back (`ledger snapshots` lists them). The pins of
+    /// its peer are compared with that peer's latest complete snapshot.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub from: i64,
+    /// Only these CIDs (one per line; `#` comments and blank lines ignored).
+    #[arg(long, value_name = "FILE")]
+    pub only: Option<std::path::PathBuf>,
+    /// Only these metadata keys (comma-separated), and no other field.
+    #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
+    pub keys: Option<Vec<String>>,
+    /// Print what would be restored, record the plan, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also overwrite values someone set after the loss (the conflicts).
+    #[arg(long)]
+    pub force: bool,
+    /// The peer that takes the writes (default: the cluster's first peer).
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Option<String>,
+    /// Re-pins in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RestoreArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(keys) = &args.keys {
+        for k in keys {
+            crate::cluster::repin::check_key(k)?;
+        }
+    }
+    let only = args.only.as_deref().map(crate::ids::read_cid_list).transpose()?;
+    let target = g.ledger.target()?;
+    let url = match &args.peer {
+        Some(p) => crate::cluster::config::parse_address(p)?.0,
+        None => target.peers[0].clone(),
+    };
+    let client = g.ledger.client(&target, &url)?;
+    let store = g.ledger.store()?;
+    let _lock = store.run_lock()?;
+    let opts = restore::Options {
+        from: args.from,
+        only,
+        keys: args.keys.clone(),
+        dry_run: args.dry_run,
+        force: args.force,
+        concurrency: args.concurrency as usize,
+    };
+    let pb = app::progress(g.quiet || args.json, Some(0));
+    pb.set_message("restoring");
+    let rt = app::runtime()?;
+    let report =
+        rt.block_on(restore::run(&store, &target.name, &client, &opts, |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        }))?;
+    pb.finish_and_clear();
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report)?;
+    }
+    let attention =
+        !report.conflicts.is_empty() || !report.failed.is_empty() || !report.unpinned.is_empty();
+    Ok(if attention { ExitCode::from(crate::error::ATTENTION) } else { ExitCode::SUCCESS })
+}
+
+fn print_report(r: &restore::Report) -> std::io::Result<()> {
+    let verb = if r.dry_run { "would restore" } else { "restored" };
+    crate::out!(
+        "run {}: values of snapshot {} over snapshot {}{}",
+        r.run.unwrap_or(0),
+        r.from,
+        r.current,
+        if r.dry_run { " (dry run: nothing sent)" } else { "" }
+    );
+    for p in r.plan.iter().take(if r.dry_run { 50 } else { 10 }) {
+        let fields: Vec<&str> = p.fields.iter().map(|f| f.field.as_str()).collect();
+        crate::out!("  {verb} {}: {}", p.cid, fields.join(", "));
+    }
+    if r.plan.len() > 50 {
+        crate::out!("  … and {} more", r.plan.len() - 50);
+    }
+    crate::out!(
+        "{verb} {} pins; {} conflicts, {} unpinned (not re-pinned), {} failed",
+        r.restored.len(),
+        r.conflicts.len(),
+        r.unpinned.len(),
+        r.failed.len()
+    );
+    for c in &r.conflicts {
+        crate::out!("  conflict {}: {}", c.cid, c.reason);
+    }
+    for c in &r.unpinned {
+        crate::out!("  unpinned {c}");
+    }
+    for f in &r.failed {
+        crate::out!("  failed {}: {}", f.cid, f.error);
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Post-incident queries over the V4 views: lost values (`lost_metadata`), owners (`owners`,
+//! `org_changes`). The views hold the logic, so `sqlite3` users and these commands agree.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+/// Where a loss starts looking: after a snapshot, or after a time (UTC RFC 3339).
+#[derive(Debug, Clone)]
+pub enum Since {
+    Snapshot(i64),
+    Time(String),
+}
+
+/// Which losses to list.
+#[derive(Debug, Clone, Default)]
+pub struct LostFilter {
+    pub since: Option<Since>,
+    /// Only losses of this metadata key.
+    pub key: Option<String>,
+    /// Only losses first seen in one of these snapshots (`watch`).
+    pub first_lacking_in: Option<Vec<i64>>,
+}
+
+/// A snapshot and when it started.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct At {
+    pub snapshot: i64,
+    pub at: String,
+}
+
+/// One value that was lost or changed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LostField {
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Who changed it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attribution {
+    /// `ours`, `outside`, `cluster` or `unpinned`.
+    pub kind: String,
+    pub run: Option<i64>,
+    pub pass: Option<i64>,
+    pub repin: Option<i64>,
+    pub query: Option<String>,
+    pub timestamp_before: Option<String>,
+    pub timestamp_after: Option<String>,
+}
+
+/// One change of a pin (version before → version after) that lost values, merged over the peers
+/// that saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loss {
+    pub cid: String,
+    pub peers: Vec<String>,
+    pub last_had: At,
+    pub first_lacking: At,
+    pub unpinned: bool,
+    pub fields: Vec<LostField>,
+    pub attribution: Attribution,
+    #[serde(skip)]
+    pub before_digest: String,
+    #[serde(skip)]
+    pub after_digest: Option<String>,
+}
+
+/// The losses, oldest first, one per (CID, version before, version after), merged over the peers
+/// that saw it: it starts at the earliest snapshot that lacked the value.
+pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
+    let mut stmt = conn.prepare(
+        "SELECT cid, peer, last_had, last_had_at, first_lacking, first_lacking_at, field, before_value,
+                after_value, attribution, repin_id, run_id, pass, query, timestamp_before,
+                timestamp_after, before_digest, after_digest
+         FROM lost_metadata ORDER BY first_lacking, cid, before_digest, after_digest, field, peer",
+    )?;
+    let mut rows = stmt.query([])?;
+    // (cid, before, after) → index in `out`
+    let mut index: BTreeMap<(String, String, Option<String>), usize> = BTreeMap::new();
+    let mut out: Vec<Loss> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let cid: String = r.get(0)?;
+        let peer: String = r.get(1)?;
+        let before_digest: String = r.get(16)?;
+        let after_digest: Option<String> = r.get(17)?;
+        let field = LostField { field: r.get(6)?, before: r.get(7)?, after: r.get(8)? };
+        let key = (cid.clone(), before_digest.clone(), after_digest.clone());
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let kind: String = r.get(9)?;
+                out.push(Loss {
+                    cid,
+                    peers: Vec::new(),
+                    last_had: At { snapshot: r.get(2)?, at: r.get(3)? },
+                    first_lacking: At { snapshot: r.get(4)?, at: r.get(5)? },
+                    unpinned: kind == "unpinned",
+                    fields: Vec::new(),
+                    attribution: Attribution {
+                        kind,
+                        repin: r.get(10)?,
+                        run: r.get(11)?,
+                        pass: r.get(12)?,
+                        query: r.get(13)?,
+                        timestamp_before: r.get(14)?,
+                        timestamp_after: r.get(15)?,
+                    },
+                    before_digest,
+                    after_digest,
+                });
+                index.insert(key, out.len() - 1);
+                out.len() - 1
+            }
+        };
+        let loss = &mut out[i];
+        if !loss.peers.contains(&peer) {
+            loss.peers.push(peer);
+        }
+        if !loss.fields.contains(&field) {
+            loss.fields.push(field);
+        }
+    }
+    // Filters apply to the merged loss: it starts where the first peer saw it.
+    out.retain_mut(|l| {
+        let after = match &f.since {
+            Some(Since::Snapshot(id)) => l.first_lacking.snapshot > *id,
+            Some(Since::Time(t)) => l.first_lacking.at > *t,
+            None => true,
+        };
+        let new =
+            f.first_lacking_in.as_ref().is_none_or(|ids| ids.contains(&l.first_lacking.snapshot));
+        if let Some(k) = &f.key {
+            let field = format!("metadata.{k}");
+            l.fields.retain(|x| x.field == field);
+        }
+        after && new && !l.fields.is_empty()
+    });
+    Ok(out)
+}
+
+/// One peer's latest complete snapshot by owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerOwners {
+    pub cluster: String,
+    pub peer: String,
+    pub snapshot: i64,
+    pub orgs: BTreeMap<String, i64>,
+    pub unowned: i64,
+}
+
+/// The `owners` view, one entry per peer.
+pub fn owners(conn: &Connection) -> rusqlite::Result<Vec<PeerOwners>> {
+    let mut stmt = conn.prepare(
+        "SELECT cluster, peer, snapshot_id, org, pins FROM owners ORDER BY cluster, peer, org",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out: Vec<PeerOwners> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (cluster, peer): (String, String) = (r.get(0)?, r.get(1)?);
+        let org: Option<String> = r.get(3)?;
+        let pins: i64 = r.get(4)?;
+        if out.last().is_none_or(|p| p.cluster != cluster || p.peer != peer) {
+            out.push(PeerOwners {
+                cluster,
+                peer,
+                snapshot: r.get(2)?,
+                orgs: BTreeMap::new(),
+                unowned: 0,
+            });
+        }
+        let p = out.last_mut().expect("pushed above");
+        match org {
+            Some(o) => *p.orgs.entry(o).or_default() += pins,
+            None => p.unowned += pins,
+        }
+    }
+    Ok(out)
+}
+
+/// A pin whose owner changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgChange {
+    pub cid: String,
+    pub peer: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub snapshot: i64,
+    pub at: String,
+}
+
+/// The `org_changes` view, oldest first.
+pub fn org_changes(conn: &Connection) -> rusqlite::Result<Vec<OrgChange>> {
+    let mut stmt = conn.prepare(
+        "SELECT cid, peer, from_org, to_org, changed_in, changed_at FROM org_changes
+         ORDER BY changed_in, cid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(OrgChange {
+            cid: r.get(0)?,
+            peer: r.get(1)?,
+            from: r.get(2)?,
+            to: r.get(3)?,
+            snapshot: r.get(4)?,
+            at: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The versions of a pin in a series from snapshot `from` (the one it had there) up to now, in
+/// order, as digests.
+pub fn versions_since(
+    conn: &Connection,
+    series: i64,
+    cid_id: i64,
+    from: i64,
+) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest FROM observations WHERE cid_id = ?1 AND series_id = ?2
+           AND (last_snapshot IS NULL OR last_snapshot >= ?3) AND first_snapshot <= (
+               SELECT max(id) FROM snapshots WHERE series_id = ?2 AND state = 'complete')
+         ORDER BY first_snapshot",
+    )?;
+    let rows = stmt.query_map(params![cid_id, series, from], |r| r.get(0))?;
+    rows.collect()
+}
