@@ -1,6 +1,6 @@
 //! The report of a tag run: [`load`] gathers everything from the stored history in the ledger (the
 //! run, its passes, the convergence probes, the last verification snapshot of each peer, the plan's
-//! conflicts and the owners of each peer's pins); [`write`] renders it as one self-contained HTML page
+//! conflicts and the owners of each peer's pins); [`write()`] renders it as one self-contained HTML page
 //! ([`html`], with the chart from [`chart`] as inline SVG) and CSV files ([`files`]) in a directory.
 //! Nothing here talks to the cluster.
 
