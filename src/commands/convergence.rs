@@ -23,6 +23,9 @@ pub struct ConvergenceArgs {
     /// Write the curve as CSV (`run,pass,peer,seconds,targets,tagged`) to FILE, or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub csv: Option<String>,
+    /// Print every sample (the whole curve) instead of the first and last read of each pass.
+    #[arg(long)]
+    pub curve: bool,
 }
 
 #[derive(Serialize)]
@@ -78,29 +81,45 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         r.started_at,
         r.state
     );
-    let rows: Vec<Vec<String>> = report
-        .curve
-        .iter()
-        .map(|p| {
-            let pass = report.passes.iter().find(|x| x.pass == p.pass);
-            let pct =
-                if p.targets > 0 { 100.0 * p.tagged as f64 / p.targets as f64 } else { 100.0 };
-            vec![
-                p.pass.to_string(),
-                super::snapshots::short(&p.peer),
-                format!("{:.1}", p.seconds),
-                p.targets.to_string(),
-                p.tagged.to_string(),
-                format!("{pct:.1}%"),
-                pass.map(|x| format!("{}/{}/{}", x.attempted, x.succeeded, x.failed))
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    print_table(
-        &["pass", "peer", "seconds", "targets", "tagged", "percent", "re-pins a/s/f"],
-        &rows,
-    )?;
+    let read = |p: &ProbeRow| {
+        let pct = crate::report::percent(p.tagged, p.targets);
+        format!("{}/{} ({pct:.1}%) at {:.1}s", p.tagged, p.targets, p.seconds)
+    };
+    let repins = |pass: i64| {
+        report
+            .passes
+            .iter()
+            .find(|x| x.pass == pass)
+            .map(|x| format!("{}/{}/{}", x.attempted, x.succeeded, x.failed))
+            .unwrap_or_default()
+    };
+    if args.curve {
+        let rows: Vec<Vec<String>> = report
+            .curve
+            .iter()
+            .map(|p| vec![p.pass.to_string(), super::snapshots::short(&p.peer), read(p)])
+            .collect();
+        print_table(&["pass", "peer", "tagged"], &rows)?;
+    } else {
+        // Per pass and peer: the first read (right after the pass's re-pins) and the last.
+        let mut spans: BTreeMap<(i64, &str), (&ProbeRow, &ProbeRow)> = BTreeMap::new();
+        for p in &report.curve {
+            spans.entry((p.pass, p.peer.as_str())).and_modify(|s| s.1 = p).or_insert((p, p));
+        }
+        let rows: Vec<Vec<String>> = spans
+            .iter()
+            .map(|((pass, peer), (first, last))| {
+                vec![
+                    pass.to_string(),
+                    super::snapshots::short(peer),
+                    read(first),
+                    read(last),
+                    repins(*pass),
+                ]
+            })
+            .collect();
+        print_table(&["pass", "peer", "first read", "last read", "re-pins a/s/f"], &rows)?;
+    }
     for (peer, after) in &report.converged_after {
         match after {
             Some(s) => crate::out!("{}: every target after {s:.1}s", super::snapshots::short(peer)),

@@ -169,7 +169,7 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
     step("ledger convergence")?;
     super::convergence::run(
-        super::convergence::ConvergenceArgs { run: None, json: false, csv: None },
+        super::convergence::ConvergenceArgs { run: None, json: false, csv: None, curve: false },
         &g,
     )?;
 

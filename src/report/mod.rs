@@ -142,9 +142,13 @@ impl Report {
     }
 }
 
-/// Percent of `part` in `whole` (100 when there is nothing to do).
+/// Percent of `part` in `whole` for display with one decimal (100 when there is nothing to do): short
+/// of the whole it stays at most 99.9, so 3511 of 3512 never reads as 100.0%.
 pub fn percent(part: i64, whole: i64) -> f64 {
-    if whole > 0 { 100.0 * part as f64 / whole as f64 } else { 100.0 }
+    if whole <= 0 || part >= whole {
+        return 100.0;
+    }
+    (100.0 * part as f64 / whole as f64).min(99.9)
 }
 
 fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
@@ -183,4 +187,15 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Written> {
         files.push(path);
     }
     Ok(Written { dir: dir.to_path_buf(), files })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_reads_100_only_when_whole() {
+        assert_eq!(super::percent(3511, 3512), 99.9);
+        assert_eq!(super::percent(3512, 3512), 100.0);
+        assert_eq!(super::percent(0, 0), 100.0);
+        assert_eq!(format!("{:.1}", super::percent(2749, 3512)), "78.3");
+    }
 }
