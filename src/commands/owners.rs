@@ -37,31 +37,75 @@ pub fn run(args: OwnersArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         crate::out!("no complete snapshot yet: run `ledger snapshot` first");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = Vec::new();
-    for p in &o.peers {
-        let peer = super::snapshots::short(&p.peer);
-        for (org, n) in &p.orgs {
-            rows.push(vec![peer.clone(), p.snapshot.to_string(), org.clone(), n.to_string()]);
-        }
-        rows.push(vec![peer, p.snapshot.to_string(), "(unowned)".into(), p.unowned.to_string()]);
+    // One row per organisation, one column per peer (its latest complete snapshot).
+    let orgs: std::collections::BTreeSet<&String> =
+        o.peers.iter().flat_map(|p| p.orgs.keys()).collect();
+    let count = |p: &PeerOwners, org: Option<&String>| match org {
+        Some(org) => p.orgs.get(org).copied().unwrap_or(0),
+        None => p.unowned,
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for org in orgs.iter().map(|o| Some(*o)).chain([None]) {
+        let mut row = vec![org.cloned().unwrap_or_else(|| "(unowned)".into())];
+        row.extend(o.peers.iter().map(|p| count(p, org).to_string()));
+        rows.push(row);
     }
-    print_table(&["peer", "snapshot", "org", "pins"], &rows)?;
+    let mut total = vec!["total".to_string()];
+    total.extend(o.peers.iter().map(|p| (p.orgs.values().sum::<i64>() + p.unowned).to_string()));
+    rows.push(total);
+    let headers: Vec<String> = std::iter::once("org".to_string())
+        .chain(
+            o.peers
+                .iter()
+                .map(|p| format!("{} (snapshot {})", super::snapshots::short(&p.peer), p.snapshot)),
+        )
+        .collect();
+    print_table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows)?;
     if !o.changes.is_empty() {
+        // Summed by (from, to), one pin counted once however many peers saw the change; then the
+        // pins that lost or changed an owner (an unowned pin being tagged is the usual migration).
+        let mut by_kind: std::collections::BTreeMap<
+            (&str, &str),
+            std::collections::BTreeSet<&str>,
+        > = Default::default();
+        for c in &o.changes {
+            let key = (c.from.as_deref().unwrap_or("(none)"), c.to.as_deref().unwrap_or("(none)"));
+            by_kind.entry(key).or_default().insert(&c.cid);
+        }
         crate::out!("\nowner changes:");
-        let rows: Vec<Vec<String>> = o
-            .changes
+        let rows: Vec<Vec<String>> = by_kind
             .iter()
-            .map(|c| {
-                vec![
-                    c.cid.clone(),
-                    super::snapshots::short(&c.peer),
-                    c.snapshot.to_string(),
-                    c.from.clone().unwrap_or_else(|| "(none)".into()),
-                    c.to.clone().unwrap_or_else(|| "(none)".into()),
-                ]
+            .map(|((from, to), cids)| {
+                vec![from.to_string(), to.to_string(), cids.len().to_string()]
             })
             .collect();
-        print_table(&["cid", "peer", "snapshot", "from", "to"], &rows)?;
+        print_table(&["from", "to", "pins"], &rows)?;
+        let mut taken: Vec<&OrgChange> = Vec::new();
+        for c in o.changes.iter().filter(|c| c.from.is_some()) {
+            if !taken.iter().any(|t| t.cid == c.cid && t.from == c.from && t.to == c.to) {
+                taken.push(c);
+            }
+        }
+        if !taken.is_empty() {
+            crate::out!("\npins whose owner was removed or replaced:");
+            let rows: Vec<Vec<String>> = taken
+                .iter()
+                .take(50)
+                .map(|c| {
+                    vec![
+                        c.cid.clone(),
+                        c.from.clone().unwrap_or_default(),
+                        c.to.clone().unwrap_or_else(|| "(none)".into()),
+                        c.snapshot.to_string(),
+                        c.at.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["cid", "from", "to", "snapshot", "at"], &rows)?;
+            if taken.len() > 50 {
+                crate::out!("… and {} more (--json lists them all)", taken.len() - 50);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
