@@ -15,23 +15,22 @@ JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
 JOIN snapshots f ON f.id = o.first_snapshot
 LEFT JOIN snapshots l ON l.id = o.last_snapshot;
 
+-- Closed intervals by series and the snapshot they were last seen in, and snapshots by the complete
+-- snapshot before them: how a change is found from the snapshot that saw it.
+CREATE INDEX observations_closed ON observations (series_id, last_snapshot) WHERE last_snapshot IS NOT NULL;
+CREATE INDEX snapshots_previous ON snapshots (previous_id);
+
 -- Every change of a pin on a peer between two consecutive complete snapshots of that peer: the version
--- last seen (last_had) and what the next complete snapshot (first_lacking) saw instead, NULL when it did
--- not see the pin at all (unpinned). Incomplete snapshots never open or close an interval, so they
--- never appear here as evidence.
+-- last seen (in last_had) and what the next complete snapshot (first_lacking) saw instead, NULL when
+-- it did not see the pin at all (unpinned). Incomplete snapshots never open or close an interval, so
+-- they are never evidence here.
 CREATE VIEW pin_changes AS
-WITH closed AS (
-    SELECT o.cid_id, o.series_id, o.last_snapshot AS last_had, o.digest AS before_digest,
-           (SELECT min(n.id) FROM snapshots n
-             WHERE n.series_id = o.series_id AND n.state = 'complete' AND n.id > o.last_snapshot) AS first_lacking
-    FROM observations o
-    WHERE o.last_snapshot IS NOT NULL
-)
-SELECT c.cid_id, c.series_id, c.last_had, c.first_lacking, c.before_digest,
-       (SELECT o2.digest FROM observations o2
-         WHERE o2.cid_id = c.cid_id AND o2.series_id = c.series_id AND o2.first_snapshot = c.first_lacking) AS after_digest
-FROM closed c
-WHERE c.first_lacking IS NOT NULL;
+SELECT o.cid_id, o.series_id, s.previous_id AS last_had, s.id AS first_lacking,
+       o.digest AS before_digest, n.digest AS after_digest
+FROM snapshots s
+JOIN observations o ON o.series_id = s.series_id AND o.last_snapshot = s.previous_id
+LEFT JOIN observations n ON n.cid_id = o.cid_id AND n.series_id = s.series_id AND n.first_snapshot = s.id
+WHERE s.state = 'complete';
 
 -- One row per value that a pin had and then lost or saw changed between two consecutive complete
 -- snapshots of a peer: a metadata key (field 'metadata.KEY'), the name, the allocations, the
@@ -43,9 +42,11 @@ WHERE c.first_lacking IS NOT NULL;
 -- result was never read back was sent between the two snapshots; `repin_id` names it), 'outside' (the
 -- pin's cluster timestamp moved: someone re-pinned it), 'cluster' (it changed with the same
 -- timestamp, e.g. a re-allocation) or 'unpinned'.
+-- Changes are read through `ch` once per kind of field, so a filter on first_lacking reaches the
+-- snapshots table; attribution is worked out only for the values that were lost.
 CREATE VIEW lost_metadata AS
-WITH ch AS (
-    SELECT pc.*, x.cid, se.cluster, se.peer,
+WITH ch AS NOT MATERIALIZED (
+    SELECT pc.cid_id, pc.series_id, pc.last_had, pc.first_lacking, pc.before_digest, pc.after_digest,
            b.name AS b_name, b.metadata AS b_metadata, b.allocations AS b_allocations,
            b.replication_min AS b_rmin, b.replication_max AS b_rmax, b.expire_at AS b_expire,
            b.cluster_timestamp AS b_ts,
@@ -53,59 +54,64 @@ WITH ch AS (
            a.replication_min AS a_rmin, a.replication_max AS a_rmax, a.expire_at AS a_expire,
            a.cluster_timestamp AS a_ts
     FROM pin_changes pc
-    JOIN cids x ON x.id = pc.cid_id
-    JOIN series se ON se.id = pc.series_id
     JOIN pin_versions b ON b.cid_id = pc.cid_id AND b.digest = pc.before_digest
     LEFT JOIN pin_versions a ON a.cid_id = pc.cid_id AND a.digest = pc.after_digest
 ),
 fields AS (
     SELECT ch.*, 'metadata.' || j.key AS field, j.value AS before_value,
-           (SELECT nullif(aj.value, '') FROM json_each(ch.a_metadata) aj WHERE aj.key = j.key) AS after_value
+           (SELECT nullif(v.value, '') FROM json_each(ch.a_metadata) v WHERE v.key = j.key) AS after_value
     FROM ch, json_each(ch.b_metadata) j
-    WHERE j.value <> ''
     UNION ALL
-    SELECT ch.*, 'name', b_name, nullif(a_name, '') FROM ch WHERE b_name <> ''
-    UNION ALL
-    SELECT ch.*, 'allocations', b_allocations, nullif(a_allocations, '[]') FROM ch WHERE b_allocations <> '[]'
-    UNION ALL
-    SELECT ch.*, 'replication_min', CAST(b_rmin AS TEXT), CAST(a_rmin AS TEXT) FROM ch WHERE b_rmin <> -1
-    UNION ALL
-    SELECT ch.*, 'replication_max', CAST(b_rmax AS TEXT), CAST(a_rmax AS TEXT) FROM ch WHERE b_rmax <> -1
-    UNION ALL
-    SELECT ch.*, 'expire_at', b_expire, a_expire FROM ch WHERE b_expire IS NOT NULL
+    SELECT ch.*, k.field,
+           CASE k.field
+               WHEN 'name' THEN nullif(b_name, '')
+               WHEN 'allocations' THEN nullif(b_allocations, '[]')
+               WHEN 'replication_min' THEN nullif(CAST(b_rmin AS TEXT), '-1')
+               WHEN 'replication_max' THEN nullif(CAST(b_rmax AS TEXT), '-1')
+               ELSE b_expire
+           END,
+           CASE k.field
+               WHEN 'name' THEN nullif(a_name, '')
+               WHEN 'allocations' THEN nullif(a_allocations, '[]')
+               WHEN 'replication_min' THEN CAST(a_rmin AS TEXT)
+               WHEN 'replication_max' THEN CAST(a_rmax AS TEXT)
+               ELSE a_expire
+           END
+    FROM ch, (SELECT 'name' AS field UNION ALL SELECT 'allocations' UNION ALL SELECT 'replication_min'
+              UNION ALL SELECT 'replication_max' UNION ALL SELECT 'expire_at') k
 ),
-ours AS (
-    SELECT ch.cid_id, ch.series_id, ch.last_had,
-           coalesce(
+lost AS (
+    SELECT f.*,
+           CASE WHEN f.after_digest IS NOT NULL THEN coalesce(
                (SELECT max(r.id) FROM repins r
-                 WHERE r.cid_id = ch.cid_id AND r.before_digest = ch.before_digest
-                   AND r.after_digest IS ch.after_digest AND r.status = 'sent'),
+                 WHERE r.cid_id = f.cid_id AND r.before_digest = f.before_digest
+                   AND r.after_digest = f.after_digest AND r.status = 'sent'),
                (SELECT max(r.id) FROM repins r
-                 JOIN snapshots s1 ON s1.id = ch.last_had JOIN snapshots s2 ON s2.id = ch.first_lacking
-                 WHERE r.cid_id = ch.cid_id AND r.status = 'sent' AND r.after_digest IS NULL
+                 JOIN snapshots s1 ON s1.id = f.last_had JOIN snapshots s2 ON s2.id = f.first_lacking
+                 WHERE r.cid_id = f.cid_id AND r.status = 'sent' AND r.after_digest IS NULL
                    AND r.requested_at >= s1.started_at AND r.requested_at <= s2.finished_at)
-           ) AS repin_id
-    FROM ch
+           ) END AS repin_id
+    FROM fields f
+    WHERE f.before_value IS NOT NULL AND f.before_value <> '' AND f.after_value IS NOT f.before_value
 )
-SELECT f.cid, f.cluster, f.peer, f.last_had,
-       s1.started_at AS last_had_at, f.first_lacking, s2.started_at AS first_lacking_at,
-       f.field, f.before_value, f.after_value,
+SELECT x.cid, se.cluster, se.peer, l.last_had,
+       s1.started_at AS last_had_at, l.first_lacking, s2.started_at AS first_lacking_at,
+       l.field, l.before_value, l.after_value,
        CASE
-           WHEN f.after_digest IS NULL THEN 'unpinned'
-           WHEN ours.repin_id IS NOT NULL THEN 'ours'
-           WHEN f.a_ts IS NOT f.b_ts THEN 'outside'
+           WHEN l.after_digest IS NULL THEN 'unpinned'
+           WHEN l.repin_id IS NOT NULL THEN 'ours'
+           WHEN l.a_ts IS NOT l.b_ts THEN 'outside'
            ELSE 'cluster'
        END AS attribution,
-       CASE WHEN f.after_digest IS NULL THEN NULL ELSE ours.repin_id END AS repin_id,
-       r.run_id, r.pass, r.query,
-       f.b_ts AS timestamp_before, f.a_ts AS timestamp_after,
-       lower(hex(f.before_digest)) AS before_digest, lower(hex(f.after_digest)) AS after_digest
-FROM fields f
-JOIN ours ON ours.cid_id = f.cid_id AND ours.series_id = f.series_id AND ours.last_had = f.last_had
-JOIN snapshots s1 ON s1.id = f.last_had
-JOIN snapshots s2 ON s2.id = f.first_lacking
-LEFT JOIN repins r ON r.id = ours.repin_id AND f.after_digest IS NOT NULL
-WHERE f.after_value IS NOT f.before_value;
+       l.repin_id, r.run_id, r.pass, r.query,
+       l.b_ts AS timestamp_before, l.a_ts AS timestamp_after,
+       lower(hex(l.before_digest)) AS before_digest, lower(hex(l.after_digest)) AS after_digest
+FROM lost l
+JOIN cids x ON x.id = l.cid_id
+JOIN series se ON se.id = l.series_id
+JOIN snapshots s1 ON s1.id = l.last_had
+JOIN snapshots s2 ON s2.id = l.first_lacking
+LEFT JOIN repins r ON r.id = l.repin_id;
 
 -- Per peer, the pins of its latest complete snapshot by owner (`org` NULL: unowned).
 CREATE VIEW owners AS

@@ -38,10 +38,11 @@ pub fn changed_fields(a: &PinRow, b: &PinRow) -> Vec<FieldChange> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row() -> PinRow {
+    /// A plain stored pin for tests.
+    pub(crate) fn row() -> PinRow {
         PinRow {
             cid: "Qm".into(),
             name: "a".into(),

@@ -336,21 +336,13 @@ mod tests {
 
     fn row(name: &str, meta: &str, rep: (i64, i64), expire: Option<&str>) -> PinRow {
         PinRow {
-            cid: "c".into(),
             name: name.into(),
             metadata: (!meta.is_empty()).then(|| meta.to_string()),
             allocations: "[\"p1\"]".into(),
             replication_min: rep.0,
             replication_max: rep.1,
-            mode: "recursive".into(),
             expire_at: expire.map(str::to_string),
-            origins: "[]".into(),
-            cluster_timestamp: None,
-            typ: "pin".into(),
-            shard_size: 0,
-            reference: None,
-            pin_update: None,
-            max_depth: -1,
+            ..crate::ledger::diff::tests::row()
         }
     }
 

@@ -230,26 +230,32 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
             let Some(p) = c.peer_index(name) else {
                 return not_found(&format!("no peer {name:?}"));
             };
-            let mut w = c.world();
-            match *action {
-                "pause" => w.paused[p] = true,
-                "resume" => w.paused[p] = false,
-                "restart" => {
-                    let q = super::options::Query::parse(&req.query);
-                    let down = match q.get("down") {
-                        "" => Duration::ZERO,
-                        d => match crate::ids::parse_go_duration(d) {
-                            Ok(d) => d,
-                            Err(e) => return bad(&e),
-                        },
-                    };
-                    w.restart(p, down, now);
-                    c.restarts[p].notify_one();
+            let down = match (*action, super::options::Query::parse(&req.query).get("down")) {
+                ("restart", "") => Duration::ZERO,
+                ("restart", d) => match crate::ids::parse_go_duration(d) {
+                    Ok(d) => d,
+                    Err(e) => return bad(&e),
+                },
+                _ => Duration::ZERO,
+            };
+            {
+                let mut w = c.world();
+                match *action {
+                    "pause" => w.paused[p] = true,
+                    "resume" => w.paused[p] = false,
+                    "restart" => {
+                        w.restart(p, down, now);
+                        c.restarts[p].notify_one();
+                    }
+                    _ => return not_found("unknown peer action"),
                 }
-                _ => return not_found("unknown peer action"),
             }
-            drop(w);
             c.wake.notify_one();
+            let closing = *action == "restart" && !down.is_zero();
+            if closing {
+                // Answer once the port is closed: a client told "restarted" must find it refused.
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.closed[p].notified()).await;
+            }
             ok_json(serde_json::json!({ "peer": c.peers[p].name, "action": action }))
         }
         ("POST", ["partition"]) => {

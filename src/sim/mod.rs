@@ -69,6 +69,8 @@ pub struct Cluster {
     pub started: Instant,
     /// Wakes a peer's accept loop when it is restarted, so it can close its port.
     pub restarts: Vec<Notify>,
+    /// Told by a peer's accept loop once its port is closed, so a restart answers only then.
+    pub closed: Vec<Notify>,
 }
 
 impl Cluster {
@@ -174,6 +176,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
         rng: Mutex::new(SmallRng::seed_from_u64(cfg.net.seed.wrapping_add(17))),
         started: Instant::now(),
         restarts: (0..cfg.peers).map(|_| Notify::new()).collect(),
+        closed: (0..cfg.peers).map(|_| Notify::new()).collect(),
     });
     let mut tasks = Vec::new();
     let c = cluster.clone();
@@ -215,6 +218,7 @@ async fn accept_loop(c: Arc<Cluster>, p: usize, mut l: TcpListener) {
             // A restarting peer refuses connections: close the port until it is back.
             drop(accepted);
             drop(l);
+            c.closed[p].notify_one();
             let until = c.world().down_until[p];
             if let Some(t) = until {
                 tokio::time::sleep_until(t.into()).await;

@@ -71,13 +71,26 @@ pub struct Loss {
 /// The losses, oldest first, one per (CID, version before, version after), merged over the peers
 /// that saw it: it starts at the earliest snapshot that lacked the value.
 pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
+    // Only changes seen after `floor` are read (the view passes the filter down to the snapshots);
+    // a loss some peer saw at or before it is dropped below, since a loss starts where it was first seen.
+    let floor: i64 = match (&f.since, &f.first_lacking_in) {
+        (_, Some(ids)) => ids.iter().min().map_or(i64::MAX, |m| m - 1),
+        (Some(Since::Snapshot(id)), None) => *id,
+        (Some(Since::Time(t)), None) => conn.query_row(
+            "SELECT coalesce(max(id), 0) FROM snapshots WHERE started_at <= ?1",
+            [t],
+            |r| r.get(0),
+        )?,
+        (None, None) => 0,
+    };
     let mut stmt = conn.prepare(
         "SELECT cid, peer, last_had, last_had_at, first_lacking, first_lacking_at, field, before_value,
                 after_value, attribution, repin_id, run_id, pass, query, timestamp_before,
                 timestamp_after, before_digest, after_digest
-         FROM lost_metadata ORDER BY first_lacking, cid, before_digest, after_digest, field, peer",
+         FROM lost_metadata WHERE first_lacking > ?1
+         ORDER BY first_lacking, cid, before_digest, after_digest, field, peer",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([floor])?;
     // (cid, before, after) → index in `out`
     let mut index: BTreeMap<(String, String, Option<String>), usize> = BTreeMap::new();
     let mut out: Vec<Loss> = Vec::new();
@@ -122,6 +135,22 @@ pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
         if !loss.fields.contains(&field) {
             loss.fields.push(field);
         }
+    }
+    if floor > 0 {
+        let mut earlier = conn.prepare(
+            "SELECT 1 FROM pin_changes WHERE cid_id = (SELECT id FROM cids WHERE cid = ?1)
+               AND lower(hex(before_digest)) = ?2 AND lower(hex(after_digest)) IS ?3
+               AND first_lacking <= ?4 LIMIT 1",
+        )?;
+        let mut keep = Vec::with_capacity(out.len());
+        for l in out {
+            let seen_before =
+                earlier.exists(rusqlite::params![l.cid, l.before_digest, l.after_digest, floor])?;
+            if !seen_before {
+                keep.push(l);
+            }
+        }
+        out = keep;
     }
     // Filters apply to the merged loss: it starts where the first peer saw it.
     out.retain_mut(|l| {

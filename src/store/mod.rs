@@ -68,13 +68,7 @@ impl Store {
         if self.path.as_os_str() == ":memory:" {
             return Ok(None);
         }
-        let lock_path = lock_path(&self.path, "write");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+        let (f, lock_path) = self.lock_file("write")?;
         match f.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -94,13 +88,7 @@ impl Store {
     /// Holds the right to run a writing command (tag, restore) on this ledger: one at a time. Fails at
     /// once when another holds it.
     pub fn run_lock(&self) -> anyhow::Result<std::fs::File> {
-        let path = lock_path(&self.path, "run");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let (f, _) = self.lock_file("run")?;
         if f.try_lock().is_err() {
             anyhow::bail!(
                 "another tag or restore run is active on {}; wait for it to finish (or stop it) and run again",
@@ -108,6 +96,18 @@ impl Store {
             );
         }
         Ok(f)
+    }
+
+    /// Opens (creating it if needed) the lock file `<db>.WHAT.lock`, unlocked.
+    fn lock_file(&self, what: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
+        let path = lock_path(&self.path, what);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        Ok((f, path))
     }
 
     /// Every migration this binary knows, with when it was applied to this database.
