@@ -616,19 +616,38 @@ fn set_sql(snap: &SnapshotRow, n: u8) -> String {
     }
 }
 
+/// The version of the pin `cid` (an SQL expression) in a snapshot as a scalar subquery, with `?N`
+/// standing for the snapshot's id: one primary-key lookup.
+fn version_sql(snap: &SnapshotRow, n: u8, cid: &str) -> String {
+    if snap.state == "complete" {
+        format!(
+            "SELECT digest FROM observations WHERE cid_id = {cid}
+             AND series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
+             AND first_snapshot <= ?{n} AND (last_snapshot IS NULL OR last_snapshot >= ?{n})"
+        )
+    } else {
+        format!(
+            "SELECT digest FROM partial_observations WHERE snapshot_id = ?{n} AND cid_id = {cid}"
+        )
+    }
+}
+
 /// The pins whose version differs between two snapshots: (version in `a`, version in `b`), either
-/// `None` where the pin is absent.
+/// `None` where the pin is absent. Each pin of one snapshot is looked up in the other by key, so the
+/// cost grows with the pins, not with their square.
 pub fn differing(
     conn: &Connection,
     a: &SnapshotRow,
     b: &SnapshotRow,
 ) -> rusqlite::Result<Vec<Differing>> {
     let sql = format!(
-        "WITH a AS ({}), b AS ({})
-         SELECT coalesce(a.cid_id, b.cid_id), a.digest, b.digest FROM a FULL OUTER JOIN b ON a.cid_id = b.cid_id
-         WHERE a.digest IS NOT b.digest",
+        "SELECT x.cid_id, x.digest, ({}) AS other FROM ({}) x WHERE x.digest IS NOT other
+         UNION ALL
+         SELECT y.cid_id, NULL, y.digest FROM ({}) y WHERE NOT EXISTS ({})",
+        version_sql(b, 2, "x.cid_id"),
         set_sql(a, 1),
-        set_sql(b, 2)
+        set_sql(b, 2),
+        version_sql(a, 1, "y.cid_id"),
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params![a.id, b.id], |r| {
