@@ -787,6 +787,67 @@ fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing() {
     }
 }
 
+/// `--keys` restores only those metadata keys (no other field); `--only` only the listed pins.
+#[test]
+fn restore_keys_and_only_narrow_what_comes_back() {
+    let lab = Lab::start(2, 40);
+    let round1 = lab.snapshot_all();
+    // Wiped pins that had a name and an org and another key.
+    let wiped: Vec<usize> = (0..lab.pins.len())
+        .filter(|&i| {
+            let p = &lab.pins[i];
+            p["name"] != "" && p["metadata"]["org"].is_string() && p["metadata"]["team"].is_string()
+        })
+        .take(4)
+        .collect();
+    assert_eq!(wiped.len(), 4, "the seed has such pins");
+    for &i in &wiped {
+        lab.post(0, &cid(&lab.pins[i]), "");
+    }
+    lab.snapshot_all();
+    let from = round1[0].to_string();
+
+    // --only: the first two pins, and only their org.
+    let only = lab.dir.path().join("only.txt");
+    let listed =
+        format!("# two of them\n{}\n\n{}\n", cid(&lab.pins[wiped[0]]), cid(&lab.pins[wiped[1]]));
+    std::fs::write(&only, listed).unwrap();
+    let (code, r) =
+        lab.restore(&["--from", &from, "--keys", "org", "--only", only.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(str_set(&r["restored"]), cids_of(&wiped[..2], &lab.pins), "{r}");
+    lab.sim.wait_converged(Duration::from_secs(10));
+    for &i in &wiped[..2] {
+        let now = lab.get(1, &cid(&lab.pins[i])).unwrap();
+        assert_eq!(now["metadata"], json!({"org": lab.pins[i]["metadata"]["org"]}), "pin {i}");
+        assert_eq!(now["name"], "", "--keys restores no other field: pin {i}");
+    }
+    for &i in &wiped[2..] {
+        let now = lab.get(1, &cid(&lab.pins[i])).unwrap();
+        assert!(now["metadata"].as_object().is_none_or(|m| m.is_empty()), "not listed: pin {i}");
+    }
+    // A bad key or an unreadable list is refused before anything is sent.
+    let out = lab.run(&["restore", "--from", &from, "--keys", "a&b"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = lab.run(&["restore", "--from", &from, "--only", "/no/such/file"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("/no/such/file"), "{out:?}");
+    let out = lab.run(&["restore", "--from", "999"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no snapshot 999"), "{out:?}");
+
+    // Without them, everything the rest lost comes back.
+    lab.snapshot_all();
+    let (code, r) = lab.restore(&["--from", &from]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(str_set(&r["restored"]), cids_of(&wiped, &lab.pins), "{r}");
+    lab.sim.wait_converged(Duration::from_secs(10));
+    for &i in &wiped {
+        let now = lab.get(1, &cid(&lab.pins[i])).unwrap();
+        assert_eq!(restorable(&now), restorable(&lab.pins[i]), "pin {i}");
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // E. Owners
 
@@ -972,6 +1033,29 @@ fn watch_reports_a_new_loss_to_the_hook_and_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(signal_and_wait(&mut watch, "INT", &log), Some(0), "{}", log_text());
     assert_eq!(count_snapshots(&lab.db(), "running"), 0, "a snapshot was left running");
+}
+
+/// A peer that cannot be read is logged and tried again next round; the watch goes on and ends
+/// after `--rounds`.
+#[test]
+fn watch_goes_on_when_a_peer_is_down() {
+    let lab = Lab::start(2, 20);
+    // Down longer than the client retries a refused connection (4 retries, about 3 s).
+    lab.sim.control("POST", "/_sim/peers/peer1/restart?down=8s", "");
+    let out = lab.run(&["watch", "--every", "700ms", "--all-peers", "--rounds", "5"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("cannot snapshot"), "the outage is logged: {out:?}");
+    let per_peer = lab.sql(
+        "SELECT se.peer, count(*) FROM snapshots s JOIN series se ON se.id = s.series_id
+         WHERE s.state = 'complete' GROUP BY se.peer ORDER BY se.peer",
+    );
+    assert_eq!(per_peer.len(), 2, "both peers were snapshotted in the end: {per_peer:?}");
+    let counts: BTreeMap<String, i64> =
+        per_peer.iter().map(|r| (r[0].clone(), r[1].parse().unwrap())).collect();
+    assert_eq!(counts[&lab.sim.peers[0].id], 5, "{counts:?}");
+    let down = counts[&lab.sim.peers[1].id];
+    assert!((1..5).contains(&down), "peer1 missed the rounds it was down for: {counts:?}");
+    assert_eq!(count_snapshots(&lab.db(), "running"), 0);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -50,6 +50,17 @@ impl Tracked {
         }
     }
 
+    /// One field's value, by its name in a loss report (`metadata.KEY`, `name`, …).
+    fn value(&self, field: &str) -> Option<String> {
+        match field {
+            "name" => Some(self.name.clone()),
+            "replication_min" => Some(self.replication.0.to_string()),
+            "replication_max" => Some(self.replication.1.to_string()),
+            "expire_at" => self.expire_at.clone(),
+            f => f.strip_prefix("metadata.").and_then(|k| self.metadata.get(k).cloned()),
+        }
+    }
+
     fn of_pin(p: &CanonicalPin) -> Tracked {
         Tracked {
             name: p.name.clone(),
@@ -221,7 +232,12 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
                 break;
             }
         }
-        let changed_again = loss.is_some_and(|l| Tracked::of_row(&l) != Tracked::of_row(&now));
+        // A value someone set after the loss: a field to put back that holds something else now
+        // than what the loss left (a field our own restore already put back is not among them).
+        let changed_again = loss.is_some_and(|l| {
+            let (l, n) = (Tracked::of_row(&l), Tracked::of_row(&now));
+            fields.iter().any(|f| l.value(&f.field) != n.value(&f.field))
+        });
         if changed_again && !opts.force {
             p.conflicts.push(Skipped {
                 cid: had.cid,
