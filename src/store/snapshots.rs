@@ -186,7 +186,7 @@ const BATCH: usize = 64;
 const VERSION_COLUMNS: &str = "cid_id, digest, name, metadata, org, allocations, replication_min, replication_max,
     mode, max_depth, expire_at, origins, type, shard_size, reference, pin_update, cluster_timestamp";
 
-/// The parameters of one `pin_versions` row, in [`VERSION_COLUMNS`] order.
+/// The parameters of one `pin_versions` row, in `VERSION_COLUMNS` order.
 pub struct VersionRow<'a> {
     cid_id: i64,
     digest: [u8; 16],
@@ -247,7 +247,7 @@ fn multi_row_insert(head: &str, rows: usize, cols: usize, tail: &str) -> String 
 }
 
 /// The statements a snapshot runs per line, prepared once for the whole stream. New versions and
-/// intervals are written in multi-row INSERTs of [`BATCH`] rows; [`LineWriter::flush`] writes the rest.
+/// intervals are written in multi-row INSERTs of `BATCH` rows; [`LineWriter::flush`] writes the rest.
 pub struct LineWriter<'c> {
     conn: &'c Connection,
     sel_cid: rusqlite::Statement<'c>,
