@@ -65,6 +65,18 @@ pub fn run(args: LostArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(if losses.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
 }
 
+/// A value as a table cell: long ones (allocations) shortened; `--json` and `export lost` have them
+/// whole.
+fn cell(v: &str) -> String {
+    const MAX: usize = 48;
+    if v.chars().count() <= MAX {
+        return v.to_string();
+    }
+    let mut s: String = v.chars().take(MAX - 1).collect();
+    s.push('…');
+    s
+}
+
 /// One line per field: what was lost, where and by whom.
 pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
     if losses.is_empty() {
@@ -84,8 +96,8 @@ pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
                 l.cid.clone(),
                 format!("{}→{}", l.last_had.snapshot, l.first_lacking.snapshot),
                 f.field.clone(),
-                f.before.clone().unwrap_or_default(),
-                f.after.clone().unwrap_or_else(|| "(gone)".into()),
+                cell(f.before.as_deref().unwrap_or_default()),
+                f.after.as_deref().map_or_else(|| "(gone)".into(), cell),
                 who.clone(),
                 l.peers.len().to_string(),
             ]);
@@ -93,8 +105,9 @@ pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
     }
     print_table(&["cid", "snapshots", "field", "before", "after", "by", "peers"], &rows)?;
     crate::out!(
-        "{} pins lost values ({} by ledger's re-pins, {} outside, {} unpinned)",
+        "{} {} lost values ({} by ledger's re-pins, {} outside, {} unpinned)",
         losses.len(),
+        if losses.len() == 1 { "pin" } else { "pins" },
         losses.iter().filter(|l| l.attribution.kind == "ours").count(),
         losses.iter().filter(|l| l.attribution.kind == "outside").count(),
         losses.iter().filter(|l| l.unpinned).count()
