@@ -79,10 +79,10 @@ pub const SNAPSHOT_COLUMNS: [&str; 15] = [
     "error",
 ];
 
-/// Columns of `export repins`. The per-field columns hold `BEFORE -> AFTER` when the re-pin changed
-/// that field and are empty otherwise; `metadata_keys` lists changed keys as `+k` (added), `-k`
-/// (removed), `~k` (new value).
-pub const REPIN_COLUMNS: [&str; 24] = [
+/// Columns of `export repins`, then one per field of [`REPIN_FIELDS`]. The per-field columns hold
+/// `BEFORE -> AFTER` when the re-pin changed that field and are empty otherwise; `metadata_keys` lists
+/// changed keys as `+k` (added), `-k` (removed), `~k` (new value).
+pub const REPIN_COLUMNS: [&str; 17] = [
     "id",
     "run",
     "kind",
@@ -100,17 +100,10 @@ pub const REPIN_COLUMNS: [&str; 24] = [
     "after_metadata",
     "changed_fields",
     "metadata_keys",
-    "name",
-    "allocations",
-    "replication_min",
-    "replication_max",
-    "mode",
-    "expire_at",
-    "origins",
 ];
 
 /// The per-field columns of `export repins`, as named by `ledger::diff`.
-const REPIN_FIELDS: [&str; 7] =
+pub const REPIN_FIELDS: [&str; 7] =
     ["name", "allocations", "replication_min", "replication_max", "mode", "expire_at", "origins"];
 
 /// `export runs`, `passes`, `convergence` and `owners`: the query is the column set.
@@ -179,7 +172,7 @@ fn export_repins(
     conn: &rusqlite::Connection,
     w: &mut csv::Writer<Box<dyn std::io::Write>>,
 ) -> anyhow::Result<()> {
-    w.write_record(REPIN_COLUMNS)?;
+    w.write_record(REPIN_COLUMNS.iter().chain(&REPIN_FIELDS))?;
     let mut stmt = conn.prepare(
         "SELECT r.id, r.run_id, u.kind, r.pass, c.cid, r.requested_at, r.verified_at, r.status,
                 r.http_status, r.outcome, r.path, r.query, r.error, r.cid_id, r.before_digest,
