@@ -51,13 +51,11 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     };
     let passes = runs::passes(&store.conn, id)?;
     let curve = runs::probes(&store.conn, id)?;
-    let mut converged_after: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    for p in &curve {
-        let entry = converged_after.entry(p.peer.clone()).or_insert(None);
-        if entry.is_none() && p.tagged >= p.targets {
-            *entry = Some(p.seconds);
-        }
-    }
+    let peers: std::collections::BTreeSet<&str> = curve.iter().map(|p| p.peer.as_str()).collect();
+    let converged_after: BTreeMap<String, Option<f64>> = peers
+        .into_iter()
+        .map(|peer| (peer.to_string(), crate::report::converged_after(&curve, peer)))
+        .collect();
     let all = !converged_after.is_empty() && converged_after.values().all(Option::is_some);
     let report = Convergence { run, passes, curve, converged_after };
     if let Some(path) = &args.csv {
@@ -102,20 +100,21 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         print_table(&["pass", "peer", "tagged"], &rows)?;
     } else {
         // Per pass and peer: the first read (right after the pass's re-pins) and the last.
-        let mut spans: BTreeMap<(i64, &str), (&ProbeRow, &ProbeRow)> = BTreeMap::new();
-        for p in &report.curve {
-            spans.entry((p.pass, p.peer.as_str())).and_modify(|s| s.1 = p).or_insert((p, p));
-        }
+        let spans: std::collections::BTreeSet<(i64, &str)> =
+            report.curve.iter().map(|p| (p.pass, p.peer.as_str())).collect();
+        let curve = &report.curve;
         let rows: Vec<Vec<String>> = spans
-            .iter()
-            .map(|((pass, peer), (first, last))| {
-                vec![
+            .into_iter()
+            .filter_map(|(pass, peer)| {
+                let first = crate::report::first_read(curve, pass, peer)?;
+                let last = crate::report::at_pass_end(curve, pass, peer)?;
+                Some(vec![
                     pass.to_string(),
                     super::snapshots::short(peer),
                     read(first),
                     read(last),
-                    repins(*pass),
-                ]
+                    repins(pass),
+                ])
             })
             .collect();
         print_table(&["pass", "peer", "first read", "last read", "re-pins a/s/f"], &rows)?;

@@ -38,20 +38,14 @@ pub fn run(args: OwnersArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // One row per organisation, one column per peer (its latest complete snapshot).
-    let orgs: std::collections::BTreeSet<&String> =
-        o.peers.iter().flat_map(|p| p.orgs.keys()).collect();
-    let count = |p: &PeerOwners, org: Option<&String>| match org {
-        Some(org) => p.orgs.get(org).copied().unwrap_or(0),
-        None => p.unowned,
-    };
     let mut rows: Vec<Vec<String>> = Vec::new();
-    for org in orgs.iter().map(|o| Some(*o)).chain([None]) {
-        let mut row = vec![org.cloned().unwrap_or_else(|| "(unowned)".into())];
-        row.extend(o.peers.iter().map(|p| count(p, org).to_string()));
+    for org in incident::org_names(&o.peers).into_iter().map(Some).chain([None]) {
+        let mut row = vec![org.unwrap_or("(unowned)").to_string()];
+        row.extend(o.peers.iter().map(|p| p.count(org).to_string()));
         rows.push(row);
     }
     let mut total = vec!["total".to_string()];
-    total.extend(o.peers.iter().map(|p| (p.orgs.values().sum::<i64>() + p.unowned).to_string()));
+    total.extend(o.peers.iter().map(|p| p.total().to_string()));
     rows.push(total);
     let headers: Vec<String> = std::iter::once("org".to_string())
         .chain(

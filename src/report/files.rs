@@ -118,13 +118,16 @@ pub fn conflicts(r: &Report, w: &mut CsvOut) -> anyhow::Result<()> {
 pub fn owners(r: &Report, w: &mut CsvOut) -> anyhow::Result<()> {
     w.write_record(["cluster", "peer", "snapshot_id", "org", "pins"])?;
     for o in &r.owners {
-        w.write_record([
-            o.cluster.clone(),
-            o.peer.clone(),
-            o.snapshot_id.to_string(),
-            o.org.clone().unwrap_or_default(),
-            o.pins.to_string(),
-        ])?;
+        let orgs = o.orgs.iter().map(|(org, n)| (org.as_str(), *n));
+        for (org, pins) in orgs.chain((o.unowned > 0).then_some(("", o.unowned))) {
+            w.write_record([
+                o.cluster.clone(),
+                o.peer.clone(),
+                o.snapshot.to_string(),
+                org.to_string(),
+                pins.to_string(),
+            ])?;
+        }
     }
     Ok(())
 }

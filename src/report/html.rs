@@ -300,22 +300,21 @@ fn section_owners(h: &mut String, r: &Report) {
         h.push_str("<p class=\"muted\">No complete snapshot of this cluster.</p>\n");
         return;
     }
-    let mut peers: Vec<(&str, i64)> = Vec::new();
-    for o in &r.owners {
-        if !peers.iter().any(|(p, _)| *p == o.peer) {
-            peers.push((&o.peer, o.snapshot_id));
-        }
-    }
-    // Named orgs first (alphabetically), unowned last.
-    let mut orgs: Vec<Option<&str>> = r.owners.iter().map(|o| o.org.as_deref()).collect();
-    orgs.sort_by_key(|o| (o.is_none(), *o));
-    orgs.dedup();
+    // Named orgs first (alphabetically), unowned last when any peer has some.
+    let unowned = r.owners.iter().any(|o| o.unowned > 0);
+    let orgs = crate::store::incident::org_names(&r.owners);
+    let orgs = orgs.into_iter().map(Some).chain(unowned.then_some(None));
     h.push_str(
         "<p class=\"muted\">Pins per organisation in each peer's latest complete snapshot.</p>\n",
     );
     h.push_str("<table id=\"owners\">\n<tr><th class=\"l\">org</th>");
-    for (peer, snap) in &peers {
-        let _ = write!(h, "<th>{} <span class=\"muted\">#{snap}</span></th>", peer_cell(r, peer));
+    for o in &r.owners {
+        let _ = write!(
+            h,
+            "<th>{} <span class=\"muted\">#{}</span></th>",
+            peer_cell(r, &o.peer),
+            o.snapshot
+        );
     }
     h.push_str("</tr>\n");
     for org in orgs {
@@ -327,14 +326,8 @@ fn section_owners(h: &mut String, r: &Report) {
                 None => "<em>unowned</em>".into(),
             }
         );
-        for (peer, _) in &peers {
-            let n = r
-                .owners
-                .iter()
-                .find(|o| o.peer == *peer && o.org.as_deref() == org)
-                .map(|o| o.pins)
-                .unwrap_or(0);
-            let _ = write!(h, "<td>{n}</td>");
+        for o in &r.owners {
+            let _ = write!(h, "<td>{}</td>", o.count(org));
         }
         h.push_str("</tr>\n");
     }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use rusqlite::Connection;
 
-use crate::store::report::{self as q, Conflict, Owners, Straggler, Verified};
+use crate::store::incident::{self, PeerOwners};
+use crate::store::report::{self as q, Conflict, Straggler, Verified};
 use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
 
 /// Everything a report shows, read from the ledger.
@@ -33,7 +34,8 @@ pub struct Report {
     pub verified: Vec<Verified>,
     pub stragglers: Vec<Straggler>,
     pub conflicts: Vec<Conflict>,
-    pub owners: Vec<Owners>,
+    /// Each peer of the run's cluster, its latest complete snapshot by owner.
+    pub owners: Vec<PeerOwners>,
 }
 
 /// The run a report is about: the one asked for, or the latest tag run.
@@ -64,7 +66,8 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
     let org = run.org.clone().unwrap_or_default();
     let stragglers = q::stragglers(conn, id, &org)?;
     let conflicts = q::conflicts(conn, id)?;
-    let owners = q::owners(conn, &run.cluster)?;
+    let mut owners = incident::owners(conn)?;
+    owners.retain(|o| o.cluster == run.cluster);
     let plan = q::plan_counts(conn, id)?.into_iter().collect();
     let mut peers: Vec<String> = probes.iter().map(|p| p.peer.clone()).collect();
     peers.extend(verified.iter().map(|v| v.peer.clone()));
@@ -111,17 +114,17 @@ impl Report {
 
     /// The last sample of a peer in a pass: what the peer showed when the pass ended.
     pub fn at_pass_end(&self, pass: i64, peer: &str) -> Option<&ProbeRow> {
-        self.probes.iter().rev().find(|p| p.pass == pass && p.peer == peer)
+        at_pass_end(&self.probes, pass, peer)
     }
 
     /// The first sample of a peer in a pass: the first read after the pass's re-pins.
     pub fn first_read(&self, pass: i64, peer: &str) -> Option<&ProbeRow> {
-        self.probes.iter().find(|p| p.pass == pass && p.peer == peer)
+        first_read(&self.probes, pass, peer)
     }
 
     /// Seconds after the run started when a peer first showed every target (`None`: never).
     pub fn converged_after(&self, peer: &str) -> Option<f64> {
-        self.probes.iter().find(|p| p.peer == peer && p.tagged >= p.targets).map(|p| p.seconds)
+        converged_after(&self.probes, peer)
     }
 
     /// Whether every peer showed every target at its last sample.
@@ -140,6 +143,21 @@ impl Report {
     pub fn planned(&self, class: &str) -> i64 {
         self.plan.get(class).copied().unwrap_or(0)
     }
+}
+
+/// The last of `probes` (in time order) of a peer in a pass.
+pub fn at_pass_end<'a>(probes: &'a [ProbeRow], pass: i64, peer: &str) -> Option<&'a ProbeRow> {
+    probes.iter().rev().find(|p| p.pass == pass && p.peer == peer)
+}
+
+/// The first of `probes` (in time order) of a peer in a pass.
+pub fn first_read<'a>(probes: &'a [ProbeRow], pass: i64, peer: &str) -> Option<&'a ProbeRow> {
+    probes.iter().find(|p| p.pass == pass && p.peer == peer)
+}
+
+/// Seconds after the run started when a peer's `probes` first showed every target (`None`: never).
+pub fn converged_after(probes: &[ProbeRow], peer: &str) -> Option<f64> {
+    probes.iter().find(|p| p.peer == peer && p.tagged >= p.targets).map(|p| p.seconds)
 }
 
 /// Percent of `part` in `whole` for display with one decimal (100 when there is nothing to do): short

@@ -180,6 +180,28 @@ pub struct PeerOwners {
     pub unowned: i64,
 }
 
+impl PeerOwners {
+    /// Pins of `org` (`None`: unowned).
+    pub fn count(&self, org: Option<&str>) -> i64 {
+        match org {
+            Some(o) => self.orgs.get(o).copied().unwrap_or(0),
+            None => self.unowned,
+        }
+    }
+
+    /// Every pin of the snapshot.
+    pub fn total(&self) -> i64 {
+        self.orgs.values().sum::<i64>() + self.unowned
+    }
+}
+
+/// Every organisation any of `peers` has pins of, sorted.
+pub fn org_names(peers: &[PeerOwners]) -> Vec<&str> {
+    let set: std::collections::BTreeSet<&str> =
+        peers.iter().flat_map(|p| p.orgs.keys().map(String::as_str)).collect();
+    set.into_iter().collect()
+}
+
 /// The `owners` view, one entry per peer.
 pub fn owners(conn: &Connection) -> rusqlite::Result<Vec<PeerOwners>> {
     let mut stmt = conn.prepare(

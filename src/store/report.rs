@@ -1,6 +1,5 @@
-//! The queries behind `ledger report`: a tag run's write peer, its conflicts, the stragglers its last
-//! verification snapshots show, and the owners of the pins in each peer's latest complete snapshot
-//! (the V4 `owners` view).
+//! The queries behind `ledger report`: a tag run's write peer, its conflicts and the stragglers its
+//! last verification snapshots show (the owners come from `store::incident`, as for `ledger owners`).
 //! Read-only; every answer comes from stored history, nothing from the cluster.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -108,35 +107,6 @@ pub fn stragglers(conn: &Connection, run: i64, org: &str) -> rusqlite::Result<Ve
             cid: r.get(3)?,
             state: state.to_string(),
             org: seen,
-        })
-    })?;
-    rows.collect()
-}
-
-/// Pins per org on one peer, as its latest complete snapshot saw them (`org` `None`: unowned).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Owners {
-    pub cluster: String,
-    pub peer: String,
-    pub snapshot_id: i64,
-    pub org: Option<String>,
-    pub pins: i64,
-}
-
-/// Per-org pin counts of every peer of a cluster: the V4 `owners` view (the open observations, i.e.
-/// the state of each peer's latest complete snapshot).
-pub fn owners(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Owners>> {
-    let mut stmt = conn.prepare(
-        "SELECT cluster, peer, snapshot_id, org, pins FROM owners WHERE cluster = ?1
-         ORDER BY peer, org IS NULL, org",
-    )?;
-    let rows = stmt.query_map([cluster], |r| {
-        Ok(Owners {
-            cluster: r.get(0)?,
-            peer: r.get(1)?,
-            snapshot_id: r.get(2)?,
-            org: r.get(3)?,
-            pins: r.get(4)?,
         })
     })?;
     rows.collect()
