@@ -28,16 +28,7 @@ fn export(
 ) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
     let out = run(dir, sim, &["export", table, "--csv", "-"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut r = csv::Reader::from_reader(&out.stdout[..]);
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header.iter().cloned().zip(rec.iter().map(String::from)).collect()
-        })
-        .collect();
-    (header, rows)
+    csv_maps(&out.stdout[..])
 }
 
 fn is_utc_time(s: &str) -> bool {

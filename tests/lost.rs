@@ -288,23 +288,7 @@ impl Lab {
 
     /// Rows of a query on the ledger database, every value as text (`NULL` for null).
     fn sql(&self, q: &str) -> Vec<Vec<String>> {
-        let conn = rusqlite::Connection::open(self.db()).unwrap();
-        let mut stmt = conn.prepare(q).unwrap_or_else(|e| panic!("{q}: {e}"));
-        let n = stmt.column_count();
-        stmt.query_map([], |r| {
-            Ok((0..n)
-                .map(|i| match r.get_ref(i).unwrap() {
-                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
-                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Real(f) => f.to_string(),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    rusqlite::types::ValueRef::Blob(b) => format!("blob:{}", b.len()),
-                })
-                .collect())
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+        sql_rows(&self.db(), q)
     }
 
     /// The `sqlite3` command-line shell on the ledger database: its output lines.
@@ -851,19 +835,6 @@ fn restore_keys_and_only_narrow_what_comes_back() {
 // ------------------------------------------------------------------------------------------------
 // E. Owners
 
-/// Per-org counts and unowned pins of a pin set.
-fn owner_counts(pins: &[Value]) -> (BTreeMap<String, i64>, i64) {
-    let mut orgs = BTreeMap::new();
-    let mut unowned = 0;
-    for p in pins {
-        match p["metadata"]["org"].as_str().filter(|o| !o.is_empty()) {
-            Some(o) => *orgs.entry(o.to_string()).or_insert(0) += 1,
-            None => unowned += 1,
-        }
-    }
-    (orgs, unowned)
-}
-
 /// `ledger owners --json`, its peers checked against `pins`, `snapshots` (in peer order).
 fn check_owners(lab: &Lab, pins: &[Value], snapshots: &[i64]) -> Value {
     let out = lab.run(&["owners", "--json"]);
@@ -871,7 +842,7 @@ fn check_owners(lab: &Lab, pins: &[Value], snapshots: &[i64]) -> Value {
     let v = out.json();
     let peers = v["peers"].as_array().unwrap_or_else(|| panic!("no peers list: {v}"));
     assert_eq!(peers.len(), lab.sim.peers.len(), "{v}");
-    let (orgs, unowned) = owner_counts(pins);
+    let (orgs, unowned) = org_counts(pins);
     for (i, p) in lab.sim.peers.iter().enumerate() {
         let e = peers
             .iter()

@@ -54,23 +54,7 @@ fn stored(sim: &Sim, cid: &str, auth: &[(&str, &str)]) -> serde_json::Value {
 }
 
 fn sql(dir: &tempfile::TempDir, q: &str) -> Vec<Vec<String>> {
-    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
-    let mut stmt = conn.prepare(q).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        Ok((0..n)
-            .map(|i| match r.get_ref(i).unwrap() {
-                rusqlite::types::ValueRef::Null => "NULL".to_string(),
-                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                rusqlite::types::ValueRef::Blob(b) => format!("blob:{}", b.len()),
-                rusqlite::types::ValueRef::Real(f) => f.to_string(),
-            })
-            .collect())
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    sql_rows(&dir.path().join("ledger.db"), q)
 }
 
 fn without(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {

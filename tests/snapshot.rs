@@ -307,19 +307,6 @@ fn assert_reconstructs(
     }
 }
 
-/// Per-org counts and unowned pins of a served set (an empty `org` is unowned).
-fn owners(served: &[Value]) -> (BTreeMap<String, i64>, i64) {
-    let mut orgs = BTreeMap::new();
-    let mut unowned = 0;
-    for p in served {
-        match p["metadata"]["org"].as_str().filter(|o| !o.is_empty()) {
-            Some(o) => *orgs.entry(o.to_string()).or_insert(0) += 1,
-            None => unowned += 1,
-        }
-    }
-    (orgs, unowned)
-}
-
 fn report_orgs(r: &Value) -> BTreeMap<String, i64> {
     r["orgs"]
         .as_object()
@@ -615,7 +602,7 @@ fn summary_counts_new_changed_vanished_orgs_and_unowned() {
     let sim = Sim::start(&["--peers", "1", "--pins", "200", "--seed", "11", "--lag", "0"]);
     let l = Ledger::new();
     let before = served(&sim, 0);
-    let (orgs0, unowned0) = owners(&before);
+    let (orgs0, unowned0) = org_counts(&before);
     assert!(!orgs0.is_empty() && unowned0 > 0, "the seed has owned and unowned pins");
 
     // First snapshot, text summary.
@@ -652,7 +639,7 @@ fn summary_counts_new_changed_vanished_orgs_and_unowned() {
     }
     sim.wait_converged(Duration::from_secs(10));
     let after = served(&sim, 0);
-    let (orgs1, unowned1) = owners(&after);
+    let (orgs1, unowned1) = org_counts(&after);
 
     let out = l.run(&["--cluster", sim.url(0), "snapshot"]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -283,3 +283,52 @@ fn parse_response(buf: &[u8], head_only: bool) -> RawResponse {
     }
     RawResponse { status, headers, body, trailers, complete }
 }
+
+/// Rows of a query on a ledger database, every value as text (`NULL` for null, `blob:LEN` for a blob).
+pub fn sql_rows(db: &std::path::Path, q: &str) -> Vec<Vec<String>> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| match r.get_ref(i).unwrap() {
+                ValueRef::Null => "NULL".to_string(),
+                ValueRef::Integer(v) => v.to_string(),
+                ValueRef::Real(f) => f.to_string(),
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                ValueRef::Blob(b) => format!("blob:{}", b.len()),
+            })
+            .collect())
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Per-org counts and unowned pins of a pin set as the cluster serves it (an empty `org` is
+/// unowned).
+pub fn org_counts(pins: &[serde_json::Value]) -> (std::collections::BTreeMap<String, i64>, i64) {
+    let mut orgs = std::collections::BTreeMap::new();
+    let mut unowned = 0;
+    for p in pins {
+        match p["metadata"]["org"].as_str().filter(|o| !o.is_empty()) {
+            Some(o) => *orgs.entry(o.to_string()).or_insert(0) += 1,
+            None => unowned += 1,
+        }
+    }
+    (orgs, unowned)
+}
+
+/// A CSV document: its header, and its rows as maps from column to value.
+pub fn csv_maps(
+    r: impl std::io::Read,
+) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let mut r = csv::Reader::from_reader(r);
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(String::from)).collect())
+        .collect();
+    (header, rows)
+}
