@@ -52,16 +52,7 @@ fn demo_tags_reports_and_converges_on_every_peer() {
         assert!(stdout.contains("300 unowned, 10 owned by other organisations"), "{stdout}");
         assert!(stdout.contains("every peer converged"), "{stdout}");
         assert!(stdout.contains("first read after pass 1 on the other peers"), "{stdout}");
-        for f in [
-            "report.html",
-            "convergence.svg",
-            "convergence.csv",
-            "passes.csv",
-            "stragglers.csv",
-            "conflicts.csv",
-            "owners.csv",
-            "ledger.db",
-        ] {
+        for f in REPORT_FILES.iter().chain(&["ledger.db"]) {
             assert!(out_dir.join(f).is_file(), "{f} missing");
         }
         // Every peer's last sample shows all 300 targets; the run is run 1 of a fresh ledger each time.

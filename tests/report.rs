@@ -178,15 +178,7 @@ fn report_of_a_tag_run_from_stored_history_renders_in_chromium() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("report of run 1 written to out/report.html"), "{said}");
     let o = d.join("out");
-    for f in [
-        "report.html",
-        "convergence.svg",
-        "convergence.csv",
-        "passes.csv",
-        "stragglers.csv",
-        "conflicts.csv",
-        "owners.csv",
-    ] {
+    for f in REPORT_FILES {
         assert!(o.join(f).is_file(), "{f} missing");
         assert!(said.contains(f), "{f} not named in: {said}");
     }

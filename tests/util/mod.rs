@@ -332,3 +332,14 @@ pub fn csv_maps(
         .collect();
     (header, rows)
 }
+
+/// The files `ledger report` writes into its directory.
+pub const REPORT_FILES: [&str; 7] = [
+    "report.html",
+    "convergence.svg",
+    "convergence.csv",
+    "passes.csv",
+    "stragglers.csv",
+    "conflicts.csv",
+    "owners.csv",
+];
