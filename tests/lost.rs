@@ -116,22 +116,6 @@ fn full_query(p: &Value, set: &[(&str, Option<&str>)]) -> String {
     q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
-/// What one `ledger` run printed and how it exited.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
-        })
-    }
-}
-
 /// A simulator seeded with `seed_pin` pins (no lag: deterministic), and a ledger in a temporary
 /// directory that knows every peer of it.
 struct Lab {
@@ -181,11 +165,7 @@ impl Lab {
             .timeout(Duration::from_secs(60))
             .output()
             .expect("run ledger");
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Out::from(o)
     }
 
     /// `ledger snapshot --all-peers --json` once the cluster has settled: the snapshot ID of every

@@ -23,24 +23,6 @@ fn cid_of(label: &str) -> String {
     cid::Cid::new_v0(mh).unwrap().to_string()
 }
 
-/// What one `ledger` run printed and how it exited.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
 /// A ledger in its own temporary directory.
 struct Ledger {
     dir: tempfile::TempDir,
@@ -72,11 +54,7 @@ impl Ledger {
             c.env(k, v);
         }
         let o = c.args(args).output().expect("run ledger");
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Out::from(o)
     }
 
     fn run(&self, args: &[&str]) -> Out {
@@ -1522,11 +1500,7 @@ fn snapshot_in_background(l: &Ledger, url: &str) -> std::thread::JoinHandle<Out>
     c.args(["--cluster", url, "snapshot", "--json"]);
     std::thread::spawn(move || {
         let o = c.output().expect("run ledger");
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Out::from(o)
     })
 }
 
