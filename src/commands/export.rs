@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::app::csv_writer;
 use crate::cli::GlobalArgs;
+use crate::report::files::CsvOut;
 use crate::store::snapshots as db;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -142,11 +143,7 @@ pub const LOST_COLUMNS: [&str; 15] = [
 ];
 
 /// Writes the rows of `sql` with its column names as the header; NULL is an empty field.
-fn export_query(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    w: &mut csv::Writer<Box<dyn std::io::Write>>,
-) -> anyhow::Result<()> {
+fn export_query(conn: &rusqlite::Connection, sql: &str, w: &mut CsvOut) -> anyhow::Result<()> {
     use rusqlite::types::ValueRef;
     let mut stmt = conn.prepare(sql)?;
     let names: Vec<String> = stmt.column_names().map(String::from).collect();
@@ -168,10 +165,7 @@ fn export_query(
     Ok(())
 }
 
-fn export_repins(
-    conn: &rusqlite::Connection,
-    w: &mut csv::Writer<Box<dyn std::io::Write>>,
-) -> anyhow::Result<()> {
+fn export_repins(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
     w.write_record(REPIN_COLUMNS.iter().chain(&REPIN_FIELDS))?;
     let mut stmt = conn.prepare(
         "SELECT r.id, r.run_id, u.kind, r.pass, c.cid, r.requested_at, r.verified_at, r.status,
@@ -258,12 +252,8 @@ fn metadata_keys(b: &db::PinRow, a: &db::PinRow) -> String {
     out.join(" ")
 }
 
-fn export_lost(
-    conn: &rusqlite::Connection,
-    w: &mut csv::Writer<Box<dyn std::io::Write>>,
-) -> anyhow::Result<()> {
+fn export_lost(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
     w.write_record(LOST_COLUMNS)?;
-    let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
     for l in crate::store::incident::lost(conn, &Default::default())? {
         for f in &l.fields {
             w.write_record([
@@ -278,9 +268,9 @@ fn export_lost(
                 f.before.clone().unwrap_or_default(),
                 f.after.clone().unwrap_or_default(),
                 l.attribution.kind.clone(),
-                n(l.attribution.run),
-                n(l.attribution.pass),
-                n(l.attribution.repin),
+                num(l.attribution.run),
+                num(l.attribution.pass),
+                num(l.attribution.repin),
                 l.attribution.query.clone().unwrap_or_default(),
             ])?;
         }
@@ -288,91 +278,103 @@ fn export_lost(
     Ok(())
 }
 
+/// An optional number as a CSV field (empty when absent).
+fn num(v: Option<i64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn export_snapshots(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
+    w.write_record(SNAPSHOT_COLUMNS)?;
+    for s in db::list(conn)? {
+        w.write_record([
+            s.id.to_string(),
+            s.cluster,
+            s.peer,
+            s.peer_url,
+            num(s.run_id),
+            num(s.pass),
+            s.started_at,
+            s.finished_at.unwrap_or_default(),
+            s.state,
+            s.pins.to_string(),
+            num(s.new),
+            num(s.changed),
+            num(s.vanished),
+            num(s.previous_id),
+            s.error.unwrap_or_default(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The snapshot `export pins` reads: the one asked for, or the latest complete one.
+fn pins_snapshot(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<db::SnapshotRow> {
+    Ok(match id {
+        Some(id) => match db::get(conn, id)? {
+            Some(s) => s,
+            None => bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
+        },
+        None => match db::list(conn)?.into_iter().rev().find(|s| s.state == "complete") {
+            Some(s) => s,
+            None => bail!("the ledger has no complete snapshot yet: run `ledger snapshot` first"),
+        },
+    })
+}
+
+fn export_pins(
+    conn: &rusqlite::Connection,
+    snap: &db::SnapshotRow,
+    w: &mut CsvOut,
+) -> anyhow::Result<()> {
+    w.write_record(PIN_COLUMNS)?;
+    db::pins_of(conn, snap, |p| {
+        w.write_record([
+            p.cid,
+            p.name,
+            p.metadata.unwrap_or_else(|| "{}".to_string()),
+            p.allocations,
+            p.replication_min.to_string(),
+            p.replication_max.to_string(),
+            p.mode,
+            p.expire_at.unwrap_or_default(),
+            p.origins,
+            p.cluster_timestamp.unwrap_or_default(),
+            p.typ,
+            p.shard_size.to_string(),
+            p.reference.unwrap_or_default(),
+            p.pin_update.unwrap_or_default(),
+        ])?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Writes one CSV document to `path` (`-`: stdout) and flushes it, so a write error is reported.
+fn to_csv(path: &str, f: impl FnOnce(&mut CsvOut) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut w = csv_writer(path)?;
+    f(&mut w)?;
+    w.flush()?;
+    Ok(())
+}
+
 pub fn run(args: ExportArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let store = g.ledger.store()?;
-    let o = |v: Option<String>| v.unwrap_or_default();
-    let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let conn = &store.conn;
+    let path = args.csv.as_str();
     match args.table {
-        Table::Snapshots => {
-            let mut w = csv_writer(&args.csv)?;
-            w.write_record(SNAPSHOT_COLUMNS)?;
-            for s in db::list(&store.conn)? {
-                w.write_record([
-                    s.id.to_string(),
-                    s.cluster,
-                    s.peer,
-                    s.peer_url,
-                    n(s.run_id),
-                    n(s.pass),
-                    s.started_at,
-                    o(s.finished_at),
-                    s.state,
-                    s.pins.to_string(),
-                    n(s.new),
-                    n(s.changed),
-                    n(s.vanished),
-                    n(s.previous_id),
-                    o(s.error),
-                ])?;
-            }
-            w.flush()?;
-        }
+        Table::Snapshots => to_csv(path, |w| export_snapshots(conn, w))?,
         Table::Pins => {
-            let snap = match args.snapshot {
-                Some(id) => match db::get(&store.conn, id)? {
-                    Some(s) => s,
-                    None => bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
-                },
-                None => {
-                    let latest =
-                        db::list(&store.conn)?.into_iter().rev().find(|s| s.state == "complete");
-                    match latest {
-                        Some(s) => s,
-                        None => bail!(
-                            "the ledger has no complete snapshot yet: run `ledger snapshot` first"
-                        ),
-                    }
-                }
-            };
-            let mut w = csv_writer(&args.csv)?;
-            w.write_record(PIN_COLUMNS)?;
-            db::pins_of(&store.conn, &snap, |p| {
-                w.write_record([
-                    p.cid,
-                    p.name,
-                    p.metadata.unwrap_or_else(|| "{}".to_string()),
-                    p.allocations,
-                    p.replication_min.to_string(),
-                    p.replication_max.to_string(),
-                    p.mode,
-                    o(p.expire_at),
-                    p.origins,
-                    o(p.cluster_timestamp),
-                    p.typ,
-                    p.shard_size.to_string(),
-                    o(p.reference),
-                    o(p.pin_update),
-                ])?;
-                Ok(())
-            })?;
-            w.flush()?;
+            // Resolved before the file is created, so a bad snapshot leaves no empty CSV behind.
+            let snap = pins_snapshot(conn, args.snapshot)?;
+            to_csv(path, |w| export_pins(conn, &snap, w))?
         }
-        table => {
-            if args.snapshot.is_some() {
-                bail!("--snapshot only applies to `export pins`");
-            }
-            let mut w = csv_writer(&args.csv)?;
-            match table {
-                Table::Repins => export_repins(&store.conn, &mut w)?,
-                Table::Runs => export_query(&store.conn, RUNS_SQL, &mut w)?,
-                Table::Passes => export_query(&store.conn, PASSES_SQL, &mut w)?,
-                Table::Convergence => export_query(&store.conn, CONVERGENCE_SQL, &mut w)?,
-                Table::Owners => export_query(&store.conn, OWNERS_SQL, &mut w)?,
-                Table::Lost => export_lost(&store.conn, &mut w)?,
-                Table::Snapshots | Table::Pins => unreachable!("handled above"),
-            }
-            w.flush()?;
-        }
+        _ if args.snapshot.is_some() => bail!("--snapshot only applies to `export pins`"),
+        Table::Repins => to_csv(path, |w| export_repins(conn, w))?,
+        Table::Runs => to_csv(path, |w| export_query(conn, RUNS_SQL, w))?,
+        Table::Passes => to_csv(path, |w| export_query(conn, PASSES_SQL, w))?,
+        Table::Convergence => to_csv(path, |w| export_query(conn, CONVERGENCE_SQL, w))?,
+        Table::Owners => to_csv(path, |w| export_query(conn, OWNERS_SQL, w))?,
+        Table::Lost => to_csv(path, |w| export_lost(conn, w))?,
     }
     Ok(ExitCode::SUCCESS)
 }
