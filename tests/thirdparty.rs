@@ -3,8 +3,9 @@
 //!
 //! `tests/thirdparty/client.mjs` drives the library and prints what it saw as one JSON object; these
 //! tests check that against what was sent and, independently over raw HTTP, against what the
-//! simulator stored. They need Node >= 18 and `tests/thirdparty/setup.sh` to have been run: without
-//! them they fail (they never skip).
+//! simulator stored. They need Node >= 18 and npm: the first of them runs `tests/thirdparty/setup.sh`
+//! (idempotent; it installs the locked package from the npm registry), so `cargo test` is enough on a
+//! new machine. Without Node or the package they fail (they never skip).
 
 use crate::util::*;
 use serde_json::{Value, json};
@@ -14,7 +15,30 @@ use std::process::Command;
 use std::time::Duration;
 
 const SETUP_HINT: &str =
-    "run tests/thirdparty/setup.sh (needs node >= 18 and npm) before `cargo test`";
+    "tests/thirdparty/setup.sh (needs node >= 18 and npm) must install the package";
+
+/// Runs `tests/thirdparty/setup.sh` once per test process (the tests run in parallel; one install).
+fn setup() {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(thirdparty_dir().join("setup.sh"))
+            .output()
+            .map_err(|e| format!("cannot run bash: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = done {
+        panic!("tests/thirdparty/setup.sh failed: {e}");
+    }
+}
 
 fn thirdparty_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("thirdparty")
@@ -22,6 +46,7 @@ fn thirdparty_dir() -> PathBuf {
 
 /// Run `node tests/thirdparty/client.mjs URL EXTRA...`; returns (exit status success, its JSON line).
 fn run_client(url: &str, extra: &[&str]) -> (bool, Value) {
+    setup();
     let dir = thirdparty_dir();
     let lib = dir.join("node_modules/@nftstorage/ipfs-cluster/package.json");
     assert!(lib.is_file(), "{} is missing: {SETUP_HINT}", lib.display());
