@@ -5,6 +5,7 @@ mod util;
 mod demo;
 mod export;
 mod lost;
+mod realcluster;
 mod repin;
 mod report;
 mod sim_api;
