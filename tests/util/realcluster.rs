@@ -212,7 +212,7 @@ impl RealCluster {
                 std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Daemon is ready"))
             });
         }
-        for i in 0..n {
+        for (i, id) in ids.iter().enumerate() {
             let pdir = rc.dir.join(format!("peer{i}"));
             let mut daemon = Command::new(cluster_bin(opts.version, "ipfs-cluster-service"));
             daemon.arg("--config").arg(pdir.join("cluster")).arg("daemon");
@@ -224,7 +224,7 @@ impl RealCluster {
                 .to_string();
             rc.peers.push(RealPeer {
                 name: format!("peer{i}"),
-                id: ids[i].clone(),
+                id: id.clone(),
                 ipfs_id,
                 url: fwd.url.clone(),
                 rest_inside: format!("/ip4/127.0.0.1/tcp/{}", port(i, REST)),
