@@ -4,6 +4,7 @@ mod util;
 
 mod demo;
 mod export;
+mod field_report;
 mod lost;
 mod realcluster;
 mod repin;
