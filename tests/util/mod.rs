@@ -5,6 +5,8 @@
 pub mod backend;
 pub mod realcluster;
 
+pub use backend::{Backend, Cluster, cid_of, cid_v1_of, enc, every_kind};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -170,6 +172,23 @@ impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Anything with peers reachable over HTTP: the simulator, a real cluster, either of them.
+pub trait PeerUrls {
+    fn peer_url(&self, peer: usize) -> &str;
+}
+
+impl PeerUrls for Sim {
+    fn peer_url(&self, peer: usize) -> &str {
+        self.url(peer)
+    }
+}
+
+impl PeerUrls for backend::Cluster {
+    fn peer_url(&self, peer: usize) -> &str {
+        self.url(peer)
     }
 }
 

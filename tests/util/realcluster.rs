@@ -129,7 +129,13 @@ pub struct RealCluster {
     procs: Vec<(String, Child)>,
     forwarders: Vec<Forwarder>,
     auth_header: Option<String>,
+    /// Held while the cluster runs: real clusters in one test process start one at a time.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One real cluster at a time: a test that wants one waits for the one before to stop, so a
+/// 2-core machine is never asked to run several clusters (and their kubo daemons) at once.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Per-peer ports inside the namespace: 20000 + 10 × peer + offset.
 fn port(peer: usize, offset: u16) -> u16 {
@@ -149,6 +155,7 @@ impl RealCluster {
     /// Start a cluster; panics (keeping the logs) if it does not come up within two minutes.
     /// Call [`available`] first.
     pub fn start(opts: RealOptions) -> RealCluster {
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let started = Instant::now();
         let dir = tempfile::Builder::new().prefix("ledger-rc-").tempdir().unwrap().keep();
         // The namespace: a holder process that brings `lo` up and sleeps; the others join it.
@@ -176,6 +183,7 @@ impl RealCluster {
                 );
                 format!("Basic {b64}")
             }),
+            _turn: turn,
         };
         let n = opts.peers;
         // kubo repos and cluster folders, then every config once all identities are known.
