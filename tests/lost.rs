@@ -16,14 +16,6 @@ use crate::util::*;
 
 const ORGS: [&str; 4] = ["hrdag", "amnesty", "witness", "bellingcat"];
 
-/// A deterministic CIDv0 for a label.
-fn cid_of(label: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(label.as_bytes());
-    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v0(mh).unwrap().to_string()
-}
-
 /// Pin `i` of the seeded set, in the stored form of cluster-api.md §2.1. Every pin has metadata
 /// (`project`, `team`, a third of them `source`); four in five have an `org`, the fifth is unowned.
 /// Names everywhere but every 25th pin. Every 4th pin (from the second) has replication 2/2 on two
@@ -75,19 +67,6 @@ fn cid(p: &Value) -> String {
     p["cid"].as_str().unwrap().to_string()
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The query of a re-pin that keeps every option of the stored pin `p` but the ones in `set`
 /// (`name`, or `meta-KEY`); `None` in `set` drops that key.
 fn full_query(p: &Value, set: &[(&str, Option<&str>)]) -> String {
@@ -116,32 +95,65 @@ fn full_query(p: &Value, set: &[(&str, Option<&str>)]) -> String {
     q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
-/// A simulator seeded with `seed_pin` pins (no lag: deterministic), and a ledger in a temporary
-/// directory that knows every peer of it.
+/// A cluster seeded with `seed_pin` pins through its REST API, and a ledger in a temporary
+/// directory that knows every peer of it. `pins` is what the cluster stored, in seed order.
 struct Lab {
-    sim: Sim,
+    cluster: Cluster,
     dir: tempfile::TempDir,
     pins: Vec<Value>,
 }
 
 impl Lab {
+    /// On the simulator, without lag (deterministic).
     fn start(peers: usize, n: usize) -> Lab {
+        let sim = Sim::start(&["--peers", &peers.to_string(), "--lag", "0"]);
+        Lab::seeded(Cluster::Sim(sim), n)
+    }
+
+    /// On `backend` (the simulator as in [`Lab::start`]); `None` when the real cluster is not here.
+    fn on(backend: Backend, peers: usize, n: usize) -> Option<Lab> {
+        match backend {
+            Backend::Sim => Some(Lab::start(peers, n)),
+            Backend::Real => Cluster::start(backend, peers).map(|c| Lab::seeded(c, n)),
+        }
+    }
+
+    fn seeded(cluster: Cluster, n: usize) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let peers_arg = peers.to_string();
-        // Peer IDs are deterministic for a simulator seed: learn them to write allocations.
-        let ids: Vec<String> = {
-            let probe = Sim::start(&["--peers", &peers_arg, "--lag", "0"]);
-            probe.peers.iter().map(|p| p.id.clone()).collect()
-        };
-        let pins: Vec<Value> = (0..n).map(|i| seed_pin(i, &ids)).collect();
-        let file = dir.path().join("pins.ndjson");
-        let text: Vec<String> = pins.iter().map(|p| p.to_string()).collect();
-        std::fs::write(&file, text.join("\n")).unwrap();
-        let sim =
-            Sim::start(&["--peers", &peers_arg, "--lag", "0", "--from", file.to_str().unwrap()]);
-        let got: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
-        assert_eq!(got, ids, "the simulator's peer IDs are deterministic");
-        Lab { sim, dir, pins }
+        let ids = cluster.ids();
+        let seeds: Vec<Value> = (0..n).map(|i| seed_pin(i, &ids)).collect();
+        let requests: Vec<(String, String)> =
+            seeds.iter().map(|p| (format!("/pins/{}", cid(p)), full_query(p, &[]))).collect();
+        let stored: BTreeMap<String, Value> =
+            cluster.seed(&requests).into_iter().map(|p| (cid(&p), p)).collect();
+        let pins: Vec<Value> = seeds.iter().map(|p| stored[&cid(p)].clone()).collect();
+        for (seed, pin) in seeds.iter().zip(&pins) {
+            assert_eq!(restorable(pin)["metadata"], seed["metadata"], "seeded {}", cid(seed));
+        }
+        // What the tests change next lands in a later second than the seed: stored timestamps
+        // have second precision, and a loss is told from the timestamp that moved.
+        std::thread::sleep(Duration::from_millis(1100));
+        Lab { cluster, dir, pins }
+    }
+
+    /// The simulator, for steps only it can take (faults, counters).
+    fn sim(&self) -> &Sim {
+        match &self.cluster {
+            Cluster::Sim(s) => s,
+            Cluster::Real(_) => panic!("a simulator-only step on the real cluster"),
+        }
+    }
+
+    /// Writes the cluster committed so far, where the backend counts them (the simulator does).
+    fn writes(&self) -> Option<u64> {
+        match &self.cluster {
+            Cluster::Sim(s) => s.state()["writes"].as_u64(),
+            Cluster::Real(_) => None,
+        }
+    }
+
+    fn wait_converged(&self) {
+        self.cluster.wait_converged(Duration::from_secs(60));
     }
 
     fn db(&self) -> PathBuf {
@@ -149,11 +161,11 @@ impl Lab {
     }
 
     fn urls(&self) -> String {
-        self.sim.peers.iter().map(|p| p.url.clone()).collect::<Vec<_>>().join(",")
+        self.cluster.urls()
     }
 
     fn ids(&self) -> BTreeSet<String> {
-        self.sim.peers.iter().map(|p| p.id.clone()).collect()
+        self.cluster.ids().into_iter().collect()
     }
 
     /// `ledger --db ledger.db --cluster <every peer> ARGS`.
@@ -171,20 +183,20 @@ impl Lab {
     /// `ledger snapshot --all-peers --json` once the cluster has settled: the snapshot ID of every
     /// peer, in peer order; every snapshot must complete.
     fn snapshot_all(&self) -> Vec<i64> {
-        self.sim.wait_converged(Duration::from_secs(10));
+        self.wait_converged();
         let out = self.run(&["snapshot", "--all-peers", "--json"]);
         assert_eq!(out.code, 0, "snapshot --all-peers: {out:?}");
         let reports = out.json();
         let reports = reports.as_array().unwrap();
-        assert_eq!(reports.len(), self.sim.peers.len(), "{out:?}");
-        self.sim
-            .peers
+        assert_eq!(reports.len(), self.cluster.len(), "{out:?}");
+        self.cluster
+            .ids()
             .iter()
-            .map(|p| {
+            .map(|id| {
                 let r = reports
                     .iter()
-                    .find(|r| r["peer"] == p.id.as_str())
-                    .unwrap_or_else(|| panic!("no snapshot of {}: {out:?}", p.id));
+                    .find(|r| r["peer"] == id.as_str())
+                    .unwrap_or_else(|| panic!("no snapshot of {id}: {out:?}"));
                 assert_eq!(r["complete"], true, "{r}");
                 r["id"].as_i64().unwrap()
             })
@@ -223,7 +235,7 @@ impl Lab {
 
     /// `GET /allocations/{cid}` on one peer: the stored pin, `None` on 404.
     fn get(&self, peer: usize, cid: &str) -> Option<Value> {
-        let r = raw(self.sim.url(peer), "GET", &format!("/allocations/{cid}"), &[], b"");
+        let r = raw(self.cluster.url(peer), "GET", &format!("/allocations/{cid}"), &[], b"");
         match r.status {
             200 => Some(r.json()),
             404 => None,
@@ -235,7 +247,7 @@ impl Lab {
     fn post(&self, peer: usize, cid: &str, query: &str) {
         let path =
             if query.is_empty() { format!("/pins/{cid}") } else { format!("/pins/{cid}?{query}") };
-        let r = raw(self.sim.url(peer), "POST", &path, &[], b"");
+        let r = raw(self.cluster.url(peer), "POST", &path, &[], b"");
         assert_eq!(r.status, 200, "POST {path} on peer{peer}: {}", r.text());
     }
 
@@ -252,7 +264,7 @@ impl Lab {
         .to_string();
         let path = format!("/pins/{}", cid(p));
         let r = raw(
-            self.sim.url(peer),
+            self.cluster.url(peer),
             "POST",
             &path,
             &[("Content-Type", "application/json")],
@@ -262,7 +274,7 @@ impl Lab {
     }
 
     fn unpin(&self, peer: usize, cid: &str) {
-        let r = raw(self.sim.url(peer), "DELETE", &format!("/pins/{cid}"), &[], b"");
+        let r = raw(self.cluster.url(peer), "DELETE", &format!("/pins/{cid}"), &[], b"");
         assert_eq!(r.status, 200, "DELETE /pins/{cid}: {}", r.text());
     }
 
@@ -426,9 +438,8 @@ fn restorable(p: &Value) -> Value {
 // ------------------------------------------------------------------------------------------------
 // A. The incident: wipes, a rename and unpins behind ledger's back; lost finds them; restore repairs
 
-#[test]
-fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
-    let lab = Lab::start(3, 300);
+fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them(b: Backend) {
+    let Some(lab) = Lab::on(b, 3, 300) else { return };
     let pins = &lab.pins;
     let round1 = lab.snapshot_all();
     let (_, none) = lab.lost(&[]);
@@ -453,7 +464,7 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
     for &i in &unpinned {
         lab.unpin(0, &cid(&pins[i]));
     }
-    lab.sim.wait_converged(Duration::from_secs(10));
+    lab.wait_converged();
     for &i in &renamed {
         // The rename kept every other option (the test's own re-pin is right).
         let now = lab.get(0, &cid(&pins[i])).unwrap();
@@ -540,7 +551,7 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
     let round3 = lab.snapshot_all();
     let conflicted = lab.get(0, &conflict).unwrap();
 
-    let writes = lab.sim.state()["writes"].as_u64().unwrap();
+    let writes = lab.writes();
     let from = round1[0].to_string();
     let (code, r) = lab.restore(&["--from", &from]);
     assert_eq!(code, 1, "a conflict and unpinned pins need attention: {r}");
@@ -556,10 +567,12 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
     assert!(conflicts[0]["reason"].as_str().is_some_and(|s| !s.is_empty()), "a reason: {r}");
     assert_eq!(str_set(&r["unpinned"]), cids_of(&unpinned, pins), "{r}");
     assert_eq!(r["failed"], json!([]), "{r}");
-    assert!(lab.sim.state()["writes"].as_u64().unwrap() >= writes + 79, "79 re-pins were sent");
+    if let (Some(before), Some(after)) = (writes, lab.writes()) {
+        assert!(after >= before + 79, "79 re-pins were sent");
+    }
 
     // On every peer, the 79 are back to their last-known state; the conflict is untouched.
-    lab.sim.wait_converged(Duration::from_secs(10));
+    lab.wait_converged();
     for peer in 0..3 {
         for i in wiped[1..].iter().chain(&renamed) {
             let c = cid(&pins[*i]);
@@ -601,7 +614,7 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
     );
     assert_eq!(str_set(&r["unpinned"]), cids_of(&unpinned, pins), "{r}");
     assert_eq!(r["failed"], json!([]), "{r}");
-    lab.sim.wait_converged(Duration::from_secs(10));
+    lab.wait_converged();
     for peer in 0..3 {
         for i in wiped.iter().chain(&renamed) {
             let now = lab.get(peer, &cid(&pins[*i])).unwrap();
@@ -630,12 +643,13 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them() {
     assert_eq!((code, &after["count"]), (0, &json!(0)), "nothing new: {after}");
 }
 
+crate::on_both!(lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them);
+
 // ------------------------------------------------------------------------------------------------
 // B. A re-pin ledger sent is attributed to ledger
 
-#[test]
-fn a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query() {
-    let lab = Lab::start(2, 40);
+fn a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query(b: Backend) {
+    let Some(lab) = Lab::on(b, 2, 40) else { return };
     lab.snapshot_all();
     let p = &lab.pins[1];
     let c = cid(p);
@@ -666,6 +680,8 @@ fn a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query() {
     assert_eq!(lab.lost(&["--key", "org"]).1["count"], 0);
 }
 
+crate::on_both!(a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query);
+
 // ------------------------------------------------------------------------------------------------
 // C. An incomplete snapshot is never evidence
 
@@ -674,11 +690,11 @@ fn an_incomplete_snapshot_is_never_evidence_of_a_loss() {
     let lab = Lab::start(1, 300);
     let first = lab.snapshot_all()[0];
     // A pin that the next, cut stream will not reach is wiped.
-    let served = raw(lab.sim.url(0), "GET", "/allocations?filter=all", &[], b"").ndjson();
+    let served = raw(lab.sim().url(0), "GET", "/allocations?filter=all", &[], b"").ndjson();
     let late = cid(&served[200]);
     let b = lab.pins.iter().find(|p| cid(p) == late).unwrap().clone();
     lab.post(0, &late, "");
-    lab.sim.control(
+    lab.sim().control(
         "POST",
         "/_sim/faults",
         r#"{"stream_cut":{"after":50,"mode":"trailer","count":1}}"#,
@@ -709,9 +725,8 @@ fn an_incomplete_snapshot_is_never_evidence_of_a_loss() {
 // ------------------------------------------------------------------------------------------------
 // D. A dry run sends nothing
 
-#[test]
-fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing() {
-    let lab = Lab::start(2, 40);
+fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing(b: Backend) {
+    let Some(lab) = Lab::on(b, 2, 40) else { return };
     let round1 = lab.snapshot_all();
     let wiped: Vec<usize> = (0..5).collect();
     for &i in &wiped {
@@ -720,7 +735,9 @@ fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing() {
     lab.snapshot_all();
     let before: Vec<Value> =
         wiped.iter().map(|&i| lab.get(0, &cid(&lab.pins[i])).unwrap()).collect();
-    let writes = lab.sim.state()["writes"].as_u64().unwrap();
+    let writes = lab.writes();
+    // Every peer's replica as it stands, to show that the dry run changed none.
+    let replicas: Vec<Vec<Value>> = (0..lab.cluster.len()).map(|i| lab.cluster.pinset(i)).collect();
 
     let from = round1[0].to_string();
     let (code, r) = lab.restore(&["--from", &from, "--dry-run"]);
@@ -731,11 +748,10 @@ fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing() {
         (&r["conflicts"], &r["unpinned"], &r["failed"]),
         (&json!([]), &json!([]), &json!([]))
     );
-    assert_eq!(
-        lab.sim.state()["writes"].as_u64().unwrap(),
-        writes,
-        "a dry run wrote to the cluster"
-    );
+    assert_eq!(lab.writes(), writes, "a dry run wrote to the cluster");
+    lab.wait_converged();
+    let after: Vec<Vec<Value>> = (0..lab.cluster.len()).map(|i| lab.cluster.pinset(i)).collect();
+    assert_eq!(after, replicas, "a dry run changed a replica");
     for (k, &i) in wiped.iter().enumerate() {
         assert_eq!(lab.get(0, &cid(&lab.pins[i])).unwrap(), before[k], "pin {i} changed");
     }
@@ -750,6 +766,8 @@ fn restore_dry_run_lists_what_it_would_restore_and_sends_nothing() {
         assert_eq!(restorable(&now), restorable(&lab.pins[i]), "pin {i}");
     }
 }
+
+crate::on_both!(restore_dry_run_lists_what_it_would_restore_and_sends_nothing);
 
 /// `--keys` restores only those metadata keys (no other field); `--only` only the listed pins.
 #[test]
@@ -780,7 +798,7 @@ fn restore_keys_and_only_narrow_what_comes_back() {
         lab.restore(&["--from", &from, "--keys", "org", "--only", only.to_str().unwrap()]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(str_set(&r["restored"]), cids_of(&wiped[..2], &lab.pins), "{r}");
-    lab.sim.wait_converged(Duration::from_secs(10));
+    lab.wait_converged();
     for &i in &wiped[..2] {
         let now = lab.get(1, &cid(&lab.pins[i])).unwrap();
         assert_eq!(now["metadata"], json!({"org": lab.pins[i]["metadata"]["org"]}), "pin {i}");
@@ -805,7 +823,7 @@ fn restore_keys_and_only_narrow_what_comes_back() {
     let (code, r) = lab.restore(&["--from", &from]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(str_set(&r["restored"]), cids_of(&wiped, &lab.pins), "{r}");
-    lab.sim.wait_converged(Duration::from_secs(10));
+    lab.wait_converged();
     for &i in &wiped {
         let now = lab.get(1, &cid(&lab.pins[i])).unwrap();
         assert_eq!(restorable(&now), restorable(&lab.pins[i]), "pin {i}");
@@ -821,13 +839,13 @@ fn check_owners(lab: &Lab, pins: &[Value], snapshots: &[i64]) -> Value {
     assert!(out.code == 0 || out.code == 1, "{out:?}");
     let v = out.json();
     let peers = v["peers"].as_array().unwrap_or_else(|| panic!("no peers list: {v}"));
-    assert_eq!(peers.len(), lab.sim.peers.len(), "{v}");
+    assert_eq!(peers.len(), lab.cluster.len(), "{v}");
     let (orgs, unowned) = org_counts(pins);
-    for (i, p) in lab.sim.peers.iter().enumerate() {
+    for (i, id) in lab.cluster.ids().iter().enumerate() {
         let e = peers
             .iter()
-            .find(|e| e["peer"] == p.id.as_str())
-            .unwrap_or_else(|| panic!("no entry for {}: {v}", p.id));
+            .find(|e| e["peer"] == id.as_str())
+            .unwrap_or_else(|| panic!("no entry for {id}: {v}"));
         assert_eq!(e["snapshot"], snapshots[i], "the peer's latest complete snapshot: {e}");
         let got: BTreeMap<String, i64> = e["orgs"]
             .as_object()
@@ -841,9 +859,8 @@ fn check_owners(lab: &Lab, pins: &[Value], snapshots: &[i64]) -> Value {
     v
 }
 
-#[test]
-fn owners_counts_per_org_and_peer_and_lists_org_changes() {
-    let lab = Lab::start(3, 120);
+fn owners_counts_per_org_and_peer_and_lists_org_changes(b: Backend) {
+    let Some(lab) = Lab::on(b, 3, 120) else { return };
     let round1 = lab.snapshot_all();
     let v = check_owners(&lab, &lab.pins, &round1);
     assert_eq!(v["changes"], json!([]), "{v}");
@@ -881,6 +898,8 @@ fn owners_counts_per_org_and_peer_and_lists_org_changes() {
         .collect();
     assert_eq!(got, want, "changes: {v}");
 }
+
+crate::on_both!(owners_counts_per_org_and_peer_and_lists_org_changes);
 
 // ------------------------------------------------------------------------------------------------
 // F. watch
@@ -945,9 +964,8 @@ fn count_snapshots(db: &Path, state: &str) -> i64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn watch_reports_a_new_loss_to_the_hook_and_stops_cleanly() {
-    let lab = Lab::start(2, 30);
+fn watch_reports_a_new_loss_to_the_hook_and_stops_cleanly(b: Backend) {
+    let Some(lab) = Lab::on(b, 2, 30) else { return };
     let report = lab.dir.path().join("loss.json");
     let log = lab.dir.path().join("watch.log");
     let mut watch = spawn_watch(&lab, &report, &log);
@@ -986,13 +1004,15 @@ fn watch_reports_a_new_loss_to_the_hook_and_stops_cleanly() {
     assert_eq!(count_snapshots(&lab.db(), "running"), 0, "a snapshot was left running");
 }
 
+crate::on_both!(watch_reports_a_new_loss_to_the_hook_and_stops_cleanly);
+
 /// A peer that cannot be read is logged and tried again next round; the watch goes on and ends
 /// after `--rounds`.
 #[test]
 fn watch_goes_on_when_a_peer_is_down() {
     let lab = Lab::start(2, 20);
     // Down longer than the client retries a refused connection (4 retries, about 3 s).
-    lab.sim.control("POST", "/_sim/peers/peer1/restart?down=8s", "");
+    lab.sim().control("POST", "/_sim/peers/peer1/restart?down=8s", "");
     let out = lab.run(&["watch", "--every", "700ms", "--all-peers", "--rounds", "5"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("cannot snapshot"), "the outage is logged: {out:?}");
@@ -1003,8 +1023,8 @@ fn watch_goes_on_when_a_peer_is_down() {
     assert_eq!(per_peer.len(), 2, "both peers were snapshotted in the end: {per_peer:?}");
     let counts: BTreeMap<String, i64> =
         per_peer.iter().map(|r| (r[0].clone(), r[1].parse().unwrap())).collect();
-    assert_eq!(counts[&lab.sim.peers[0].id], 5, "{counts:?}");
-    let down = counts[&lab.sim.peers[1].id];
+    assert_eq!(counts[&lab.sim().peers[0].id], 5, "{counts:?}");
+    let down = counts[&lab.sim().peers[1].id];
     assert!((1..5).contains(&down), "peer1 missed the rounds it was down for: {counts:?}");
     assert_eq!(count_snapshots(&lab.db(), "running"), 0);
 }
@@ -1043,7 +1063,7 @@ fn the_views_answer_in_the_sqlite3_shell() {
     );
     // owners: per peer, every pin of its latest snapshot, by org.
     let per_peer = lab.sqlite3("SELECT peer, sum(pins) FROM owners GROUP BY peer ORDER BY peer");
-    let mut want: Vec<String> = lab.sim.peers.iter().map(|p| format!("{}|99", p.id)).collect();
+    let mut want: Vec<String> = lab.sim().peers.iter().map(|p| format!("{}|99", p.id)).collect();
     want.sort();
     assert_eq!(per_peer, want);
     assert!(!lab.sqlite3("SELECT * FROM owners").is_empty());

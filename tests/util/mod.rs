@@ -5,7 +5,7 @@
 pub mod backend;
 pub mod realcluster;
 
-pub use backend::{Backend, Cluster, cid_of, cid_v1_of, enc, every_kind};
+pub use backend::{Backend, Cluster, cid_of, enc, every_kind};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -122,7 +122,8 @@ pub struct RealPeer {
 pub struct RealCluster {
     pub version: &'static str,
     pub peers: Vec<RealPeer>,
-    /// How long start-up took, from the first `ipfs init` to every peer listing every peer.
+    /// How long start-up took, from the first `ipfs init` to every peer listing every peer and
+    /// replicating a probe write of every peer.
     pub startup: Duration,
     dir: PathBuf,
     netns: Child,
@@ -240,6 +241,7 @@ impl RealCluster {
             });
             rc.forwarders.push(fwd);
         }
+        let kubo_up = started.elapsed();
         // Up: every peer answers /health and lists all N peers, none with an error.
         for i in 0..n {
             let what = format!("peer{i} to list all {n} peers in /peers");
@@ -256,14 +258,54 @@ impl RealCluster {
                 }
             });
         }
+        // And the CRDT carries writes between every pair: a probe pin written on each peer reaches
+        // every peer, then their removal does. Until a peer has joined the others' pubsub topic, a
+        // broadcast can miss it (a peer that held nothing 60 s after 300 writes was seen here).
+        let listed = started.elapsed();
+        rc.probe_replication();
         rc.startup = started.elapsed();
         eprintln!(
-            "real cluster {} with {n} peers up in {:.1}s at {}",
+            "real cluster {} with {n} peers up in {:.1}s (kubo {:.1}s, peers listed {:.1}s) at {}",
             rc.version,
             rc.startup.as_secs_f64(),
+            kubo_up.as_secs_f64(),
+            listed.as_secs_f64(),
             rc.dir.display()
         );
         rc
+    }
+
+    fn probe_replication(&self) {
+        let n = self.peers.len();
+        let probes: Vec<String> = (0..n).map(|i| probe_cid(self.version, i)).collect();
+        for (i, cid) in probes.iter().enumerate() {
+            let r = raw(
+                self.url(i),
+                "POST",
+                &format!("/pins/{cid}?name=harness-probe"),
+                &self.auth(),
+                b"",
+            );
+            assert_eq!(r.status, 200, "probe pin on peer{i}: {}", r.text());
+        }
+        let count = |peer: usize| {
+            self.pinset(peer)
+                .iter()
+                .filter(|p| probes.iter().any(|c| p["cid"] == c.as_str()))
+                .count()
+        };
+        for i in 0..n {
+            let what = format!("peer{i} to hold the probe pins written on every peer");
+            self.wait_for(Duration::from_secs(120), &what, || count(i) == n);
+        }
+        for cid in &probes {
+            let r = raw(self.url(0), "DELETE", &format!("/pins/{cid}"), &self.auth(), b"");
+            assert_eq!(r.status, 200, "probe unpin: {}", r.text());
+        }
+        for i in 0..n {
+            let what = format!("peer{i} to drop the probe pins");
+            self.wait_for(Duration::from_secs(120), &what, || count(i) == 0);
+        }
     }
 
     /// Every peer's REST URL, comma-separated, the write peer (peer0) first: `ledger --cluster`.
@@ -432,6 +474,14 @@ impl Drop for RealCluster {
     }
 }
 
+/// The CID of the probe pin the harness writes on `peer` while starting (sha2-256 of a label).
+fn probe_cid(version: &str, peer: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("ledger harness probe {version} {peer}").as_bytes());
+    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v0(mh).unwrap().to_string()
+}
+
 fn read_json(p: &Path) -> Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -483,6 +533,9 @@ fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOption
     c["cluster"]["announce_multiaddress"] = json!([]);
     c["cluster"]["mdns_interval"] = json!("0s");
     c["cluster"]["enable_relay_hop"] = json!(false);
+    // The peer set is the peers with a valid ping metric: at the default 15s a new cluster takes
+    // about 15 s before its peers list each other; at 2s, about 3 s.
+    c["cluster"]["monitor_ping_interval"] = json!("2s");
     c["cluster"]["peer_addresses"] = json!(
         (0..ids.len())
             .filter(|&p| p != peer)
