@@ -261,11 +261,27 @@ impl RealCluster {
         // And the CRDT carries writes between every pair: a probe pin written on each peer reaches
         // every peer, then their removal does. Until a peer has joined the others' pubsub topic, a
         // broadcast can miss it (a peer that held nothing 60 s after 300 writes was seen here).
+        // And every peer has every peer's allocation metrics (`informer.disk` freespace and the
+        // `tags` informer), or a pin with a replication factor fails with "not enough peers".
+        for i in 0..n {
+            for metric in ["freespace", "tag:group"] {
+                let what = format!("peer{i} to hold a valid {metric} metric of all {n} peers");
+                rc.wait_for(Duration::from_secs(120), &what, || {
+                    let path = format!("/monitor/metrics/{metric}");
+                    let Ok(r) = try_raw(rc.url(i), "GET", &path, &rc.auth(), b"") else {
+                        return false;
+                    };
+                    r.status == 200
+                        && serde_json::from_slice::<Vec<Value>>(&r.body)
+                            .is_ok_and(|ms| ms.iter().filter(|m| m["valid"] == true).count() == n)
+                });
+            }
+        }
         let listed = started.elapsed();
         rc.probe_replication();
         rc.startup = started.elapsed();
         eprintln!(
-            "real cluster {} with {n} peers up in {:.1}s (kubo {:.1}s, peers listed {:.1}s) at {}",
+            "real cluster {} with {n} peers up in {:.1}s (kubo {:.1}s, peers and metrics {:.1}s) at {}",
             rc.version,
             rc.startup.as_secs_f64(),
             kubo_up.as_secs_f64(),
@@ -536,6 +552,11 @@ fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOption
     // The peer set is the peers with a valid ping metric: at the default 15s a new cluster takes
     // about 15 s before its peers list each other; at 2s, about 3 s.
     c["cluster"]["monitor_ping_interval"] = json!("2s");
+    // Likewise the informers' metrics, which allocation needs: a peer sends them every half TTL,
+    // so at the default 30s a pin with a replication factor fails for the first 15 s.
+    for informer in ["disk", "pinqueue", "tags"] {
+        c["informer"][informer]["metric_ttl"] = json!("4s");
+    }
     c["cluster"]["peer_addresses"] = json!(
         (0..ids.len())
             .filter(|&p| p != peer)
