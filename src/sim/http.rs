@@ -89,6 +89,13 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
             if buf.len() > MAX_HEAD_BYTES {
                 break usize::MAX;
             }
+            // Go reads the request line first and answers a malformed one (a TLS ClientHello sent
+            // to the plain listener, say) at once, without waiting for the rest of a head.
+            if let Some(nl) = buf.iter().position(|&b| b == b'\n')
+                && !request_line_ok(&buf[..nl])
+            {
+                break 0;
+            }
             let mut tmp = [0u8; 8192];
             match rd.read(&mut tmp).await {
                 Ok(0) | Err(_) => return,
@@ -106,7 +113,8 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
         }
         let mut headers = [httparse::EMPTY_HEADER; 96];
         let mut parsed = httparse::Request::new(&mut headers);
-        let ok = matches!(parsed.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_)));
+        let ok = head_len > 0
+            && matches!(parsed.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_)));
         if !ok || parsed.method.is_none() || parsed.path.is_none() {
             let _ = wr
                 .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
@@ -215,6 +223,23 @@ async fn fill(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut Vec<u8>) -> Opt
     }
 }
 
+/// Whether `line` (without its `\n`) can start a request as Go's `parseRequestLine` and
+/// `ParseHTTPVersion` see it: `METHOD SP TARGET SP HTTP/d.d`. An empty line is left to the full
+/// parse.
+fn request_line_ok(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return true;
+    }
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(_method), Some(_target), Some(proto)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(proto, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -318,5 +343,22 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line_ok;
+
+    #[test]
+    fn request_lines_as_go_reads_them() {
+        assert!(request_line_ok(b"GET /id HTTP/1.1\r"));
+        assert!(request_line_ok(b"POST /pins/x?a=b HTTP/1.0"));
+        assert!(request_line_ok(b"\r"), "an empty line is left to the full parse");
+        assert!(!request_line_ok(b"GET /id\r"));
+        assert!(!request_line_ok(b"GET  /id HTTP/1.1\r"), "two spaces: no version");
+        assert!(!request_line_ok(b"GET /id HTTP/1.12\r"));
+        // The start of a TLS ClientHello up to its first 0x0a byte.
+        assert!(!request_line_ok(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03]));
     }
 }
