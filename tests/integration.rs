@@ -3,6 +3,7 @@
 mod util;
 
 mod demo;
+mod differential;
 mod export;
 mod field_report;
 mod lost;

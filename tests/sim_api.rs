@@ -380,17 +380,21 @@ fn routing_unknown_route_is_404_not_found() {
 #[test]
 fn routing_wrong_method_is_405_with_empty_body() {
     let sim = sim3();
-    for (method, path) in [
-        ("PUT", format!("/pins/{CID_A}")),
-        ("GET", format!("/pins/ipfs/{CID_A}")),
-        ("DELETE", "/version".to_string()),
-        ("POST", "/allocations".to_string()),
-    ] {
+    for (method, path) in [("PUT", format!("/pins/{CID_A}")), ("DELETE", "/token".to_string())] {
         let r = req(&sim, 0, method, &path);
         assert_eq!(r.status, 405, "{method} {path}: {}", ctx(&r));
         assert!(r.body.is_empty(), "{method} {path}: 405 body must be empty: {:?}", r.text());
         let ct = r.header("Content-Type").unwrap_or("");
         assert!(!ct.contains("application/json"), "{method} {path}: 405 has Content-Type {ct:?}");
+    }
+    // gorilla/mux clears a method mismatch when a later route has the request's method: a real
+    // v1.1.6 peer answers these 404 (tests/differential.rs).
+    for (method, path) in [
+        ("GET", format!("/pins/ipfs/{CID_A}")),
+        ("DELETE", "/version".to_string()),
+        ("POST", "/allocations".to_string()),
+    ] {
+        assert_error(&req(&sim, 0, method, &path), 404, "not found");
     }
     // PUT did not pin anything.
     assert_absent(&sim, 0, CID_A);

@@ -74,6 +74,9 @@ pub struct PinOptions {
     pub user_allocations: Option<Vec<String>>,
     pub expire_at: Option<DateTime<Utc>>,
     pub metadata: BTreeMap<String, String>,
+    /// Whether parsing got as far as the `meta-*` keys: before that Go's map is nil (`null` in the
+    /// POST answer of a partly applied pin), after it an empty map (`{}`).
+    pub metadata_parsed: bool,
     pub pin_update: Option<String>,
     pub origins: Option<Vec<String>>,
 }
@@ -123,7 +126,9 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
     if !at.is_empty() {
         match crate::ids::parse_rfc3339(at) {
             Ok(t) => po.expire_at = Some(t),
-            Err(e) => return (po, Some(format!("expire-at cannot be parsed: {e}"))),
+            Err(_) => {
+                return (po, Some(format!("expire-at cannot be parsed: {}", go_rfc3339_error(at))));
+            }
         }
     } else if !within.is_empty() {
         match crate::ids::parse_signed_go_duration(within) {
@@ -136,6 +141,7 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
             }
         }
     }
+    po.metadata_parsed = true;
     for (k, _) in q.pairs() {
         if let Some(key) = k.strip_prefix("meta-")
             && !key.is_empty()
@@ -145,7 +151,7 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
     }
     let upd = q.get("pin-update");
     if !upd.is_empty() {
-        match crate::ids::parse_cid(upd) {
+        match parse_cid(upd) {
             Ok(c) => po.pin_update = Some(c.canonical),
             Err(e) => return (po, Some(format!("error decoding update option parameter: {e}"))),
         }
@@ -162,6 +168,64 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
         po.origins = Some(list);
     }
     (po, None)
+}
+
+/// [`crate::ids::parse_cid`] with the error texts of go-cid's `Decode` (v0.6), which the cluster
+/// puts after "error decoding Cid: " and the like.
+pub fn parse_cid(s: &str) -> Result<crate::ids::ParsedCid, String> {
+    crate::ids::parse_cid(s).map_err(|e| go_cid_error(s, &e))
+}
+
+fn go_cid_error(s: &str, parsed: &str) -> String {
+    /// The multibase prefixes go-multibase decodes.
+    const MULTIBASES: &str = "\0 0 7 9 f F b B c C v V t T h k K z Z m M u U";
+    if s.len() < 2 {
+        return "invalid cid: cid too short".to_string();
+    }
+    let is_v0 = s.len() == 46 && s.starts_with("Qm");
+    let first = s.chars().next().unwrap_or_default().to_string();
+    if !is_v0 && !MULTIBASES.split(' ').any(|p| p == first) {
+        return "invalid cid: selected encoding not supported".to_string();
+    }
+    format!("invalid cid: {parsed}")
+}
+
+/// The error of Go's `time.Parse(time.RFC3339, value)` for a value that does not parse: the layout
+/// element where it failed and the rest of the value (`cannot parse "x" as "2006"`).
+pub fn go_rfc3339_error(value: &str) -> String {
+    const LAYOUT: &str = "2006-01-02T15:04:05Z07:00";
+    let head = format!("parsing time {value:?} as {LAYOUT:?}");
+    // (layout element, how many value bytes it takes: digits, or a literal)
+    let elems: [(&str, usize, bool); 11] = [
+        ("2006", 4, true),
+        ("-", 1, false),
+        ("01", 2, true),
+        ("-", 1, false),
+        ("02", 2, true),
+        ("T", 1, false),
+        ("15", 2, true),
+        (":", 1, false),
+        ("04", 2, true),
+        (":", 1, false),
+        ("05", 2, true),
+    ];
+    let mut rest = value;
+    for (elem, n, digits) in elems {
+        let ok = if digits {
+            rest.len() >= n && rest.as_bytes()[..n].iter().all(u8::is_ascii_digit)
+        } else {
+            rest.starts_with(elem)
+        };
+        if !ok {
+            return format!("{head}: cannot parse {rest:?} as {elem:?}");
+        }
+        rest = &rest[n..];
+    }
+    let rest = match rest.strip_prefix(['.', ',']) {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    format!("{head}: cannot parse {rest:?} as \"Z07:00\"")
 }
 
 /// `strconv.Atoi`: optional sign, decimal digits, fits in 64 bits (we keep i32 range).
@@ -202,6 +266,23 @@ mod tests {
         assert_eq!(err.as_deref(), Some("parameter replication-min invalid"));
         assert_eq!(po.name, "x");
         assert!(po.metadata.is_empty());
+    }
+
+    #[test]
+    fn go_time_parse_errors() {
+        let e = |v: &str| go_rfc3339_error(v).split_once(": ").unwrap().1.to_string();
+        assert_eq!(e("tomorrow"), r#"cannot parse "tomorrow" as "2006""#);
+        assert_eq!(e("2024/01/01"), r#"cannot parse "/01/01" as "-""#);
+        assert_eq!(e("2024-01-01T00:00:00"), r#"cannot parse "" as "Z07:00""#);
+    }
+
+    #[test]
+    fn go_cid_errors() {
+        assert_eq!(parse_cid("x").unwrap_err(), "invalid cid: cid too short");
+        assert_eq!(
+            parse_cid("not-a-cid").unwrap_err(),
+            "invalid cid: selected encoding not supported"
+        );
     }
 
     #[test]

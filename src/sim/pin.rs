@@ -107,6 +107,10 @@ pub struct Pin {
     pub origins: Vec<String>,
     /// Whether `origins` was given (the in-memory form renders `null` when not).
     pub origins_given: bool,
+    /// Whether the metadata map exists: the in-memory form renders empty metadata as `{}` only then,
+    /// else `null` (a pin copied from the stored form, as pin-update does, or options that failed
+    /// before the `meta-*` keys were parsed).
+    pub metadata_given: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +143,7 @@ impl Pin {
         p.timestamp = trunc(p.timestamp);
         p.expire_at = p.expire_at.map(trunc);
         p.origins_given = true;
+        p.metadata_given = false;
         p
     }
 
@@ -171,7 +176,11 @@ impl Pin {
             shard_size: self.shard_size,
             user_allocations: if stored { None } else { self.user_allocations.as_deref() },
             expire_at: go_time(self.expire_at.as_ref().unwrap_or(&zero)),
-            metadata: if stored && self.metadata.is_empty() { None } else { Some(&self.metadata) },
+            metadata: if (stored || !self.metadata_given) && self.metadata.is_empty() {
+                None
+            } else {
+                Some(&self.metadata)
+            },
             pin_update: self.pin_update.as_deref(),
             origins: if stored || self.origins_given { Some(&self.origins) } else { None },
             cid: &self.cid,
@@ -241,6 +250,7 @@ impl Pin {
             pin_update: s("pin_update"),
             origins: list("origins"),
             origins_given: true,
+            metadata_given: false,
         }
         .to_stored())
     }
@@ -329,6 +339,7 @@ mod tests {
             pin_update: None,
             origins: vec![],
             origins_given: false,
+            metadata_given: true,
         }
     }
 

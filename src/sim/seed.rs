@@ -114,6 +114,7 @@ pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
                 pin_update: None,
                 origins,
                 origins_given: true,
+                metadata_given: false,
             }
             .to_stored()
         })

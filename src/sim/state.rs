@@ -611,6 +611,7 @@ mod tests {
             pin_update: None,
             origins: vec![],
             origins_given: true,
+            metadata_given: false,
         }
         .to_stored()
     }
