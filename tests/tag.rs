@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn urls(sim: &Sim) -> String {
-    sim.peers.iter().map(|p| p.url.clone()).collect::<Vec<_>>().join(",")
+fn urls(sim: &impl PeerUrls) -> String {
+    sim.all_urls()
 }
 
-fn tag(dir: &tempfile::TempDir, sim: &Sim, args: &[&str]) -> Output {
+fn tag(dir: &tempfile::TempDir, sim: &impl PeerUrls, args: &[&str]) -> Output {
     ledger()
         .current_dir(dir.path())
         .args(["--db", "ledger.db", "--cluster", &urls(sim), "tag"])
@@ -20,8 +20,8 @@ fn tag(dir: &tempfile::TempDir, sim: &Sim, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn pinset(sim: &Sim, peer: usize) -> BTreeMap<String, Value> {
-    let r = raw(sim.url(peer), "GET", "/allocations?filter=all", &[], b"");
+fn pinset(sim: &impl PeerUrls, peer: usize) -> BTreeMap<String, Value> {
+    let r = raw(sim.peer_url(peer), "GET", "/allocations?filter=all", &[], b"");
     r.ndjson().into_iter().map(|p| (p["cid"].as_str().unwrap().to_string(), p)).collect()
 }
 
@@ -39,40 +39,59 @@ fn report(out: &Output) -> Value {
     })
 }
 
-#[test]
-fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org() {
-    let sim = Sim::start(&["--peers", "3", "--pins", "400", "--seed", "21", "--lag", "0..100ms"]);
-    let dir = tempfile::tempdir().unwrap();
-    let before = pinset(&sim, 0);
-    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "300ms", "--json"]);
-    let r = report(&out);
-    assert_eq!(r["converged"], true, "{r}");
-    let conflicts = before.values().filter(|p| org(p).is_some_and(|o| o != "hrdag")).count();
-    // Conflicts need attention: exit 1; without them the run exits 0.
-    assert_eq!(out.status.code(), Some(if conflicts > 0 { 1 } else { 0 }));
-    sim.wait_converged(std::time::Duration::from_secs(10));
-    let targets: Vec<&String> = before.keys().filter(|c| org(&before[*c]).is_none()).collect();
-    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), targets.len());
-    for peer in 0..3 {
-        let after = pinset(&sim, peer);
-        assert_eq!(after.len(), before.len());
-        for (cid, b) in &before {
+/// How long a pass settles on each backend: the real cluster's peers can miss the last heads of a
+/// burst until the next rebroadcast (5 s in the test clusters), so five passes span two of them.
+fn settle(b: Backend) -> &'static str {
+    match b {
+        Backend::Sim => "300ms",
+        Backend::Real => "2s",
+    }
+}
+
+/// What a migration to `hrdag` must leave on every peer: each pin that was unowned in `before`
+/// tagged `hrdag` with every other option as it was (its timestamp aside), every other pin exactly
+/// as it was.
+fn check_migrated(c: &Cluster, before: &BTreeMap<String, Value>, what: &str) {
+    c.wait_converged(std::time::Duration::from_secs(60));
+    for peer in 0..c.len() {
+        let after = pinset(c, peer);
+        assert_eq!(after.len(), before.len(), "{what}: pins on peer{peer}");
+        for (cid, b) in before {
             let a = &after[cid];
             if org(b).is_none() {
-                assert_eq!(org(a), Some("hrdag"), "{cid} on peer{peer}");
+                assert_eq!(org(a), Some("hrdag"), "{what}: {cid} on peer{peer}");
                 for f in PIN_FIELDS {
                     if f != "metadata" && f != "timestamp" {
-                        assert_eq!(a[f], b[f], "{f} of {cid} on peer{peer}");
+                        assert_eq!(a[f], b[f], "{what}: {f} of {cid} on peer{peer}");
                     }
                 }
                 let mut want = b["metadata"].as_object().cloned().unwrap_or_default();
                 want.insert("org".into(), "hrdag".into());
-                assert_eq!(a["metadata"], Value::Object(want), "{cid}");
+                assert_eq!(a["metadata"], Value::Object(want), "{what}: {cid}");
             } else {
-                assert_eq!(a, b, "a pin that was not a target changed: {cid}");
+                assert_eq!(a, b, "{what}: a pin that was not a target changed: {cid}");
             }
         }
     }
+}
+
+/// On both backends, over pins of every kind: every unowned pin is tagged and keeps every other
+/// option, field by field; no other organisation's pin is touched; the run is on the record.
+fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org(b: Backend) {
+    let Some(sim) = Cluster::start(b, 3) else { return };
+    sim.seed(&every_kind(400, "tag", &sim.ids()));
+    let dir = tempfile::tempdir().unwrap();
+    let before = pinset(&sim, 0);
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", settle(b), "--json"]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r}");
+    let conflicts = before.values().filter(|p| org(p).is_some_and(|o| o != "hrdag")).count();
+    assert!(conflicts > 0, "the seed holds other organisations' pins");
+    // Pins of other organisations are left alone and counted; the run then needs attention.
+    assert_eq!(out.status.code(), Some(1));
+    let targets: Vec<&String> = before.keys().filter(|c| org(&before[*c]).is_none()).collect();
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), targets.len());
+    check_migrated(&sim, &before, "after the run");
     // Every re-pin is on the record with the version before and after.
     let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
     let (n, applied, with_both): (i64, i64, i64) = conn
@@ -104,6 +123,8 @@ fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org() {
     assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 0);
     assert_eq!(r["converged"], true);
 }
+
+crate::on_both!(tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org);
 
 #[test]
 fn dry_run_sends_nothing_and_only_restricts_targets() {
@@ -299,6 +320,67 @@ fn killed_at_random_moments_a_rerun_ends_as_an_uninterrupted_run() {
         assert!(interrupted <= 1, "trial {trial}");
     }
 }
+
+/// `SELECT count(*) FROM repins` of a ledger another process is writing (0 before it exists).
+fn repins_recorded(db: &std::path::Path) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return 0;
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
+    conn.query_row("SELECT count(*) FROM repins", [], |r| r.get(0)).unwrap_or(0)
+}
+
+/// On both backends: `kill -9` of a tag run in the middle of its first pass (after the 1st, the
+/// 40th and the 120th recorded re-pin), then the same command again. The rerun finishes the
+/// migration as if nothing had happened: every target tagged with every option kept, nothing else
+/// touched, no intent left pending, no tagged pin re-pinned.
+fn killed_mid_pass_a_rerun_finishes_the_migration(b: Backend) {
+    let Some(sim) = Cluster::start(b, 3) else { return };
+    for (trial, kill_after) in [1, 40, 120].into_iter().enumerate() {
+        sim.seed(&every_kind(200, &format!("kill/{trial}"), &sim.ids()));
+        let before = pinset(&sim, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let mut child = std::process::Command::new(bin())
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--db", "ledger.db", "--cluster", &urls(&sim), "tag", "--org", "hrdag"])
+            .args(["--settle", settle(b), "--concurrency", "4", "--rate", "200"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(std::time::Duration::from_secs(60), "re-pins on the record", || {
+            repins_recorded(&db) >= kill_after
+        });
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(status.code().is_none(), "trial {trial}: the run ended before the kill");
+        let killed_at = repins_recorded(&db);
+        let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", settle(b), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "trial {trial}: other orgs' pins need attention");
+        let r = report(&out);
+        assert_eq!(r["converged"], true, "trial {trial}: {r}");
+        check_migrated(&sim, &before, &format!("trial {trial}, killed after {killed_at} re-pins"));
+        let rows = sql_rows(&db, "SELECT count(*) FROM repins WHERE status = 'pending'");
+        assert_eq!(rows, [["0"]], "trial {trial}: pending intents left");
+        let twice = sql_rows(
+            &db,
+            "SELECT count(*) FROM (SELECT cid_id FROM repins WHERE outcome = 'applied'
+             GROUP BY cid_id HAVING count(*) > 1)",
+        );
+        assert_eq!(twice, [["0"]], "trial {trial}: a tagged pin was re-pinned");
+        let runs = sql_rows(&db, "SELECT state FROM runs ORDER BY id");
+        assert_eq!(runs.len(), 2, "trial {trial}: {runs:?}");
+        assert_eq!(runs[0][0], "interrupted", "trial {trial}: the killed run: {runs:?}");
+    }
+}
+
+crate::on_both!(killed_mid_pass_a_rerun_finishes_the_migration);
 
 #[test]
 fn error_bursts_are_retried_and_nothing_untagged_counts_as_tagged() {

@@ -178,17 +178,29 @@ impl Drop for Sim {
 /// Anything with peers reachable over HTTP: the simulator, a real cluster, either of them.
 pub trait PeerUrls {
     fn peer_url(&self, peer: usize) -> &str;
+    fn peer_count(&self) -> usize;
+
+    /// Every peer's URL, comma-separated, peer0 first: the value of `ledger --cluster`.
+    fn all_urls(&self) -> String {
+        (0..self.peer_count()).map(|i| self.peer_url(i)).collect::<Vec<_>>().join(",")
+    }
 }
 
 impl PeerUrls for Sim {
     fn peer_url(&self, peer: usize) -> &str {
         self.url(peer)
     }
+    fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
 }
 
 impl PeerUrls for backend::Cluster {
     fn peer_url(&self, peer: usize) -> &str {
         self.url(peer)
+    }
+    fn peer_count(&self) -> usize {
+        self.len()
     }
 }
 
