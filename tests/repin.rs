@@ -36,10 +36,15 @@ fn cluster(extra: &[&str]) -> (Sim, tempfile::TempDir) {
     (Sim::start(&args), dir)
 }
 
-fn repin(dir: &tempfile::TempDir, sim: &Sim, env: &[(&str, &str)], args: &[&str]) -> Output {
+fn repin(
+    dir: &tempfile::TempDir,
+    sim: &impl PeerUrls,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
     let mut cmd = ledger();
     cmd.current_dir(dir.path())
-        .args(["--db", "ledger.db", "--cluster", sim.url(0), "repin"])
+        .args(["--db", "ledger.db", "--cluster", sim.peer_url(0), "repin"])
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -47,8 +52,8 @@ fn repin(dir: &tempfile::TempDir, sim: &Sim, env: &[(&str, &str)], args: &[&str]
     cmd.output().unwrap()
 }
 
-fn stored(sim: &Sim, cid: &str, auth: &[(&str, &str)]) -> serde_json::Value {
-    let r = raw(sim.url(0), "GET", &format!("/allocations/{cid}"), auth, b"");
+fn stored(sim: &impl PeerUrls, cid: &str, auth: &[(&str, &str)]) -> serde_json::Value {
+    let r = raw(sim.peer_url(0), "GET", &format!("/allocations/{cid}"), auth, b"");
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -65,9 +70,31 @@ fn without(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
     v
 }
 
-#[test]
-fn a_repin_keeps_every_other_option() {
-    let (sim, dir) = cluster(&[]);
+/// On both backends: a direct pin with an expiry, origins and two metadata keys, and a pin with
+/// replication 2..3 allocated to two peers, each pinned through the REST API, then re-pinned by
+/// `ledger repin --meta org=hrdag`: every other option stays as it was.
+fn a_repin_keeps_every_other_option(b: Backend) {
+    let Some(sim) = Cluster::start(b, 3) else { return };
+    let ids = sim.ids();
+    let origin = enc(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", ids[1]));
+    sim.seed(&[
+        (
+            format!("/pins/ipfs/{CID_DIRECT}"),
+            format!(
+                "mode=direct&name=direct%20one&expire-at=2099-05-01T00:00:00Z\
+                 &meta-project=census&meta-source=crawler&origins={origin}"
+            ),
+        ),
+        (
+            format!("/pins/{CID_REPL}"),
+            format!(
+                "name=replicated&replication-min=2&replication-max=3&meta-org=\
+                 &user-allocations={},{}",
+                ids[2], ids[0]
+            ),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
     for cid in [CID_DIRECT, CID_REPL] {
         let before = stored(&sim, cid, &[]);
         let out = repin(&dir, &sim, &[], &[cid, "--meta", "org=hrdag"]);
@@ -82,10 +109,19 @@ fn a_repin_keeps_every_other_option() {
         want.insert("org".into(), "hrdag".into());
         assert_eq!(after["metadata"], serde_json::Value::Object(want), "{cid}");
     }
-    // The direct pin went through the path route and is still direct.
-    assert_eq!(stored(&sim, CID_DIRECT, &[])["max_depth"], 0);
-    assert_eq!(stored(&sim, CID_REPL, &[])["allocations"].as_array().unwrap().len(), 2);
+    // The direct pin went through the path route and is still direct, with its origins and expiry.
+    let direct = stored(&sim, CID_DIRECT, &[]);
+    assert_eq!((&direct["max_depth"], &direct["mode"]), (&serde_json::json!(0), &"direct".into()));
+    assert_eq!(direct["origins"].as_array().map(Vec::len), Some(1), "{direct}");
+    assert!(direct["expire_at"].as_str().unwrap().starts_with("2099-05-01T00:00:00"), "{direct}");
+    let repl = stored(&sim, CID_REPL, &[]);
+    assert!(repl["allocations"].as_array().unwrap().len() >= 2, "{repl}");
+    // Every peer follows.
+    let pins = sim.wait_converged(std::time::Duration::from_secs(60));
+    assert!(pins.iter().all(|p| p["metadata"]["org"] == "hrdag"), "{pins:?}");
 }
+
+crate::on_both!(a_repin_keeps_every_other_option);
 
 #[test]
 fn unset_removes_one_key_only() {
