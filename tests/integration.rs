@@ -2,6 +2,7 @@
 
 mod util;
 
+mod ctl;
 mod demo;
 mod differential;
 mod export;
