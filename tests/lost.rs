@@ -1034,6 +1034,9 @@ fn watch_goes_on_when_a_peer_is_down() {
 
 #[test]
 fn the_views_answer_in_the_sqlite3_shell() {
+    if !have("sqlite3", "-version", "apt-get install sqlite3") {
+        return;
+    }
     let lab = Lab::start(2, 100);
     lab.snapshot_all();
     for i in 0..3 {

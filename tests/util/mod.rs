@@ -50,6 +50,17 @@ pub fn skip(what: &str, fix: &str) -> bool {
     false
 }
 
+/// True when `program` runs here (`program ARG` exits 0); otherwise [`skip`] with `fix`.
+pub fn have(program: &str, arg: &str, fix: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok || skip(&format!("`{program}`, which is not installed"), fix)
+}
+
 /// Polls `f` every 10 ms until it holds; panics with `what` after `timeout`. Returns the time taken.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -187,6 +198,15 @@ pub trait PeerUrls {
 }
 
 impl PeerUrls for Sim {
+    fn peer_url(&self, peer: usize) -> &str {
+        self.url(peer)
+    }
+    fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+impl PeerUrls for realcluster::RealCluster {
     fn peer_url(&self, peer: usize) -> &str {
         self.url(peer)
     }
