@@ -1,0 +1,169 @@
+//! Real convergence (`cargo bench --bench realcluster`): `ledger tag --org hrdag` of the field
+//! report's 3,512 unowned pins (and 40 owned by other organisations) on a real 5-peer IPFS Cluster
+//! v1.1.6 with kubo, on loopback, with the cluster's shipped defaults (`rebroadcast_interval` 1m), and
+//! `ledger demo` (the simulator at its calibrated defaults) in the same run, both with the demo's tag
+//! settings (500 re-pins/s, settle 5s, a probe every 500ms). For each: wall time, the first read of
+//! every peer after pass 1, the probe curve of the peers that lagged, when each peer first showed
+//! every target, and the passes it took. The field report saw 2,749 → 3,139 → 3,385 → 3,512.
+//!
+//! Needs the real cluster built (`bash tests/realcluster/setup.sh`).
+
+#[path = "../tests/util/mod.rs"]
+#[allow(unused_imports, unused_macros)]
+mod util;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
+use util::{PeerUrls, cid_of, raw};
+
+/// One probe sample: pass, peer, seconds since the run started, targets, tagged.
+struct Sample {
+    pass: i64,
+    peer: String,
+    secs: f64,
+    targets: i64,
+    tagged: i64,
+}
+
+fn samples(csv_text: &str) -> Vec<Sample> {
+    let mut r = csv::Reader::from_reader(csv_text.as_bytes());
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            Sample {
+                pass: rec[1].parse().unwrap(),
+                peer: rec[2].to_string(),
+                secs: rec[3].parse().unwrap(),
+                targets: rec[4].parse().unwrap(),
+                tagged: rec[5].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Prints the figures of one run's probe curve; returns (first reads, converged after, passes).
+fn summarise(what: &str, wall: f64, samples: &[Sample]) {
+    let mut first: BTreeMap<&str, &Sample> = BTreeMap::new();
+    let mut done: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut curves: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut passes = 0;
+    for s in samples {
+        passes = passes.max(s.pass);
+        if s.pass == 1 {
+            first.entry(&s.peer).or_insert(s);
+        }
+        if s.tagged >= s.targets {
+            done.entry(&s.peer).or_insert(s.secs);
+        }
+        let curve = curves.entry(&s.peer).or_default();
+        let point = format!("{}@{:.1}s", s.tagged, s.secs);
+        if curve.last().is_none_or(|p| !p.starts_with(&format!("{}@", s.tagged))) {
+            curve.push(point);
+        }
+    }
+    println!("{what}: {wall:.1} s wall, {passes} passes");
+    for (peer, s) in &first {
+        let short = &peer[peer.len().saturating_sub(6)..];
+        println!(
+            "  …{short}: first read after pass 1 {}/{} ({:.1}%) at {:.1}s; every target after {}; curve {}",
+            s.tagged,
+            s.targets,
+            100.0 * s.tagged as f64 / s.targets as f64,
+            s.secs,
+            done.get(peer).map(|t| format!("{t:.1}s")).unwrap_or_else(|| "never".into()),
+            curves[peer].join(" → ")
+        );
+    }
+}
+
+fn ledger(dir: &std::path::Path, cluster: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .current_dir(dir)
+        .env("LEDGER_LOG", "warn")
+        .args(["--db", "ledger.db", "--cluster", cluster])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn main() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let rc = RealCluster::start(RealOptions::new(V1_1_6, 5));
+    println!("real 5-peer v1.1.6 cluster up in {:.1} s", rc.startup.as_secs_f64());
+
+    // The field report's pin set: 3,512 named, unowned pins and 40 of other organisations, written
+    // through peer0 by 8 clients at once.
+    let seed_start = Instant::now();
+    let others = ["amnesty", "witness", "bellingcat", "memorial"];
+    let queries: Vec<String> = (0..3552)
+        .map(|i| {
+            let cid = cid_of(&format!("field-report/{i}"));
+            let name = format!("name=dataset-{:04}%2Ffile-{}.json", i / 10, i % 10);
+            if i < 3512 {
+                format!("/pins/{cid}?{name}")
+            } else {
+                format!("/pins/{cid}?{name}&meta-org={}", others[i % others.len()])
+            }
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in queries.chunks(queries.len().div_ceil(8)) {
+            let url = rc.url(0).to_string();
+            s.spawn(move || {
+                for q in chunk {
+                    let r = raw(&url, "POST", q, &[], b"");
+                    assert_eq!(r.status, 200, "{q}: {}", r.text());
+                }
+            });
+        }
+    });
+    let seeded = seed_start.elapsed().as_secs_f64();
+    let settled = Instant::now();
+    let pins = rc.wait_converged(Duration::from_secs(300));
+    assert_eq!(pins.len(), 3552);
+    println!(
+        "seeded 3,552 pins in {seeded:.1} s ({:.0} pins/s); every peer held all of them {:.1} s later",
+        3552.0 / seeded,
+        settled.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let tag_args = ["--rate", "500", "--settle", "5s", "--probe-every", "500ms", "--json"];
+    let out =
+        ledger(dir.path(), &rc.all_urls(), &[&["tag", "--org", "hrdag"][..], &tag_args].concat());
+    let wall = start.elapsed().as_secs_f64();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("tag --json ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["converged"], true, "{report}");
+    let csv = ledger(dir.path(), &rc.all_urls(), &["convergence", "--curve", "--csv", "-"]);
+    assert!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
+    summarise(
+        "real v1.1.6, 5 peers, tag --rate 500 --settle 5s",
+        wall,
+        &samples(&String::from_utf8_lossy(&csv.stdout)),
+    );
+    rc.assert_loopback_only();
+    drop(rc);
+
+    // The simulator at the demo's defaults, in the same run.
+    let demo_dir = tempfile::tempdir().unwrap();
+    let out_dir = demo_dir.path().join("demo");
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["-q", "demo", "--seed", "1", "--out", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let wall = start.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(out_dir.join("convergence.csv")).unwrap();
+    summarise("simulator (ledger demo --seed 1)", wall, &samples(&text));
+    println!(
+        "field report (v1.1.5, by hand, 32 re-pins/s): 2,749 → 3,139 → 3,385 → 3,512 over ~30 s, 3 passes"
+    );
+}
