@@ -23,10 +23,7 @@ use crate::util::*;
 /// A CIDv0 whose multihash is the SHA-256 of `label` (content no peer has: the cluster's state
 /// does not need it).
 fn cid(label: &str) -> String {
-    use sha2::Digest;
-    let mut mh = vec![0x12, 0x20];
-    mh.extend_from_slice(&sha2::Sha256::digest(label.as_bytes()));
-    bs58::encode(mh).into_string()
+    cid_of(label)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -245,22 +242,23 @@ fn field_report(what: &str, c: &Cluster) {
     );
 }
 
-#[test]
-fn field_report_on_real_v1_1_5() {
-    if !available(V1_1_5) {
+/// The report on a real 3-peer cluster of `version`.
+fn on_real(version: &'static str) {
+    if !available(version) {
         return;
     }
-    let c = Cluster::Real(RealCluster::start(RealOptions::new(V1_1_5, 3)));
-    field_report("IPFS Cluster v1.1.5", &c);
+    let c = Cluster::Real(RealCluster::start(RealOptions::new(version, 3)));
+    field_report(&format!("IPFS Cluster {version}"), &c);
+}
+
+#[test]
+fn field_report_on_real_v1_1_5() {
+    on_real(V1_1_5);
 }
 
 #[test]
 fn field_report_on_real_v1_1_6() {
-    if !available(V1_1_6) {
-        return;
-    }
-    let c = Cluster::Real(RealCluster::start(RealOptions::new(V1_1_6, 3)));
-    field_report("IPFS Cluster v1.1.6", &c);
+    on_real(V1_1_6);
 }
 
 #[test]
