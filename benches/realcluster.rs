@@ -2,7 +2,7 @@
 //! report's 3,512 unowned pins (and 40 owned by other organisations) on a real 5-peer IPFS Cluster
 //! v1.1.6 with kubo, on loopback, with the cluster's shipped defaults (`rebroadcast_interval` 1m), and
 //! `ledger demo` (the simulator at its calibrated defaults) in the same run, both with the demo's tag
-//! settings (500 re-pins/s, settle 5s, a probe every 500ms). For each: wall time, the first read of
+//! settings (500 re-pins/s, settle 5s, a probe every 500ms), as many passes as it takes. For each: wall time, the first read of
 //! every peer after pass 1, the probe curve of the peers that lagged, when each peer first showed
 //! every target, and the passes it took. The field report saw 2,749 → 3,139 → 3,385 → 3,512.
 //!
@@ -134,13 +134,26 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let tag_args = ["--rate", "500", "--settle", "5s", "--probe-every", "500ms", "--json"];
+    // As many passes as it takes, within 10 minutes: the real peers wait for rebroadcasts.
+    let tag_args = [
+        "--rate",
+        "500",
+        "--settle",
+        "5s",
+        "--probe-every",
+        "500ms",
+        "--max-passes",
+        "40",
+        "--run-timeout",
+        "10m",
+        "--json",
+    ];
     let out =
         ledger(dir.path(), &rc.all_urls(), &[&["tag", "--org", "hrdag"][..], &tag_args].concat());
     let wall = start.elapsed().as_secs_f64();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("tag --json ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(report["converged"], true, "{report}");
+    println!("tag: converged {}, exit {:?}", report["converged"], out.status.code());
     let csv = ledger(dir.path(), &rc.all_urls(), &["convergence", "--curve", "--csv", "-"]);
     assert!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
     summarise(
