@@ -4,9 +4,10 @@
 //! by field (key order included). What must differ is normalised first: peer IDs become
 //! `peer0`…`peer2` and kubo IDs `ipfs0`…, ports `PORT`, times near now `<now>` (with `.ns` when they
 //! carry sub-second digits, `+1h` when an hour ahead), and streams the real cluster emits in no fixed
-//! order are sorted. A difference that remains must be one of [`KNOWN`] (each named, with its reason,
-//! and matched on the exchange, the field and both values), or the test fails. The known
-//! differences are the ones `docs/simulator.md` lists under "Known differences".
+//! order are sorted. A difference that remains must be one of [`known_differences`] (each named,
+//! with its reason, and matched on the exchange, the field and both values, or for the order of a
+//! pin's allocations both pins together), or the test fails. The known differences are the ones
+//! `docs/simulator.md` lists under "Known differences".
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
 use crate::util::*;
 
+/// Peers on each side.
+const PEERS: usize = 3;
 const USER: &str = "admin";
 const PASS: &str = "diff-s3cret";
 
@@ -629,8 +632,45 @@ struct Known {
     exchanges: &'static [&'static str],
     /// The fields, as JSON pointers into the normalised answer.
     at: &'static [&'static str],
-    sim: fn(&Value) -> bool,
-    real: fn(&Value) -> bool,
+    values: Values,
+}
+
+/// How a known difference checks the two values.
+enum Values {
+    /// Each side's value on its own.
+    Each { sim: fn(&Value) -> bool, real: fn(&Value) -> bool },
+    /// The field is an element of a pin's list (`…/allocations/3`): both pins are checked
+    /// together, with the first pin of that CID each side answered with allocations.
+    Pins(fn(&Pins) -> bool),
+}
+
+/// The pins (objects with a `cid`) that hold a differing list element, on both sides.
+struct Pins<'a> {
+    sim: &'a Value,
+    real: &'a Value,
+    /// The first answer of each side that showed this CID with allocations (this one included).
+    sim_first: &'a Value,
+    real_first: &'a Value,
+}
+
+/// The first pin object per CID that showed allocations, of one side.
+type FirstAllocations = std::collections::BTreeMap<String, Value>;
+
+/// Records every pin in a normalised answer (the body, or each item of a stream) that is the first
+/// of its CID with a non-empty `allocations` list.
+fn record_first_allocations(answer: &Value, first: &mut FirstAllocations) {
+    let body = &answer["body"];
+    let pins: Vec<&Value> = match body {
+        Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    };
+    for p in pins {
+        if let (Some(cid), Some(a)) = (p["cid"].as_str(), p["allocations"].as_array())
+            && !a.is_empty()
+        {
+            first.entry(cid.to_string()).or_insert_with(|| p.clone());
+        }
+    }
 }
 
 fn pointer_matches(pattern: &str, at: &str) -> bool {
@@ -657,8 +697,10 @@ fn known_differences() -> Vec<Known> {
                      'error resolving path: … not simulated'",
             exchanges: &["pin by path with a sub-path"],
             at: &["/body/message"],
-            sim: |v| starts(v, "error resolving path: sub-path resolution is not simulated"),
-            real: |v| starts(v, "IPFS error (resolve?arg="),
+            values: Values::Each {
+                sim: |v| starts(v, "error resolving path: sub-path resolution is not simulated"),
+                real: |v| starts(v, "IPFS error (resolve?arg="),
+            },
         },
         Known {
             name: "content no kubo has",
@@ -673,34 +715,38 @@ fn known_differences() -> Vec<Known> {
                 "/body/peer_map/peer0/timestamp",
                 "/body/peer_map/peer0/error",
             ],
-            sim: |v| is(v, &[json!("pinned"), json!(0), json!(false), json!("<now>"), json!("")]),
-            real: |v| {
-                is(
-                    v,
-                    &[
-                        json!("pinning"),
-                        json!("pin_queued"),
-                        json!("pin_error"),
-                        json!(true),
-                        json!("<now.ns>"),
-                    ],
-                ) || v.as_u64().is_some()
-                    || v.is_string()
+            values: Values::Each {
+                sim: |v| {
+                    is(v, &[json!("pinned"), json!(0), json!(false), json!("<now>"), json!("")])
+                },
+                real: |v| {
+                    is(
+                        v,
+                        &[
+                            json!("pinning"),
+                            json!("pin_queued"),
+                            json!("pin_error"),
+                            json!(true),
+                            json!("<now.ns>"),
+                        ],
+                    ) || v.as_u64().is_some()
+                        || v.is_string()
+                },
             },
         },
         Known {
-            name: "allocation candidates",
-            reason: "allocation follows the real peers' informer metrics (freespace, which have \
-                     not always reached the receiving peer this soon after start-up: then only it \
-                     is a candidate, 'Available candidates: 1', a pin needing 2 peers fails and \
-                     replication-min 1 allocates to peer0) and their order; the simulator counts \
-                     every live peer and orders by a hash of CID and peer",
+            name: "allocation order",
+            reason: "a real peer's balanced allocator orders the candidates, user allocations as \
+                     one group first, then the others, by each peer's freespace metric (its \
+                     kubo's StorageMax less its repo's size, which differs per peer by some \
+                     bytes); the simulator orders both groups by a hash of CID and peer. The same \
+                     peers, as many, user allocations first, every one a cluster peer, and each \
+                     side keeps its first allocation in every later answer",
             exchanges: &[
                 "pin with replication and user allocations",
                 "stored pin with allocations",
                 "re-pin, replication-min/max, user allocations",
                 "stored pin, allocations kept",
-                "replication too high",
                 "allocations",
                 "allocations, filter=all",
                 "allocations, filter=pin,foo",
@@ -713,50 +759,8 @@ fn known_differences() -> Vec<Known> {
                 "pins, cids",
                 "status of an allocated pin on peer1",
             ],
-            at: &[
-                "/status",
-                "/body/*",
-                "/body/allocations",
-                "/body/peer_map/*/status",
-                "/body/peer_map/*/timestamp",
-                "/body/*/allocations",
-                "/body/*/peer_map/*",
-                "/body/*/peer_map/*/status",
-                "/body/*/peer_map/*/timestamp",
-                "/body/allocations/*",
-                "/body/*/allocations/*",
-            ],
-            sim: |v| {
-                v.is_array()
-                    || is(v, &[json!(200), json!("remote"), json!("pinned"), json!("<now>")])
-                    || starts(
-                        v,
-                        "not enough peers to allocate CID. Needed at least: 5. Wanted at most: 5. Available candidates: 3.",
-                    )
-                    || v.is_object()
-                    || v == &json!("(absent)")
-                    || v.is_number()
-                    || v.is_string()
-                    || v.is_null()
-            },
-            real: |v| {
-                v == &json!(["peer0"])
-                    || is(
-                        v,
-                        &[
-                            json!(500),
-                            json!(404),
-                            json!("remote"),
-                            json!("pinned"),
-                            json!("<now.ns>"),
-                        ],
-                    )
-                    || starts(v, "not enough peers to allocate CID. Needed at least: ")
-                    || v.is_object()
-                    || v == &json!("(absent)")
-                    || v.is_number()
-                    || v.is_string()
-            },
+            at: &["/body/allocations/*", "/body/*/allocations/*"],
+            values: Values::Pins(same_allocations_in_another_order),
         },
         Known {
             name: "re-queued pins finish at IPFS speed",
@@ -770,21 +774,100 @@ fn known_differences() -> Vec<Known> {
                 "/body/*/peer_map/*/priority_pin",
                 "/body/*/peer_map/*/attempt_count",
             ],
-            sim: |v| is(v, &[json!("pin_queued"), json!("<now.ns>"), json!(true), json!(0)]),
-            real: |v| {
-                is(v, &[json!("pinned"), json!("pinning"), json!("<now>"), json!(false), json!(1)])
+            values: Values::Each {
+                sim: |v| is(v, &[json!("pin_queued"), json!("<now.ns>"), json!(true), json!(0)]),
+                real: |v| {
+                    is(
+                        v,
+                        &[
+                            json!("pinned"),
+                            json!("pinning"),
+                            json!("<now>"),
+                            json!(false),
+                            json!(1),
+                        ],
+                    )
+                },
             },
         },
     ]
 }
 
-fn known<'k>(ks: &'k [Known], label: &str, d: &Diff) -> Option<&'k Known> {
+/// The normalised answers of both sides, and each side's first allocations per CID.
+struct Answers<'a> {
+    sim: &'a Value,
+    real: &'a Value,
+    sim_first: &'a FirstAllocations,
+    real_first: &'a FirstAllocations,
+}
+
+fn known<'k>(ks: &'k [Known], label: &str, d: &Diff, answers: &Answers) -> Option<&'k Known> {
     ks.iter().find(|k| {
         k.exchanges.contains(&label)
             && k.at.iter().any(|at| pointer_matches(at, &d.at))
-            && (k.sim)(&d.sim)
-            && (k.real)(&d.real)
+            && match k.values {
+                Values::Each { sim, real } => sim(&d.sim) && real(&d.real),
+                Values::Pins(check) => pins(answers, &d.at).is_some_and(|p| check(&p)),
+            }
     })
+}
+
+/// The pins holding the list element at `at` (the pointer without the list and the index) on
+/// both sides, when both have the same CID and both sides recorded a first allocation of it.
+fn pins<'a>(answers: &Answers<'a>, at: &str) -> Option<Pins<'a>> {
+    let parts: Vec<&str> = at.split('/').collect();
+    let pin_at = parts.get(..parts.len().checked_sub(2)?)?.join("/");
+    let sim = answers.sim.pointer(&pin_at)?;
+    let real = answers.real.pointer(&pin_at)?;
+    let cid = sim["cid"].as_str()?;
+    if real["cid"].as_str() != Some(cid) {
+        return None;
+    }
+    Some(Pins {
+        sim,
+        real,
+        sim_first: answers.sim_first.get(cid)?,
+        real_first: answers.real_first.get(cid)?,
+    })
+}
+
+/// The names of a list of peers when every one is a distinct cluster peer (`peer0`…), else `None`.
+fn members(list: &Value) -> Option<Vec<&str>> {
+    let names: Vec<&str> = list.as_array()?.iter().map(Value::as_str).collect::<Option<_>>()?;
+    let member = |n: &&str| {
+        n.strip_prefix("peer").and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < PEERS)
+    };
+    let mut distinct = names.clone();
+    distinct.sort();
+    distinct.dedup();
+    (names.iter().all(member) && distinct.len() == names.len()).then_some(names)
+}
+
+/// The allocation order a real peer's free space decides, and nothing else: both sides allocated
+/// the same cluster peers, as many, each side's user allocations (of the request that allocated)
+/// first, and each side's list is the one it answered first for that CID (kept on re-pin, on every
+/// peer and in every listing).
+fn same_allocations_in_another_order(p: &Pins) -> bool {
+    let (Some(sim), Some(real)) = (members(&p.sim["allocations"]), members(&p.real["allocations"]))
+    else {
+        return false;
+    };
+    let user_first = |first: &Value| {
+        let (Some(list), Some(user)) =
+            (members(&first["allocations"]), members(&first["user_allocations"]))
+        else {
+            return false;
+        };
+        let k = user.len().min(list.len());
+        list[..k].iter().all(|a| user.contains(a))
+    };
+    !sim.is_empty()
+        && sim.len() == real.len()
+        && sim.iter().all(|a| real.contains(a))
+        && p.sim["allocations"] == p.sim_first["allocations"]
+        && p.real["allocations"] == p.real_first["allocations"]
+        && user_first(p.sim_first)
+        && user_first(p.real_first)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -799,11 +882,11 @@ fn the_simulator_answers_like_a_real_cluster() {
     let steps = script();
     let real_cluster = RealCluster::start(RealOptions {
         basic_auth: Some((USER.to_string(), PASS.to_string())),
-        ..RealOptions::new(V1_1_6, 3)
+        ..RealOptions::new(V1_1_6, PEERS)
     });
     let sim_cluster = Sim::start(&[
         "--peers",
-        "3",
+        &PEERS.to_string(),
         "--lag",
         "0..100ms",
         "--basic-auth",
@@ -813,6 +896,7 @@ fn the_simulator_answers_like_a_real_cluster() {
     let mut real = Side::new("real", real_cluster.peers.iter().map(|p| p.url.clone()).collect());
     let mut sim = Side::new("sim", sim_cluster.peers.iter().map(|p| p.url.clone()).collect());
     let (mut compared, mut identical, mut listed) = (0, 0, 0);
+    let (mut real_first, mut sim_first) = (FirstAllocations::new(), FirstAllocations::new());
     let knowns = known_differences();
     let mut used: std::collections::BTreeMap<&str, usize> = Default::default();
     let mut failures = Vec::new();
@@ -828,6 +912,8 @@ fn the_simulator_answers_like_a_real_cluster() {
         let rr = real.send(e);
         let sr = sim.send(e);
         let (nr, ns) = (real.normalise(e, &rr), sim.normalise(e, &sr));
+        record_first_allocations(&nr, &mut real_first);
+        record_first_allocations(&ns, &mut sim_first);
         compared += 1;
         let mut diffs = Vec::new();
         diff("", &ns, &nr, &mut diffs);
@@ -835,9 +921,11 @@ fn the_simulator_answers_like_a_real_cluster() {
             identical += 1;
             continue;
         }
+        let answers =
+            Answers { sim: &ns, real: &nr, sim_first: &sim_first, real_first: &real_first };
         let mut unlisted = Vec::new();
         for d in &diffs {
-            match known(&knowns, &e.label, d) {
+            match known(&knowns, &e.label, d, &answers) {
                 Some(k) => *used.entry(k.name).or_default() += 1,
                 None => unlisted.push(d),
             }
@@ -868,4 +956,72 @@ fn the_simulator_answers_like_a_real_cluster() {
     }
     assert!(compared >= 60, "only {compared} exchanges");
     assert!(failures.is_empty(), "{} exchanges differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The "allocation order" difference lets through another order of the same allocation and
+/// nothing else, on the exchanges it names.
+#[test]
+fn differential_allocation_order_is_all_it_allows() {
+    let ks = known_differences();
+    let answer =
+        |body: Value| json!({ "status": 200, "headers": {}, "trailers": {}, "body": body });
+    let pin = |allocations: Value, user: Value| json!({ "cid": "bafk", "allocations": allocations, "user_allocations": user });
+    // The unlisted differences of one exchange, each side's first allocations updated as in the test.
+    let unlisted = |label: &str,
+                    sim: &Value,
+                    real: &Value,
+                    firsts: &mut (FirstAllocations, FirstAllocations)|
+     -> Vec<String> {
+        record_first_allocations(sim, &mut firsts.0);
+        record_first_allocations(real, &mut firsts.1);
+        let mut diffs = Vec::new();
+        diff("", sim, real, &mut diffs);
+        let answers = Answers { sim, real, sim_first: &firsts.0, real_first: &firsts.1 };
+        diffs
+            .iter()
+            .filter(|d| known(&ks, label, d, &answers).is_none())
+            .map(|d| d.at.clone())
+            .collect()
+    };
+    let ua = json!(["peer2", "peer1"]);
+    let (a, b) = (json!(["peer2", "peer1"]), json!(["peer1", "peer2"]));
+    let posted = |l: &Value| answer(pin(l.clone(), ua.clone()));
+    let stored = |l: &Value| answer(pin(l.clone(), Value::Null));
+    let listed = |l: &Value| {
+        answer(json!([{ "cid": "bafj", "allocations": [] }, pin(l.clone(), Value::Null)]))
+    };
+    let mut firsts = Default::default();
+    let post = "pin with replication and user allocations";
+    assert!(unlisted(post, &posted(&a), &posted(&b), &mut firsts).is_empty());
+    assert!(
+        unlisted("stored pin with allocations", &stored(&a), &stored(&b), &mut firsts).is_empty()
+    );
+    assert!(unlisted("allocations", &listed(&a), &listed(&b), &mut firsts).is_empty());
+    // Not on an exchange it does not name.
+    assert_eq!(
+        unlisted("allocations, filter=meta-pin", &listed(&a), &listed(&b), &mut firsts),
+        ["/body/1/allocations/0", "/body/1/allocations/1"]
+    );
+    // A side that changed its order after the first allocation.
+    assert_eq!(unlisted("pins", &listed(&b), &listed(&a), &mut firsts).len(), 2);
+    // Another length, a lost user allocation, a non-member, a duplicate.
+    for wrong in [
+        json!(["peer1"]),
+        json!(["peer1", "peer0"]),
+        json!(["peer1", "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]),
+        json!(["peer1", "peer3"]),
+        json!(["peer1", "peer1"]),
+    ] {
+        let mut firsts = Default::default();
+        assert!(!unlisted(post, &posted(&wrong), &posted(&b), &mut firsts).is_empty(), "{wrong}");
+        let mut firsts = Default::default();
+        assert!(!unlisted(post, &posted(&b), &posted(&wrong), &mut firsts).is_empty(), "{wrong}");
+    }
+    // User allocations first: a user allocation placed after another peer.
+    let one = json!(["peer1"]);
+    let (u, v) = (pin(json!(["peer0", "peer1"]), one.clone()), pin(json!(["peer1", "peer0"]), one));
+    let mut firsts = Default::default();
+    assert_eq!(unlisted(post, &answer(u.clone()), &answer(v.clone()), &mut firsts).len(), 2);
+    let mut firsts = Default::default();
+    assert_eq!(unlisted(post, &answer(v), &answer(u), &mut firsts).len(), 2);
 }

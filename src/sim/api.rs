@@ -474,8 +474,11 @@ fn new_pin(
         }
     }
     let now_i = Instant::now();
-    let valid: Vec<usize> = (0..c.peers.len()).filter(|&q| !w.is_down(q, now_i)).collect();
-    pin.allocations = allocate(c, &pin, existing.as_deref(), &valid)?;
+    let live: Vec<String> = (0..c.peers.len())
+        .filter(|&q| !w.is_down(q, now_i))
+        .map(|q| c.peers[q].id.clone())
+        .collect();
+    pin.allocations = allocate(&pin, existing.as_deref(), &live)?;
     let stored = Arc::new(pin.to_stored());
     write(c, &mut w, p, PendingOp::Put(key.into(), stored))?;
     Ok(pin)
@@ -501,19 +504,20 @@ fn check_replication(min: i32, max: i32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `allocate` (§6.1 step 6). Candidates beyond user allocations are ordered by a hash of (CID, peer),
-/// standing in for the `freespace` allocator.
+/// `allocate` (§6.1 step 6). Valid `user-allocations` come first, then the other live peers; each
+/// group is ordered by a hash of (CID, peer), standing in for the `freespace` metric by which a real
+/// peer's balanced allocator orders both groups (so the order given in `user-allocations` is not
+/// kept). `live`: the IDs of the peers that are up (those with valid metrics).
 fn allocate(
-    c: &Cluster,
     pin: &Pin,
     existing: Option<&Pin>,
-    valid: &[usize],
+    live: &[String],
 ) -> Result<Vec<String>, (u16, String)> {
     if pin.replication_min == -1 && pin.replication_max == -1 {
         return Ok(Vec::new());
     }
     let (rmin, rmax) = (pin.replication_min as usize, pin.replication_max as usize);
-    let is_valid = |id: &str| valid.iter().any(|&q| c.peers[q].id == id);
+    let is_valid = |id: &str| live.iter().any(|l| l == id);
     let current: Vec<String> = existing.map(|e| e.allocations.clone()).unwrap_or_default();
     let mut valid_current: Vec<String> = current.iter().filter(|a| is_valid(a)).cloned().collect();
     if valid_current.len() > rmax {
@@ -523,23 +527,31 @@ fn allocate(
     if !current.is_empty() && valid_current.len() >= rmin {
         return Ok(current);
     }
-    let mut candidates: Vec<String> = Vec::new();
+    let by_freespace = |ids: Vec<String>| {
+        let mut keyed: Vec<(u64, String)> = ids
+            .into_iter()
+            .map(|id| {
+                let h =
+                    <sha2::Sha256 as sha2::Digest>::digest(format!("{}{id}", pin.cid).as_bytes());
+                (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")), id)
+            })
+            .collect();
+        keyed.sort();
+        keyed.into_iter().map(|(_, id)| id)
+    };
+    let mut priority: Vec<String> = Vec::new();
     for ua in pin.user_allocations.iter().flatten() {
-        if is_valid(ua) && !valid_current.contains(ua) && !candidates.contains(ua) {
-            candidates.push(ua.clone());
+        if is_valid(ua) && !valid_current.contains(ua) && !priority.contains(ua) {
+            priority.push(ua.clone());
         }
     }
-    let mut rest: Vec<(u64, String)> = valid
+    let rest: Vec<String> = live
         .iter()
-        .map(|&q| c.peers[q].id.clone())
-        .filter(|id| !valid_current.contains(id) && !candidates.contains(id))
-        .map(|id| {
-            let h = <sha2::Sha256 as sha2::Digest>::digest(format!("{}{id}", pin.cid).as_bytes());
-            (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")), id)
-        })
+        .filter(|id| !valid_current.contains(id) && !priority.contains(id))
+        .cloned()
         .collect();
-    rest.sort();
-    candidates.extend(rest.into_iter().map(|(_, id)| id));
+    let mut candidates: Vec<String> = by_freespace(priority).collect();
+    candidates.extend(by_freespace(rest));
     let needed = rmin.saturating_sub(valid_current.len());
     let wanted = rmax.saturating_sub(valid_current.len());
     if candidates.len() < needed {
@@ -1283,6 +1295,62 @@ mod tests {
         );
         assert_eq!(check_replication(-2, -2), Err("cluster.replication_factor_min is wrong"));
         assert!(check_replication(2, 3).is_ok());
+    }
+
+    fn replicated(cid: &str, min: i32, max: i32, user: &[&str]) -> Pin {
+        Pin {
+            cid: cid.into(),
+            typ: PinType::Data,
+            allocations: vec![],
+            max_depth: -1,
+            reference: None,
+            timestamp: Utc::now(),
+            replication_min: min,
+            replication_max: max,
+            name: String::new(),
+            mode_query: Mode::Recursive,
+            shard_size: 0,
+            user_allocations: Some(user.iter().map(|u| u.to_string()).collect()),
+            expire_at: None,
+            metadata: Default::default(),
+            pin_update: None,
+            origins: vec![],
+            origins_given: false,
+            metadata_given: true,
+        }
+    }
+
+    #[test]
+    fn allocation_puts_user_allocations_first_in_the_allocators_order() {
+        let live: Vec<String> = ["p0", "p1", "p2", "p3"].map(String::from).into();
+        for n in 0..20 {
+            let cid = format!("cid{n}");
+            // As on a real peer, user allocations are a priority group ordered like every other
+            // candidate: the order they are given in is not kept.
+            let a = allocate(&replicated(&cid, 2, 2, &["p2", "p1"]), None, &live).unwrap();
+            let b = allocate(&replicated(&cid, 2, 2, &["p1", "p2"]), None, &live).unwrap();
+            assert_eq!(a, b, "{cid}");
+            let mut set = a.clone();
+            set.sort();
+            assert_eq!(set, ["p1", "p2"], "{cid}");
+            // Priority first, then as many others as wanted; unknown peers are no candidates.
+            let c = allocate(&replicated(&cid, 2, 3, &["p3", "nope"]), None, &live).unwrap();
+            assert_eq!(c.len(), 3, "{cid}: {c:?}");
+            assert_eq!(c[0], "p3", "{cid}: {c:?}");
+            assert!(c.iter().all(|p| live.contains(p)), "{cid}: {c:?}");
+            // Enough current allocations: kept as they are, in their order.
+            let mut pin = replicated(&cid, 1, 2, &["p0"]);
+            let mut current = replicated(&cid, 2, 2, &[]);
+            current.allocations = vec!["p3".into(), "p1".into()];
+            assert_eq!(allocate(&pin, Some(&current), &live).unwrap(), ["p3", "p1"]);
+            pin.replication_min = 5;
+            pin.replication_max = 5;
+            assert_eq!(
+                allocate(&pin, None, &live).unwrap_err().1,
+                "not enough peers to allocate CID. Needed at least: 5. Wanted at most: 5. \
+                 Available candidates: 4. See logs for more info."
+            );
+        }
     }
 
     #[test]
