@@ -1,6 +1,7 @@
 //! `ledger demo`: the whole story on a simulated cluster in this process — five peers holding the
-//! field report's 3,512 unowned pins (and a few owned by other organisations), with CRDT lag and lost
-//! broadcasts — through the same code as the commands: `snapshot --all-peers`, `tag --org hrdag`,
+//! field report's 3,512 unowned pins (and a few owned by other organisations), each applying the
+//! others' writes at a bounded rate as a real peer does, losing the broadcasts it has no room for
+//! until a rebroadcast — through the same code as the commands: `snapshot --all-peers`, `tag --org hrdag`,
 //! `convergence`, `report`. Needs nothing but loopback. Exit 0 when every peer converged.
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::sim::{parse_lag, parse_rate};
+use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
 use crate::cli::GlobalArgs;
 use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users};
@@ -37,14 +38,22 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Simulated cluster")]
     pub peers: u16,
     /// Propagation delay of each write to the other peers, uniform in MIN..MAX.
-    #[arg(long, default_value = "2s..8s", value_parser = parse_lag, value_name = "MIN..MAX", help_heading = "Simulated cluster")]
+    #[arg(long, default_value = "50ms..500ms", value_parser = parse_lag, value_name = "MIN..MAX", help_heading = "Simulated cluster")]
     pub lag: (Duration, Duration),
     /// Probability (0..1) that a broadcast to a peer is lost (it arrives at a rebroadcast tick).
-    #[arg(long = "drop", default_value = "0.05", value_parser = parse_rate, value_name = "RATE", help_heading = "Simulated cluster")]
+    #[arg(long = "drop", default_value = "0", value_parser = parse_rate, value_name = "RATE", help_heading = "Simulated cluster")]
     pub drop_rate: f64,
     /// Rebroadcast interval of every peer (each tick ±30%).
     #[arg(long, default_value = "10s", value_parser = crate::ids::parse_go_duration, help_heading = "Simulated cluster")]
     pub rebroadcast: Duration,
+    /// Deltas per second each peer applies from the others, one broadcast at a time (0: at once).
+    /// 350 against the run's 500 re-pins/s is the field report's ratio (about 25 against 32/s),
+    /// 15 times faster (docs/simulator.md, "Throughput").
+    #[arg(long, default_value_t = 350.0, value_parser = parse_per_second, value_name = "N", help_heading = "Simulated cluster")]
+    pub apply_rate: f64,
+    /// With --apply-rate: deliveries a busy peer holds; one more is lost.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Simulated cluster")]
+    pub inbox: u32,
     /// Re-pins per second of the tag run (0: as fast as the cluster answers).
     #[arg(long, default_value_t = 500.0, value_parser = parse_per_second, allow_negative_numbers = true, help_heading = "Tag run")]
     pub rate: f64,
@@ -87,6 +96,8 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             batch_queue: 50_000,
             state_sync: Duration::from_secs(300),
             seed: args.seed,
+            apply_rate: args.apply_rate,
+            inbox: args.inbox as usize,
         },
         pins: sim::seed::demo(args.pins, args.owned, args.seed, &ids),
         users: Users::default(),
@@ -122,8 +133,16 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         args.pins,
         args.owned
     );
+    let applies = if args.apply_rate > 0.0 {
+        format!(
+            "each peer applies {} of the others' writes per second and holds {} broadcasts",
+            args.apply_rate, args.inbox
+        )
+    } else {
+        "each peer applies the others' writes at once".to_string()
+    };
     crate::out!(
-        "  propagation lag {}..{}, {:.0}% of broadcasts lost until a rebroadcast (every {} ±30%); ledger {}",
+        "  propagation lag {}..{}, {applies}, {:.0}% of broadcasts lost until a rebroadcast (every {} ±30%); ledger {}",
         crate::ids::format_duration(args.lag.0),
         crate::ids::format_duration(args.lag.1),
         args.drop_rate * 100.0,
@@ -208,13 +227,6 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     );
     crate::out!("open {}", args.out.join("report.html").display());
     Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
-}
-
-fn parse_per_second(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number of re-pins per second")),
-    }
 }
 
 fn step(cmd: &str) -> std::io::Result<()> {

@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// Rebroadcast interval; each tick is randomised by ±30%.
     #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
     pub rebroadcast: Duration,
+    /// Deltas per second a peer applies from the others, one broadcast at a time (0: at once). A
+    /// real v1.1.6 peer applied about 50/s here (docs/simulator.md, "Throughput").
+    #[arg(long, default_value_t = 0.0, value_parser = parse_per_second, value_name = "N")]
+    pub apply_rate: f64,
+    /// With --apply-rate: deliveries a busy peer holds; one more is lost (gossipsub's queue: 32).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbox: u32,
     /// CRDT batching: commit a batch after this many writes (batching needs both size and age > 0).
     #[arg(long, default_value_t = 0)]
     pub batch_size: usize,
@@ -84,6 +91,14 @@ pub struct ServeArgs {
     /// The version `/version` and `/id` report.
     #[arg(long, default_value = "1.1.6")]
     pub version_string: String,
+}
+
+/// A rate per second: 0 (no limit) or a positive number.
+pub(crate) fn parse_per_second(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number per second")),
+    }
 }
 
 pub(crate) fn parse_lag(s: &str) -> Result<(Duration, Duration), String> {
@@ -139,6 +154,8 @@ impl ServeArgs {
                 batch_queue: self.batch_queue,
                 state_sync: self.state_sync.max(Duration::from_millis(10)),
                 seed: self.seed,
+                apply_rate: self.apply_rate,
+                inbox: self.inbox as usize,
             },
             pins,
             users: Users(self.basic_auth.clone()),

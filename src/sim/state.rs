@@ -15,6 +15,14 @@
 //! that brings each reachable peer up to its own state, as a re-announced head would. A paused peer
 //! sends and receives nothing; a partition blocks deliveries between groups; a down (restarting) peer
 //! receives nothing. Deliveries that meet a blocked link are lost and repaired by a later tick.
+//!
+//! Throughput (off unless `apply_rate` > 0). A real peer handles one broadcast at a time, walking the
+//! DAG below its head and fetching each missing block from another peer (go-ds-crdt without
+//! multi-head processing), so it applies others' deltas at a bounded rate, and broadcasts that
+//! arrive while it is busy wait in a bounded buffer (gossipsub's subscription queue); the ones that
+//! find it full are lost until a later broadcast or rebroadcast names a newer head. Here: a delivery
+//! joins the peer's inbox (or is lost when `inbox` deliveries already wait), and the peer works
+//! through its inbox in order, applying `apply_rate` deltas per second toward each one's target.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -44,6 +52,10 @@ pub struct NetConfig {
     pub batch_queue: usize,
     pub state_sync: Duration,
     pub seed: u64,
+    /// Deltas per second a peer applies from others (0: at once, on delivery).
+    pub apply_rate: f64,
+    /// Deliveries a busy peer holds (with `apply_rate`); one more is lost.
+    pub inbox: usize,
 }
 
 /// A version of one key's value, identified by (origin, seq, index in the delta).
@@ -172,6 +184,13 @@ pub struct World {
     pub partition: Option<Vec<usize>>,
     next_tick: Vec<Instant>,
     next_state_sync: Instant,
+    /// Per peer, with `apply_rate`: delivered targets waiting to be worked through, in order.
+    inbox: Vec<std::collections::VecDeque<Vec<u64>>>,
+    /// Per peer, with `apply_rate`: when it next applies, when it last did, and the deltas it has
+    /// earned the time to apply.
+    next_apply: Vec<Option<Instant>>,
+    last_work: Vec<Instant>,
+    credit: Vec<f64>,
     rng: SmallRng,
     cfg: NetConfig,
 }
@@ -224,6 +243,10 @@ impl World {
             partition: None,
             next_tick,
             next_state_sync: now + cfg.state_sync,
+            inbox: vec![Default::default(); n],
+            next_apply: vec![None; n],
+            last_work: vec![now; n],
+            credit: vec![0.0; n],
             rng,
             cfg,
         }
@@ -396,6 +419,12 @@ impl World {
 
     /// Brings replica `p` up to `target` (applied count per origin), in causal order.
     fn catch_up(&mut self, p: usize, target: &[u64]) {
+        self.catch_up_at_most(p, target, u64::MAX);
+    }
+
+    /// [`Self::catch_up`], applying at most `limit` deltas; returns how many it applied.
+    fn catch_up_at_most(&mut self, p: usize, target: &[u64], limit: u64) -> u64 {
+        let mut done = 0;
         for (o, &want) in target.iter().enumerate() {
             while self.replicas[p].applied[o] < want {
                 let next = self.log[o][self.replicas[p].applied[o] as usize].clone();
@@ -413,13 +442,70 @@ impl World {
                             stack.push(dep);
                         }
                         None => {
+                            if done == limit {
+                                return done;
+                            }
                             self.apply(p, &d);
+                            done += 1;
                             stack.pop();
                         }
                     }
                 }
             }
         }
+        done
+    }
+
+    /// A delivery reaches `p`: applied at once, or (with `apply_rate`) queued in its inbox, or
+    /// lost when the inbox is full.
+    fn deliver(&mut self, p: usize, target: Vec<u64>, now: Instant) {
+        if self.cfg.apply_rate <= 0.0 {
+            self.catch_up(p, &target);
+            return;
+        }
+        if self.inbox[p].len() >= self.cfg.inbox.max(1) {
+            return; // lost: a later broadcast or a rebroadcast tick names a newer head
+        }
+        self.inbox[p].push_back(target);
+        if self.next_apply[p].is_none() {
+            // Idle until now: the first delta goes at once.
+            self.next_apply[p] = Some(now);
+            self.last_work[p] = now;
+            self.credit[p] = 1.0;
+        }
+    }
+
+    /// With `apply_rate`: `p` works through its inbox, one delta per `1 / apply_rate` seconds since
+    /// it last worked.
+    fn work(&mut self, p: usize, now: Instant) {
+        let rate = self.cfg.apply_rate;
+        self.credit[p] += now.saturating_duration_since(self.last_work[p]).as_secs_f64() * rate;
+        self.last_work[p] = now;
+        while let Some(front) = self.inbox[p].front() {
+            if !self.lacks(p, front) {
+                self.inbox[p].pop_front();
+                continue;
+            }
+            let budget = self.credit[p].floor() as u64;
+            if budget == 0 {
+                break;
+            }
+            let front = front.clone();
+            let done = self.catch_up_at_most(p, &front, budget);
+            self.credit[p] -= done as f64;
+        }
+        if self.inbox[p].is_empty() {
+            self.next_apply[p] = None;
+            self.credit[p] = 0.0;
+        } else {
+            let wait = (1.0 - self.credit[p].fract()).max(0.0) / rate;
+            self.next_apply[p] = Some(now + Duration::from_secs_f64(wait.max(1e-4)));
+        }
+    }
+
+    /// `p` has not applied everything `target` names.
+    fn lacks(&self, p: usize, target: &[u64]) -> bool {
+        target.iter().zip(&self.replicas[p].applied).any(|(t, a)| a < t)
     }
 
     /// Runs everything that is due: deliveries, batch commits, rebroadcast ticks, the expiry sweep.
@@ -432,7 +518,16 @@ impl World {
             let Reverse(s) = self.queue.pop().expect("peeked");
             // A delivery that meets a closed link is lost; a rebroadcast tick repairs it later.
             if self.link_open(s.src, s.dst, now) {
-                self.catch_up(s.dst, &s.target);
+                self.deliver(s.dst, s.target, now);
+            }
+        }
+        for p in 0..self.n() {
+            if self.next_apply[p].is_some_and(|t| t <= now) {
+                if self.paused[p] || self.is_down(p, now) {
+                    self.next_apply[p] = Some(now + Duration::from_millis(50));
+                } else {
+                    self.work(p, now);
+                }
             }
         }
         for p in 0..self.n() {
@@ -458,6 +553,9 @@ impl World {
         for p in 0..self.n() {
             next = next.min(self.next_tick[p]);
             if let Some(t) = self.replicas[p].batch_deadline {
+                next = next.min(t);
+            }
+            if let Some(t) = self.next_apply[p] {
                 next = next.min(t);
             }
         }
@@ -515,9 +613,9 @@ impl World {
         self.down_until[p] = if down.is_zero() { None } else { Some(now + down) };
     }
 
-    /// Deliveries scheduled and not yet done.
+    /// Deliveries scheduled or waiting in an inbox, and not yet done.
     pub fn in_flight(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.inbox.iter().map(|i| i.len()).sum::<usize>()
     }
 
     /// Deltas that some replica lacks and that no scheduled delivery will bring: these wait for a
@@ -526,8 +624,9 @@ impl World {
         let mut lost = 0;
         for dst in 0..self.n() {
             let mut coming = self.replicas[dst].applied.clone();
-            for Reverse(s) in self.queue.iter().filter(|s| s.0.dst == dst) {
-                for (c, &t) in coming.iter_mut().zip(&s.target) {
+            let scheduled = self.queue.iter().filter(|s| s.0.dst == dst).map(|s| &s.0.target);
+            for target in scheduled.chain(&self.inbox[dst]) {
+                for (c, &t) in coming.iter_mut().zip(target) {
                     *c = (*c).max(t);
                 }
             }
@@ -541,6 +640,7 @@ impl World {
     /// Every replica has every delta, no batch is pending and no delivery is scheduled.
     pub fn converged(&self) -> bool {
         self.queue.is_empty()
+            && self.inbox.iter().all(|i| i.is_empty())
             && self.replicas.iter().all(|r| {
                 r.batch.is_empty()
                     && (0..self.n()).all(|o| r.applied[o] == self.log[o].len() as u64)
@@ -589,6 +689,8 @@ mod tests {
             batch_queue: 50_000,
             state_sync: Duration::from_secs(300),
             seed: 1,
+            apply_rate: 0.0,
+            inbox: 32,
         }
     }
 
@@ -656,5 +758,43 @@ mod tests {
         drain(&mut w);
         assert!(w.converged());
         assert_eq!(w.replicas[1].get(&key).unwrap().value().name, "one");
+    }
+
+    #[test]
+    fn a_busy_peer_applies_at_its_rate_and_loses_what_its_inbox_cannot_hold() {
+        let mut cfg = cfg();
+        cfg.lag_max = Duration::ZERO;
+        cfg.apply_rate = 100.0;
+        cfg.inbox = 32;
+        let mut w = World::new(2, vec![], cfg);
+        let t0 = Instant::now();
+        let keys: Vec<Arc<str>> = (0..300)
+            .map(|i| {
+                let c = crate::ids::cid_v0(format!("burst {i}").as_bytes());
+                crate::ids::parse_cid(&c).unwrap().key.into()
+            })
+            .collect();
+        for k in &keys {
+            w.write(0, PendingOp::Put(k.clone(), Arc::new(pin("x", "n"))), t0).unwrap();
+        }
+        // The 300 broadcasts arrive at once: 32 fit in the inbox, naming deltas 1..32; the other
+        // 268 are lost until a rebroadcast.
+        w.run_due(t0);
+        assert_eq!(w.replicas[1].len(), 1, "the first delta goes at once");
+        assert_eq!(w.lost(), 268);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        w.run_due(at(155));
+        assert_eq!(w.replicas[1].len(), 16, "one delta per 10 ms");
+        w.run_due(at(1000));
+        assert_eq!(w.replicas[1].len(), 32, "stuck at what the inbox named");
+        assert_eq!(w.in_flight(), 0);
+        // A rebroadcast names the newest head: the peer walks the other 268 at 100/s.
+        w.rebroadcast_from(0, at(1000));
+        w.run_due(at(1000));
+        w.run_due(at(2005));
+        assert_eq!(w.replicas[1].len(), 133);
+        drain(&mut w);
+        assert!(w.converged());
+        assert_eq!(w.digest(0), w.digest(1));
     }
 }
