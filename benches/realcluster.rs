@@ -1,7 +1,8 @@
 //! Real convergence (`cargo bench --bench realcluster`): `ledger tag --org hrdag` of the field
 //! report's 3,512 unowned pins (and 40 owned by other organisations) on a real 5-peer IPFS Cluster
-//! v1.1.6 with kubo, on loopback, with the cluster's shipped defaults (`rebroadcast_interval` 1m), and
-//! `ledger demo` (the simulator at its calibrated defaults) in the same run, both with the demo's tag
+//! v1.1.6 with kubo, on loopback, with the cluster's shipped defaults (`rebroadcast_interval` 1m);
+//! then the same on `ledger sim serve` with the throughput the real peers showed (`--apply-rate 50
+//! --inbox 32 --rebroadcast 60s`), and `ledger demo`, all in one run and with the demo's tag
 //! settings (500 re-pins/s, settle 5s, a probe every 500ms), as many passes as it takes. For each: wall time, the first read of
 //! every peer after pass 1, the probe curve of the peers that lagged, when each peer first showed
 //! every target, and the passes it took. The field report saw 2,749 → 3,139 → 3,385 → 3,512.
@@ -44,7 +45,8 @@ fn samples(csv_text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// Prints the figures of one run's probe curve; returns (first reads, converged after, passes).
+/// Prints the figures of one run's probe curve: per peer, the first read after pass 1, when it
+/// showed every target, and the curve where it moved.
 fn summarise(what: &str, wall: f64, samples: &[Sample]) {
     let mut first: BTreeMap<&str, &Sample> = BTreeMap::new();
     let mut done: BTreeMap<&str, f64> = BTreeMap::new();
@@ -89,16 +91,10 @@ fn ledger(dir: &std::path::Path, cluster: &str, args: &[&str]) -> std::process::
         .unwrap()
 }
 
-fn main() {
-    if !available(V1_1_6) {
-        return;
-    }
-    let rc = RealCluster::start(RealOptions::new(V1_1_6, 5));
-    println!("real 5-peer v1.1.6 cluster up in {:.1} s", rc.startup.as_secs_f64());
-
-    // The field report's pin set: 3,512 named, unowned pins and 40 of other organisations, written
-    // through peer0 by 8 clients at once.
-    let seed_start = Instant::now();
+/// The field report's pin set through `url` by 8 clients at once: 3,512 named, unowned pins and 40
+/// of other organisations. Returns the seconds it took.
+fn seed(url: &str) -> f64 {
+    let start = Instant::now();
     let others = ["amnesty", "witness", "bellingcat", "memorial"];
     let queries: Vec<String> = (0..3552)
         .map(|i| {
@@ -113,29 +109,26 @@ fn main() {
         .collect();
     std::thread::scope(|s| {
         for chunk in queries.chunks(queries.len().div_ceil(8)) {
-            let url = rc.url(0).to_string();
             s.spawn(move || {
                 for q in chunk {
-                    let r = raw(&url, "POST", q, &[], b"");
+                    let r = raw(url, "POST", q, &[], b"");
                     assert_eq!(r.status, 200, "{q}: {}", r.text());
                 }
             });
         }
     });
-    let seeded = seed_start.elapsed().as_secs_f64();
-    let settled = Instant::now();
-    let pins = rc.wait_converged(Duration::from_secs(300));
-    assert_eq!(pins.len(), 3552);
-    println!(
-        "seeded 3,552 pins in {seeded:.1} s ({:.0} pins/s); every peer held all of them {:.1} s later",
-        3552.0 / seeded,
-        settled.elapsed().as_secs_f64()
-    );
+    start.elapsed().as_secs_f64()
+}
 
+/// `ledger tag --org hrdag` with the demo's settings, as many passes as it takes within 10 minutes
+/// (the real peers wait for rebroadcasts), then its probe curve.
+fn tag(what: &str, cluster: &str) {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    // As many passes as it takes, within 10 minutes: the real peers wait for rebroadcasts.
-    let tag_args = [
+    let args = [
+        "tag",
+        "--org",
+        "hrdag",
         "--rate",
         "500",
         "--settle",
@@ -148,23 +141,59 @@ fn main() {
         "10m",
         "--json",
     ];
-    let out =
-        ledger(dir.path(), &rc.all_urls(), &[&["tag", "--org", "hrdag"][..], &tag_args].concat());
+    let out = ledger(dir.path(), cluster, &args);
     let wall = start.elapsed().as_secs_f64();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("tag --json ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    println!("tag: converged {}, exit {:?}", report["converged"], out.status.code());
-    let csv = ledger(dir.path(), &rc.all_urls(), &["convergence", "--curve", "--csv", "-"]);
+    println!("{what}: tag converged {}, exit {:?}", report["converged"], out.status.code());
+    let csv = ledger(dir.path(), cluster, &["convergence", "--csv", "-"]);
     assert!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
-    summarise(
-        "real v1.1.6, 5 peers, tag --rate 500 --settle 5s",
-        wall,
-        &samples(&String::from_utf8_lossy(&csv.stdout)),
+    summarise(what, wall, &samples(&String::from_utf8_lossy(&csv.stdout)));
+}
+
+fn main() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let rc = RealCluster::start(RealOptions::new(V1_1_6, 5));
+    println!("real 5-peer v1.1.6 cluster up in {:.1} s", rc.startup.as_secs_f64());
+    let seeded = seed(rc.url(0));
+    let settled = Instant::now();
+    let pins = rc.wait_converged(Duration::from_secs(300));
+    assert_eq!(pins.len(), 3552);
+    println!(
+        "real: seeded 3,552 pins in {seeded:.1} s ({:.0} pins/s); every peer held all of them {:.1} s later",
+        3552.0 / seeded,
+        settled.elapsed().as_secs_f64()
     );
+    tag("real v1.1.6, 5 peers (rebroadcast 1m)", &rc.all_urls());
     rc.assert_loopback_only();
     drop(rc);
 
-    // The simulator at the demo's defaults, in the same run.
+    // The simulator calibrated on the real cluster: 50 deltas/s per peer, 32 held broadcasts.
+    let sim = util::Sim::start(&[
+        "--peers",
+        "5",
+        "--lag",
+        "50ms..500ms",
+        "--apply-rate",
+        "50",
+        "--inbox",
+        "32",
+        "--rebroadcast",
+        "60s",
+    ]);
+    let seeded = seed(sim.url(0));
+    let settled = Instant::now();
+    sim.wait_converged(Duration::from_secs(300));
+    println!(
+        "sim: seeded 3,552 pins in {seeded:.1} s; every peer held all of them {:.1} s later",
+        settled.elapsed().as_secs_f64()
+    );
+    tag("ledger sim serve --apply-rate 50 --inbox 32 --rebroadcast 60s", &sim.all_urls());
+    drop(sim);
+
+    // The demo: the same model at 15 times the field report's speed.
     let demo_dir = tempfile::tempdir().unwrap();
     let out_dir = demo_dir.path().join("demo");
     let start = Instant::now();
@@ -175,7 +204,7 @@ fn main() {
     let wall = start.elapsed().as_secs_f64();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(out_dir.join("convergence.csv")).unwrap();
-    summarise("simulator (ledger demo --seed 1)", wall, &samples(&text));
+    summarise("ledger demo --seed 1 (apply-rate 350, rebroadcast 10s)", wall, &samples(&text));
     println!(
         "field report (v1.1.5, by hand, 32 re-pins/s): 2,749 → 3,139 → 3,385 → 3,512 over ~30 s, 3 passes"
     );
