@@ -51,6 +51,8 @@ fn summarise(what: &str, wall: f64, samples: &[Sample]) {
     let mut first: BTreeMap<&str, &Sample> = BTreeMap::new();
     let mut done: BTreeMap<&str, f64> = BTreeMap::new();
     let mut curves: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut plateaus: BTreeMap<&str, (i64, f64)> = BTreeMap::new();
+    let mut kept_at: BTreeMap<&str, f64> = BTreeMap::new();
     let mut passes = 0;
     for s in samples {
         passes = passes.max(s.pass);
@@ -60,10 +62,20 @@ fn summarise(what: &str, wall: f64, samples: &[Sample]) {
         if s.tagged >= s.targets {
             done.entry(&s.peer).or_insert(s.secs);
         }
+        // The curve where it moved: a point every 10 s or so, and both ends of a standstill.
         let curve = curves.entry(&s.peer).or_default();
-        let point = format!("{}@{:.1}s", s.tagged, s.secs);
-        if curve.last().is_none_or(|p| !p.starts_with(&format!("{}@", s.tagged))) {
-            curve.push(point);
+        let kept = kept_at.get(s.peer.as_str()).copied();
+        let plateau = plateaus.get(s.peer.as_str()).copied();
+        if plateau.is_none_or(|(n, _)| n != s.tagged) {
+            let stood = plateau.filter(|&(_, since)| s.secs - since > 5.0);
+            if let Some((n, since)) = stood.filter(|&(_, since)| Some(since) != kept) {
+                curve.push(format!("{n}@{since:.1}s"));
+            }
+            if kept.is_none_or(|t| s.secs - t >= 10.0) || stood.is_some() || s.tagged >= s.targets {
+                curve.push(format!("{}@{:.1}s", s.tagged, s.secs));
+                kept_at.insert(s.peer.as_str(), s.secs);
+            }
+            plateaus.insert(s.peer.as_str(), (s.tagged, s.secs));
         }
     }
     println!("{what}: {wall:.1} s wall, {passes} passes");
