@@ -112,8 +112,6 @@ pub struct RealPeer {
     pub ipfs_id: String,
     /// The REST API, as the test process reaches it (`http://127.0.0.1:PORT`).
     pub url: String,
-    /// The REST API as a multiaddr inside the cluster's namespace.
-    pub rest_inside: String,
     pub dir: PathBuf,
 }
 
@@ -252,7 +250,6 @@ impl RealCluster {
                 id: id.clone(),
                 ipfs_id,
                 url: fwd.url.clone(),
-                rest_inside: format!("/ip4/127.0.0.1/tcp/{}", port(i, REST)),
                 dir: pdir,
             });
             rc.forwarders.push(fwd);
@@ -404,11 +401,6 @@ impl RealCluster {
     pub fn assert_loopback_only(&self) {
         let bad = self.non_loopback_sockets();
         assert!(bad.is_empty(), "sockets off loopback:\n{}", bad.join("\n"));
-    }
-
-    /// This cluster's `ipfs-cluster-ctl`.
-    pub fn ctl_bin(&self) -> PathBuf {
-        cluster_bin(self.version, "ipfs-cluster-ctl")
     }
 
     /// Wait until every peer's `/allocations` is the same pin set (the CRDT settled); returns it.
