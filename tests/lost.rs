@@ -1,5 +1,6 @@
 //! `ledger lost`, `restore`, `owners` and `watch`, and the SQL views behind them (V4), run as the real
-//! binary against `ledger sim serve` over HTTP. The cluster is changed behind ledger's back with raw
+//! binary over HTTP against `ledger sim serve`, and (the `…::real` tests) the same bodies against a
+//! real v1.1.6 cluster. The cluster is changed behind ledger's back with raw
 //! requests, the way another tool or a careless script would (cluster-api.md §6.1, §6.2).
 
 use std::collections::{BTreeMap, BTreeSet};

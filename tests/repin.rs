@@ -1,4 +1,5 @@
-//! `ledger repin`: one safe re-pin that keeps every other option, on the record (issue 4, point 2–3).
+//! `ledger repin`: one safe re-pin that keeps every other option, on the record (issue 4, point 2–3);
+//! `a_repin_keeps_every_other_option::real` on a real v1.1.6 cluster.
 
 use std::process::Output;
 

@@ -1,6 +1,7 @@
 //! `ledger snapshot`, `snapshots`, `diff`, `history`, `export` and `db status` (issue 3), run as the
 //! real binary against `ledger sim serve` (and, where the simulator cannot misbehave the right way, a
-//! tiny fake peer) over real HTTP. Every test has its own ledger database and its own simulator.
+//! tiny fake peer) over real HTTP. Every test has its own ledger database and its own simulator;
+//! the reconstruction test also runs on a real v1.1.6 cluster (`…::real`).
 
 use crate::util::*;
 use serde_json::Value;

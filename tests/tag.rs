@@ -1,4 +1,5 @@
-//! `ledger tag --org ORG`: the migration over a seeded simulator (issue 4, first points).
+//! `ledger tag --org ORG`: the migration over a seeded simulator (issue 4, first points); the
+//! `…::real` tests run the same bodies on a real v1.1.6 cluster.
 
 use std::collections::BTreeMap;
 use std::process::Output;
