@@ -954,15 +954,7 @@ fn signal_and_wait(child: &mut Child, sig: &str, log: &Path) -> Option<i32> {
 }
 
 fn count_snapshots(db: &Path, state: &str) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) else {
-        return 0;
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(2));
-    conn.query_row("SELECT count(*) FROM snapshots WHERE state = ?1", [state], |r| r.get(0))
-        .unwrap_or(0)
+    count_while_written(db, &format!("SELECT count(*) FROM snapshots WHERE state = '{state}'"))
 }
 
 fn watch_reports_a_new_loss_to_the_hook_and_stops_cleanly(b: Backend) {

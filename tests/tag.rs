@@ -322,18 +322,6 @@ fn killed_at_random_moments_a_rerun_ends_as_an_uninterrupted_run() {
     }
 }
 
-/// `SELECT count(*) FROM repins` of a ledger another process is writing (0 before it exists).
-fn repins_recorded(db: &std::path::Path) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) else {
-        return 0;
-    };
-    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
-    conn.query_row("SELECT count(*) FROM repins", [], |r| r.get(0)).unwrap_or(0)
-}
-
 /// On both backends: `kill -9` of a tag run in the middle of its first pass (after the 1st, the
 /// 40th and the 120th recorded re-pin), then the same command again. The rerun finishes the
 /// migration as if nothing had happened: every target tagged with every option kept, nothing else
@@ -356,12 +344,12 @@ fn killed_mid_pass_a_rerun_finishes_the_migration(b: Backend) {
             .spawn()
             .unwrap();
         wait_until(std::time::Duration::from_secs(60), "re-pins on the record", || {
-            repins_recorded(&db) >= kill_after
+            count_while_written(&db, "SELECT count(*) FROM repins") >= kill_after
         });
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         assert!(status.code().is_none(), "trial {trial}: the run ended before the kill");
-        let killed_at = repins_recorded(&db);
+        let killed_at = count_while_written(&db, "SELECT count(*) FROM repins");
         let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", settle(b), "--json"]);
         assert_eq!(out.status.code(), Some(1), "trial {trial}: other orgs' pins need attention");
         let r = report(&out);

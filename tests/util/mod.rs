@@ -368,6 +368,30 @@ fn parse_response(buf: &[u8], head_only: bool) -> RawResponse {
     RawResponse { status, headers, body, trailers, complete }
 }
 
+/// One peer's `/allocations?filter=all`, sorted by CID; the stream must end with an empty
+/// `X-Stream-Error` trailer.
+pub fn sorted_pinset(url: &str, auth: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let r = raw(url, "GET", "/allocations?filter=all", auth, b"");
+    assert!(r.status == 200 || r.status == 204, "allocations: {} {}", r.status, r.text());
+    assert_eq!(r.trailer("X-Stream-Error").unwrap_or(""), "", "stream error");
+    let mut pins = r.ndjson();
+    pins.sort_by(|a, b| a["cid"].as_str().cmp(&b["cid"].as_str()));
+    pins
+}
+
+/// `count(*)` of query `q` on a ledger another process is writing: opened read-only with a busy
+/// timeout; 0 while the database does not exist yet.
+pub fn count_while_written(db: &std::path::Path, q: &str) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return 0;
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(2));
+    conn.query_row(q, [], |r| r.get(0)).unwrap_or(0)
+}
+
 /// Rows of a query on a ledger database, every value as text (`NULL` for null, `blob:LEN` for a blob).
 pub fn sql_rows(db: &std::path::Path, q: &str) -> Vec<Vec<String>> {
     use rusqlite::types::ValueRef;

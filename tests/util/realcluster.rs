@@ -417,11 +417,7 @@ impl RealCluster {
 
     /// One peer's `/allocations?filter=all`, sorted by CID.
     pub fn pinset(&self, peer: usize) -> Vec<Value> {
-        let r = raw(self.url(peer), "GET", "/allocations?filter=all", &self.auth(), b"");
-        assert!(r.status == 200 || r.status == 204, "allocations: {} {}", r.status, r.text());
-        let mut pins = r.ndjson();
-        pins.sort_by(|a, b| a["cid"].as_str().cmp(&b["cid"].as_str()));
-        pins
+        super::sorted_pinset(self.url(peer), &self.auth())
     }
 
     /// A process of this cluster that has exited, if any (its name).
@@ -523,10 +519,7 @@ impl Drop for RealCluster {
 
 /// The CID of the probe pin the harness writes on `peer` while starting (sha2-256 of a label).
 fn probe_cid(version: &str, peer: usize) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("ledger harness probe {version} {peer}").as_bytes());
-    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v0(mh).unwrap().to_string()
+    super::cid_of(&format!("ledger harness probe {version} {peer}"))
 }
 
 fn read_json(p: &Path) -> Value {
