@@ -524,7 +524,9 @@ impl World {
         for p in 0..self.n() {
             if self.next_apply[p].is_some_and(|t| t <= now) {
                 if self.paused[p] || self.is_down(p, now) {
+                    // A stopped peer earns no time to apply in.
                     self.next_apply[p] = Some(now + Duration::from_millis(50));
+                    self.last_work[p] = now;
                 } else {
                     self.work(p, now);
                 }
@@ -604,6 +606,9 @@ impl World {
     pub fn restart(&mut self, p: usize, down: Duration, now: Instant) {
         self.replicas[p].batch.clear();
         self.replicas[p].batch_deadline = None;
+        // So are the broadcasts it held (with `apply_rate`): a rebroadcast brings them again.
+        self.inbox[p].clear();
+        self.next_apply[p] = None;
         let keys: Vec<Arc<str>> = self.replicas[p].map.keys().cloned().collect();
         for k in keys {
             if let Some(e) = self.replicas[p].map.get_mut(&k) {
@@ -796,5 +801,38 @@ mod tests {
         drain(&mut w);
         assert!(w.converged());
         assert_eq!(w.digest(0), w.digest(1));
+    }
+
+    #[test]
+    fn a_paused_peer_earns_no_time_to_apply_in_and_a_restart_empties_its_inbox() {
+        let mut cfg = cfg();
+        cfg.lag_max = Duration::ZERO;
+        cfg.apply_rate = 100.0;
+        let mut w = World::new(2, vec![], cfg);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for i in 0..300 {
+            let c = crate::ids::cid_v0(format!("pause {i}").as_bytes());
+            let k: Arc<str> = crate::ids::parse_cid(&c).unwrap().key.into();
+            w.write(0, PendingOp::Put(k, Arc::new(pin("x", "n"))), t0).unwrap();
+        }
+        w.run_due(t0);
+        w.run_due(at(1000));
+        w.rebroadcast_from(0, at(1000));
+        w.run_due(at(1000));
+        assert_eq!(w.replicas[1].len(), 33);
+        // Paused for a second: nothing applied, and nothing owed for that second afterwards.
+        w.paused[1] = true;
+        w.run_due(at(2000));
+        assert_eq!(w.replicas[1].len(), 33);
+        w.paused[1] = false;
+        w.run_due(at(2105));
+        assert_eq!(w.replicas[1].len(), 43, "10 deltas in the 100 ms since the pause ended");
+        // A restart drops what the inbox held: the rest waits for a rebroadcast.
+        w.restart(1, Duration::ZERO, at(2105));
+        w.run_due(at(3000));
+        assert_eq!(w.replicas[1].len(), 43);
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.lost(), 257);
     }
 }
