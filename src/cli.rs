@@ -26,6 +26,33 @@ pub struct GlobalArgs {
     pub ledger: crate::app::LedgerArgs,
 }
 
+/// Which peers a snapshot reads (`snapshot`, `watch`).
+#[derive(Debug, Args, Clone)]
+pub struct Peers {
+    /// Snapshot this peer (URL or multiaddr; repeatable). Default: the cluster's first peer.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Vec<String>,
+    /// Snapshot every peer of the cluster (those named by --cluster or the profile).
+    #[arg(long, conflicts_with = "peer")]
+    pub all_peers: bool,
+}
+
+impl Peers {
+    /// The peers' URLs.
+    pub fn urls(&self, ctx: &crate::context::Context) -> anyhow::Result<Vec<url::Url>> {
+        Ok(if !self.peer.is_empty() {
+            self.peer
+                .iter()
+                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u))
+                .collect::<anyhow::Result<_>>()?
+        } else if self.all_peers {
+            ctx.target()?.peers.clone()
+        } else {
+            ctx.target()?.peers[..1].to_vec()
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record one pass of the pin set of a peer (or of every peer) into the ledger.

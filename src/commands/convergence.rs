@@ -41,7 +41,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let store = g.ledger.store()?;
     let id = match args.run {
         Some(id) => id,
-        None => match runs::latest(&store.conn, "tag")? {
+        None => match runs::latest(&store.conn, crate::domain::RunKind::Tag)? {
             Some(id) => id,
             None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
         },

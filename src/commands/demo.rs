@@ -1,10 +1,10 @@
 //! `ledger demo`: the whole story on a simulated cluster in this process — five peers holding the
 //! field report's 3,512 unowned pins (and a few owned by other organisations), each applying the
 //! others' writes at a bounded rate as a real peer does, losing the broadcasts it has no room for
-//! until a rebroadcast — through the same code as the commands: `snapshot --all-peers`, `tag --org hrdag`,
+//! until a rebroadcast — through the same use cases as the commands: `snapshot --all-peers`, `tag --org hrdag`,
 //! `convergence`, `report`. Needs nothing but loopback. Exit 0 when every peer converged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,9 @@ use clap::Args;
 use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
 use crate::cli::GlobalArgs;
+use crate::context::Context;
+use crate::ledger::{snapshot, tag};
+use crate::render;
 use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users};
 
 /// The organisation the demo tags with (the field report's).
@@ -67,9 +70,61 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create the directory {}", args.out.display()))?;
-    let db = args.out.join("ledger.db");
+    let db = fresh_ledger(&args.out)?;
+    // The cluster runs on two worker threads of its own; the use cases run on this thread, as they
+    // do from the command line.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the simulator's runtime")?;
+    let running = rt.block_on(sim::start(cluster_config(&args)))?;
+    let ledger = LedgerArgs {
+        db: db.clone(),
+        cluster: Some(running.urls().join(",")),
+        profile: Some("demo".to_string()),
+        config: None,
+        timeout: Duration::from_secs(60),
+    };
+    let ctx = Context::new(ledger.clone(), g.quiet);
+    describe(&args, running.urls().first().map(String::as_str).unwrap_or("-"), &db)?;
+
+    step("ledger snapshot --all-peers")?;
+    for url in &ctx.target()?.peers {
+        render::snapshot_summary(&ctx.block_on(snapshot::of_peer(&ctx, url))??)?;
+    }
+    let opts = tag_options(&args);
+    step(&format!(
+        "ledger tag --org {ORG}{} --settle {} --probe-every {}",
+        opts.rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
+        crate::ids::format_duration(opts.settle),
+        crate::ids::format_duration(opts.probe_every)
+    ))?;
+    let report = ctx.until_signal(tag::run(&ctx, &opts))?;
+    render::tag_report(&report)?;
+    drop(running);
+    rt.shutdown_timeout(Duration::from_millis(200));
+
+    let g = GlobalArgs { verbose: g.verbose, quiet: g.quiet, ledger };
+    step("ledger convergence")?;
+    super::convergence::run(
+        super::convergence::ConvergenceArgs { run: None, json: false, csv: None, curve: false },
+        &g,
+    )?;
+    step(&format!("ledger report --out {}", args.out.display()))?;
+    let store = ctx.store()?;
+    let r = crate::report::load(&store.conn, crate::report::resolve_run(&store.conn, None)?)?;
+    render::report_written(r.run.id, &crate::report::write(&r, &args.out)?)?;
+    let converged = outcome(&r, started)?;
+    crate::out!("open {}", args.out.join("report.html").display());
+    Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+}
+
+/// The demo's ledger, `DIR/ledger.db`, removed (with its WAL) so that every run starts afresh.
+fn fresh_ledger(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let db = dir.join("ledger.db");
     for suffix in ["", "-wal", "-shm"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);
@@ -80,10 +135,14 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
+    Ok(db)
+}
 
+/// The simulated cluster the demo runs on.
+fn cluster_config(args: &DemoArgs) -> SimConfig {
     let n = args.peers as usize;
     let ids: Vec<String> = sim::peer_ids(args.seed, n).into_iter().map(|(id, _)| id).collect();
-    let cfg = SimConfig {
+    SimConfig {
         peers: n,
         listen: "127.0.0.1:0".parse().expect("a socket address"),
         net: NetConfig {
@@ -106,29 +165,25 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         replication_max: -1,
         version: "1.1.6".to_string(),
         faults: Faults::default(),
-    };
-    // The cluster runs on two worker threads of its own; the commands run on this thread, as they
-    // do from the command line.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the simulator's runtime")?;
-    let running = rt.block_on(sim::start(cfg))?;
-    let g = GlobalArgs {
-        verbose: g.verbose,
-        quiet: g.quiet,
-        ledger: LedgerArgs {
-            db: db.clone(),
-            cluster: Some(running.urls().join(",")),
-            profile: Some("demo".to_string()),
-            config: None,
-            timeout: Duration::from_secs(60),
-        },
-    };
+    }
+}
+
+/// The tag run the demo makes: `ledger tag --org hrdag` with the demo's pace.
+fn tag_options(args: &DemoArgs) -> tag::Options {
+    tag::Options {
+        settle: args.settle,
+        probe_every: args.probe_every,
+        rate: (args.rate > 0.0).then_some(args.rate),
+        timeout: Duration::from_secs(600),
+        ..tag::Options::new(ORG)
+    }
+}
+
+/// The two lines that say what the simulated cluster is.
+fn describe(args: &DemoArgs, first_url: &str, db: &Path) -> std::io::Result<()> {
     crate::out!(
-        "ledger demo: a simulated {n}-peer cluster on loopback ({}) with {} pins: {} unowned, {} owned by other organisations",
-        running.urls().first().map(String::as_str).unwrap_or("-"),
+        "ledger demo: a simulated {}-peer cluster on loopback ({first_url}) with {} pins: {} unowned, {} owned by other organisations",
+        args.peers,
         args.pins + args.owned,
         args.pins,
         args.owned
@@ -149,56 +204,11 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         crate::ids::format_duration(args.rebroadcast),
         db.display()
     );
+    Ok(())
+}
 
-    step("ledger snapshot --all-peers")?;
-    super::snapshot::run(
-        super::snapshot::SnapshotArgs {
-            peers: super::snapshot::Peers { peer: Vec::new(), all_peers: true },
-            json: false,
-        },
-        &g,
-    )?;
-
-    let rate = (args.rate > 0.0).then_some(args.rate);
-    step(&format!(
-        "ledger tag --org {ORG}{} --settle {} --probe-every {}",
-        rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
-        crate::ids::format_duration(args.settle),
-        crate::ids::format_duration(args.probe_every)
-    ))?;
-    super::tag::run(
-        super::tag::TagArgs {
-            org: ORG.to_string(),
-            reassign_from: None,
-            only: None,
-            peer: None,
-            dry_run: false,
-            settle: args.settle,
-            max_passes: 5,
-            run_timeout: Duration::from_secs(600),
-            concurrency: 16,
-            probe_every: args.probe_every,
-            rate,
-            json: false,
-        },
-        &g,
-    )?;
-    drop(running);
-    rt.shutdown_timeout(Duration::from_millis(200));
-
-    step("ledger convergence")?;
-    super::convergence::run(
-        super::convergence::ConvergenceArgs { run: None, json: false, csv: None, curve: false },
-        &g,
-    )?;
-
-    step(&format!("ledger report --out {}", args.out.display()))?;
-    super::report::run(super::report::ReportArgs { run: None, out: args.out.clone() }, &g)?;
-
-    // What the report says, in two lines.
-    let store = g.ledger.store()?;
-    let run = crate::report::resolve_run(&store.conn, None)?;
-    let r = crate::report::load(&store.conn, run)?;
+/// What the report says, in two lines; true when every peer converged.
+fn outcome(r: &crate::report::Report, started: Instant) -> std::io::Result<bool> {
     crate::out!("");
     let firsts: Vec<String> = r
         .peers
@@ -225,8 +235,7 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         r.passes.len(),
         started.elapsed().as_secs_f64()
     );
-    crate::out!("open {}", args.out.join("report.html").display());
-    Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+    Ok(converged)
 }
 
 fn step(cmd: &str) -> std::io::Result<()> {

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use serde::Serialize;
 
 use crate::app::{print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
+use crate::ledger::lost::{LossReport, parse_since};
 use crate::store::incident::{self, Loss, LostFilter, Since};
 
 #[derive(Debug, Args)]
@@ -25,30 +25,8 @@ pub struct LostArgs {
     pub json: bool,
 }
 
-/// The loss report: the JSON of `lost --json`, of `watch --on-loss` and of `export lost`'s source.
-#[derive(Serialize)]
-pub struct LossReport<'a> {
-    pub losses: &'a [Loss],
-    pub count: usize,
-}
-
-/// Reads `--since`: a snapshot id, an RFC 3339 time or a date (UTC midnight).
-pub fn parse_since(s: &str) -> anyhow::Result<Since> {
-    if let Ok(id) = s.parse::<i64>() {
-        return Ok(Since::Snapshot(id));
-    }
-    let t = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        t.with_timezone(&chrono::Utc)
-    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-    } else {
-        bail!("--since {s:?} is neither a snapshot id, an RFC 3339 time nor a date (YYYY-MM-DD)");
-    };
-    Ok(Since::Time(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-}
-
-pub fn run(args: LostArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: LostArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
     if let Some(Since::Snapshot(id)) = since
         && crate::store::snapshots::get(&store.conn, id)?.is_none()

@@ -21,24 +21,26 @@ pub mod watch;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::context::Context;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
+    let ctx = &Context::new(g.ledger.clone(), g.quiet);
     match cli.command {
-        Command::Snapshot(a) => snapshot::run(a, g),
+        Command::Snapshot(a) => snapshot::run(a, ctx),
         Command::Snapshots(a) => snapshots::run(a, g),
         Command::Diff(a) => diff::run(a, g),
         Command::History(a) => history::run(a, g),
-        Command::Tag(a) => tag::run(a, g),
+        Command::Tag(a) => tag::run(a, ctx),
         Command::Convergence(a) => convergence::run(a, g),
-        Command::Repin(a) => repin::run(a, g),
-        Command::Lost(a) => lost::run(a, g),
-        Command::Restore(a) => restore::run(a, g),
+        Command::Repin(a) => repin::run(a, ctx),
+        Command::Lost(a) => lost::run(a, ctx),
+        Command::Restore(a) => restore::run(a, ctx),
         Command::Owners(a) => owners::run(a, g),
-        Command::Watch(a) => watch::run(a, g),
+        Command::Watch(a) => watch::run(a, ctx),
         Command::Export(a) => export::run(a, g),
-        Command::Report(a) => report::run(a, g),
+        Command::Report(a) => report::run(a, ctx),
         Command::Db(c) => db::run(c, g),
         Command::Sim(c) => sim::run(*c),
         Command::Demo(a) => demo::run(a, g),

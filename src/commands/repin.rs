@@ -1,16 +1,14 @@
 //! `ledger repin CID --meta k=v [--unset k]`: one safe re-pin that keeps every other option of the pin
 //! (name, replication, other metadata, expiry, origins, mode), recorded in the ledger as a run.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
 
-use crate::app::{self, print_json};
-use crate::cli::GlobalArgs;
+use crate::app::print_json;
+use crate::context::Context;
+use crate::domain::Outcome;
 use crate::ledger::repin;
-use crate::store::runs;
 
 #[derive(Debug, Args)]
 pub struct RepinArgs {
@@ -39,7 +37,7 @@ fn parse_meta(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RepinArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let cid = crate::ids::parse_cid(&args.cid)
         .map_err(|e| anyhow::anyhow!("{:?} is not a CID: {e}", args.cid))?
         .canonical;
@@ -49,19 +47,14 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     for k in &args.unset {
         crate::cluster::repin::check_key(k)?;
     }
-    let target = g.ledger.target()?;
-    let url = match &args.peer {
-        Some(p) => crate::cluster::config::parse_address(p)?.0,
-        None => target.peers[0].clone(),
+    let opts = repin::OneOptions {
+        cid: cid.clone(),
+        set: args.meta.iter().cloned().collect(),
+        unset: args.unset.clone(),
+        peer: args.peer.clone(),
     };
-    let client = g.ledger.client(&target, &url)?;
-    let set: BTreeMap<String, String> = args.meta.iter().cloned().collect();
-    let rt = app::runtime()?;
     if args.dry_run {
-        let pin = rt
-            .block_on(repin::read_pin(&client, &cid))?
-            .with_context(|| format!("{cid} is not pinned on {url}"))?;
-        let req = crate::cluster::repin::build(&pin, &set, &args.unset, chrono::Utc::now())?;
+        let req = ctx.block_on(repin::preview(ctx, &opts))??;
         if args.json {
             print_json(&req)?;
         } else {
@@ -69,52 +62,15 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = g.ledger.store()?;
-    let outcome = rt.block_on(async {
-        let me = client.id().await?;
-        let reconciled = repin::reconcile(&store.conn, &client, &target.name).await?;
-        if reconciled > 0 {
-            tracing::info!(reconciled, "settled re-pins left pending by an earlier run");
-        }
-        let params = serde_json::json!({ "cid": cid, "set": set, "unset": args.unset });
-        let run = runs::begin(
-            &store.conn,
-            "repin",
-            &target.name,
-            &me.id,
-            url.as_str(),
-            None,
-            &params.to_string(),
-            false,
-        )?;
-        let outcome =
-            repin::safe_repin(&store.conn, &client, (run, 1), &cid, &set, &args.unset, None).await;
-        let state = match &outcome {
-            Ok(o) if o.outcome == "applied" || o.outcome == "unchanged" => "done",
-            Ok(o) if o.outcome == "mismatch" => "attention",
-            _ => "failed",
-        };
-        runs::finish(&store.conn, run, state)?;
-        outcome
-    })?;
+    let outcome = ctx.until_signal(repin::one(ctx, &opts))?;
     if args.json {
         print_json(&outcome)?;
     } else {
-        match outcome.outcome.as_str() {
-            "applied" => crate::out!(
-                "{cid}: re-pinned on {url}, every other option kept (repin {})",
-                outcome.repin_id.unwrap_or(0)
-            ),
-            "unchanged" => crate::out!("{cid}: already as asked; nothing sent"),
-            other => crate::out!(
-                "{cid}: {other}{}",
-                outcome.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-            ),
-        }
+        print_outcome(&cid, &outcome)?;
     }
-    Ok(match outcome.outcome.as_str() {
-        "applied" | "unchanged" => ExitCode::SUCCESS,
-        "mismatch" => {
+    Ok(match outcome.outcome {
+        o if o.is_success() => ExitCode::SUCCESS,
+        Outcome::Mismatch => {
             eprintln!(
                 "ledger: the pin as read back differs from what was sent in: {}",
                 outcome.mismatched.join(", ")
@@ -130,4 +86,19 @@ pub fn run(args: RepinArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(crate::error::ERROR)
         }
     })
+}
+
+fn print_outcome(cid: &str, o: &repin::RepinOutcome) -> std::io::Result<()> {
+    match o.outcome {
+        Outcome::Applied => crate::out!(
+            "{cid}: re-pinned, every other option kept (repin {})",
+            o.repin_id.unwrap_or(0)
+        ),
+        Outcome::Unchanged => crate::out!("{cid}: already as asked; nothing sent"),
+        other => crate::out!(
+            "{cid}: {other}{}",
+            o.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+    }
+    Ok(())
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::GlobalArgs;
-use crate::report;
+use crate::context::Context;
+use crate::{render, report};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -21,18 +21,10 @@ pub struct ReportArgs {
     pub out: PathBuf,
 }
 
-pub fn run(args: ReportArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let run = report::resolve_run(&store.conn, args.run)?;
     let r = report::load(&store.conn, run)?;
-    let written = report::write(&r, &args.out)?;
-    let names: Vec<String> = written
-        .files
-        .iter()
-        .skip(1)
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    crate::out!("report of run {} written to {}", r.run.id, written.files[0].display());
-    crate::out!("  beside it: {}", names.join(", "));
+    render::report_written(r.run.id, &report::write(&r, &args.out)?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::app::{self, print_json};
-use crate::cli::GlobalArgs;
+use crate::app::print_json;
+use crate::context::Context;
 use crate::ledger::restore;
 
 #[derive(Debug, Args)]
@@ -39,38 +39,25 @@ pub struct RestoreArgs {
     pub json: bool,
 }
 
-pub fn run(args: RestoreArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RestoreArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(keys) = &args.keys {
         for k in keys {
             crate::cluster::repin::check_key(k)?;
         }
     }
-    let only = args.only.as_deref().map(crate::ids::read_cid_list).transpose()?;
-    let target = g.ledger.target()?;
-    let url = match &args.peer {
-        Some(p) => crate::cluster::config::parse_address(p)?.0,
-        None => target.peers[0].clone(),
-    };
-    let client = g.ledger.client(&target, &url)?;
-    let store = g.ledger.store()?;
-    let _lock = store.run_lock()?;
     let opts = restore::Options {
         from: args.from,
-        only,
+        only: args.only.as_deref().map(crate::ids::read_cid_list).transpose()?,
         keys: args.keys.clone(),
         dry_run: args.dry_run,
         force: args.force,
         concurrency: args.concurrency as usize,
+        peer: args.peer.clone(),
     };
-    let pb = app::progress(g.quiet || args.json, Some(0));
-    pb.set_message("restoring");
-    let rt = app::runtime()?;
-    let report =
-        rt.block_on(restore::run(&store, &target.name, &client, &opts, |done, total| {
-            pb.set_length(total);
-            pb.set_position(done);
-        }))?;
-    pb.finish_and_clear();
+    if args.json {
+        ctx.silence();
+    }
+    let report = ctx.until_signal(restore::run(ctx, &opts))?;
     if args.json {
         print_json(&report)?;
     } else {

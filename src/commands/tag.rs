@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
-use crate::app::{self, print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::app::print_json;
+use crate::context::Context;
 use crate::ledger::tag;
+use crate::render;
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
@@ -51,27 +52,19 @@ pub struct TagArgs {
     pub json: bool,
 }
 
-pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: TagArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     crate::cluster::repin::check_key("org")?;
     if args.org.is_empty() || args.org.chars().any(char::is_control) {
         bail!("--org must be a non-empty name without control characters");
     }
-    let only = args.only.as_deref().map(crate::ids::read_cid_list).transpose()?;
-    let target = g.ledger.target()?;
-    let mut urls = target.peers.clone();
-    if let Some(p) = &args.peer {
-        let (u, _) = crate::cluster::config::parse_address(p)?;
-        urls.retain(|x| *x != u);
-        urls.insert(0, u);
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be a positive number of re-pins per second");
     }
-    let clients: Vec<_> =
-        urls.iter().map(|u| g.ledger.client(&target, u)).collect::<anyhow::Result<_>>()?;
-    let mut store = g.ledger.store()?;
-    let lock = store.run_lock()?;
     let opts = tag::Options {
         org: args.org.clone(),
+        peer: args.peer.clone(),
         reassign_from: args.reassign_from.clone(),
-        only,
+        only: args.only.as_deref().map(crate::ids::read_cid_list).transpose()?,
         dry_run: args.dry_run,
         settle: args.settle,
         max_passes: args.max_passes.max(1),
@@ -80,102 +73,18 @@ pub fn run(args: TagArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         probe_every: args.probe_every,
     };
-    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        bail!("--rate must be a positive number of re-pins per second");
+    if args.json {
+        ctx.silence();
     }
-    let pb = app::progress(g.quiet || args.json, Some(0));
-    let rt = app::runtime()?;
-    let report =
-        rt.block_on(tag::run(&mut store, &target.name, &clients, &opts, |what, done, total| {
-            pb.set_length(total);
-            pb.set_position(done);
-            pb.set_message(what.to_string());
-        }))?;
-    pb.finish_and_clear();
-    drop(lock);
+    let report = ctx.until_signal(tag::run(ctx, &opts))?;
     if args.json {
         print_json(&report)?;
     } else {
-        print_report(&report)?;
+        render::tag_report(&report)?;
     }
-    let attention =
-        !report.converged || !report.plan.conflicts.is_empty() || !report.not_tagged.is_empty();
-    Ok(if args.dry_run || !attention {
+    Ok(if args.dry_run || !report.needs_attention() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(crate::error::ATTENTION)
     })
-}
-
-fn print_report(r: &tag::Report) -> std::io::Result<()> {
-    let p = &r.plan;
-    crate::out!(
-        "run {}: org={} — {} targets, {} already tagged, {} owned by other organisations{}",
-        r.run,
-        r.org,
-        p.targets.len(),
-        p.already,
-        p.conflicts.len(),
-        if r.dry_run { " (dry run: nothing sent)" } else { "" }
-    );
-    if r.dry_run {
-        for c in p.targets.iter().take(20) {
-            crate::out!("  would tag {c}");
-        }
-        if p.targets.len() > 20 {
-            crate::out!("  … and {} more", p.targets.len() - 20);
-        }
-    }
-    let mut rows = Vec::new();
-    for pass in &r.passes {
-        let tagged: Vec<String> = pass
-            .tagged
-            .iter()
-            .map(|(peer, n)| format!("{}:{n}", super::snapshots::short(peer)))
-            .collect();
-        rows.push(vec![
-            pass.pass.to_string(),
-            pass.attempted.to_string(),
-            pass.applied.to_string(),
-            pass.unchanged.to_string(),
-            (pass.failed + pass.refused).to_string(),
-            tagged.join(" "),
-        ]);
-    }
-    if !rows.is_empty() {
-        print_table(
-            &["pass", "attempted", "applied", "already", "failed", "tagged per peer"],
-            &rows,
-        )?;
-    }
-    if r.converged {
-        crate::out!(
-            "converged: every peer shows all {} targets tagged ({:.1}s)",
-            p.targets.len() - r.not_tagged.len(),
-            r.seconds
-        );
-    } else if !r.dry_run {
-        crate::out!(
-            "NOT converged after {} passes ({:.1}s); stragglers per peer:",
-            r.passes.len(),
-            r.seconds
-        );
-        for (peer, cids) in &r.stragglers {
-            crate::out!(
-                "  {peer}: {} ({})",
-                cids.len(),
-                cids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
-    if !p.conflicts.is_empty() {
-        crate::out!("conflicts (owned by another organisation, left alone): {}", p.conflicts.len());
-        for (cid, owner) in p.conflicts.iter().take(10) {
-            crate::out!("  {cid} org={owner}");
-        }
-    }
-    for (cid, why) in &r.not_tagged {
-        crate::out!("  not tagged {cid}: {why}");
-    }
-    Ok(())
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::app;
-use crate::cli::GlobalArgs;
-use crate::commands::lost::LossReport;
-use crate::commands::snapshot::{Peers, print_summary};
+use crate::cli::Peers;
+use crate::context::Context;
+use crate::ledger::lost::LossReport;
 use crate::ledger::snapshot;
+use crate::render;
 use crate::store::incident::{self, LostFilter};
 
 #[derive(Debug, Args)]
@@ -32,17 +33,16 @@ pub struct WatchArgs {
     pub rounds: Option<u64>,
 }
 
-pub fn run(args: WatchArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.every.is_zero() {
         anyhow::bail!("--every must be longer than 0s");
     }
-    let target = g.ledger.target()?;
-    let urls = args.peers.urls(&target)?;
-    let clients: Vec<_> =
-        urls.iter().map(|u| g.ledger.client(&target, u)).collect::<anyhow::Result<_>>()?;
-    let mut store = g.ledger.store()?;
-    let rt = app::runtime()?;
-    rt.block_on(async {
+    let urls = args.peers.urls(ctx)?;
+    let clients = ctx.clients(&urls)?;
+    let store = ctx.store()?;
+    let cluster = ctx.cluster_name()?;
+    let quiet = ctx.is_quiet();
+    ctx.block_on(async {
         let mut shutdown = app::Shutdown::new()?;
         tracing::info!(
             peers = urls.len(),
@@ -56,11 +56,10 @@ pub fn run(args: WatchArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             round += 1;
             let mut taken = Vec::new();
             for c in &clients {
-                match snapshot::take(&mut store, c, &target.name, &Default::default(), |_| {}).await
-                {
+                match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
                     Ok(r) if r.complete => {
-                        if !g.quiet {
-                            print_summary(&r)?;
+                        if !quiet {
+                            render::snapshot_summary(&r)?;
                         }
                         taken.push(r.id);
                     }
@@ -90,7 +89,7 @@ pub fn run(args: WatchArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         }
         anyhow::Ok(())
-    })?;
+    })??;
     Ok(ExitCode::SUCCESS)
 }
 

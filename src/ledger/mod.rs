@@ -2,7 +2,9 @@
 //! stream against the open intervals of its series).
 
 pub mod diff;
+pub mod lost;
 pub mod repin;
 pub mod restore;
+pub mod run;
 pub mod snapshot;
 pub mod tag;

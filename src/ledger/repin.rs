@@ -1,26 +1,43 @@
 //! One safe re-pin, on the record: read the pin from the peer that takes the write, build the request
 //! that keeps every option (cluster::repin), commit the intent, send it, record the answer, read the
-//! pin back and record the outcome. The tag run and `ledger repin` both go through [`safe_repin`].
+//! pin back and record the outcome. Tag, restore and `ledger repin` all go through [`safe_repins`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use anyhow::Context as _;
+
 use crate::cluster::{CanonicalPin, Client, repin};
+use crate::context::Context;
+use crate::domain::{Outcome, RunKind, RunState};
+use crate::ledger::run::{Run, Spec};
 use crate::store::runs;
 
 /// What became of one re-pin.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct RepinOutcome {
     pub cid: String,
-    /// `applied`, `mismatch`, `refused`, `failed`, or `unchanged` (nothing to do: no request sent).
-    pub outcome: String,
+    pub outcome: Outcome,
     pub repin_id: Option<i64>,
     pub http_status: Option<u16>,
     /// Fields that differ from what was intended (for `mismatch`).
     pub mismatched: Vec<&'static str>,
     pub error: Option<String>,
+}
+
+impl RepinOutcome {
+    fn new(cid: &str, outcome: Outcome) -> RepinOutcome {
+        RepinOutcome {
+            cid: cid.to_string(),
+            outcome,
+            repin_id: None,
+            http_status: None,
+            mismatched: Vec::new(),
+            error: None,
+        }
+    }
 }
 
 /// Decides, from the pin as just read, that it must not be re-pinned (the reason), e.g. because another
@@ -41,24 +58,6 @@ pub async fn read_pin(client: &Client, cid: &str) -> anyhow::Result<Option<Canon
             })?))
         }
     }
-}
-
-/// One safe re-pin of `cid` on `client`'s peer, setting `set` and removing `unset`, recorded under
-/// `(run, pass)`.
-pub async fn safe_repin(
-    conn: &rusqlite::Connection,
-    client: &Client,
-    at: (i64, i64),
-    cid: &str,
-    set: &BTreeMap<String, String>,
-    unset: &[String],
-    guard: Option<&Guard<'_>>,
-) -> anyhow::Result<Outcome> {
-    let change = Change { set, unset, guard, per_cid: None };
-    let mut out =
-        safe_repins(conn, client, at, &[cid.to_string()], &change, &Pace::default(), |_| {})
-            .await?;
-    Ok(out.pop().expect("one outcome per CID"))
 }
 
 /// What a batch of re-pins changes, and which pins it must leave alone.
@@ -91,171 +90,209 @@ impl Default for Pace {
     }
 }
 
-/// Safe re-pins of `cids`, in chunks: read every pin of a chunk (concurrently), commit their intents
-/// in one transaction, send the requests (concurrently), read the pins back, commit answers and
-/// outcomes in one transaction. Every intent is durable before its request goes out, and a chunk costs
-/// two commits rather than two per pin. `done` is called with the number of CIDs finished so far.
+type Limiter = governor::DefaultDirectRateLimiter;
+
+impl Pace {
+    /// At most one request per `1/rate` seconds, no burst (`None`: no limit).
+    fn limiter(&self) -> Option<Limiter> {
+        let rate = self.rate.filter(|r| r.is_finite() && *r > 0.0)?;
+        let quota = governor::Quota::with_period(std::time::Duration::from_secs_f64(1.0 / rate))?;
+        Some(governor::RateLimiter::direct(quota))
+    }
+}
+
+/// Where a batch of re-pins goes and is recorded.
+pub struct Batch<'a> {
+    pub conn: &'a rusqlite::Connection,
+    pub client: &'a Client,
+    /// The run and pass the re-pins are recorded under.
+    pub at: (i64, i64),
+    pub change: &'a Change<'a>,
+    pub pace: &'a Pace,
+    /// "Now" for the requests (an expired pin is refused as of this time).
+    pub clock: crate::context::Clock,
+}
+
+/// Safe re-pins of `cids`, in chunks of [`Chunk`]: every intent is durable before its request goes
+/// out, and a chunk costs two commits rather than two per pin. `done` is called with the number of
+/// CIDs finished so far.
 pub async fn safe_repins(
-    conn: &rusqlite::Connection,
-    client: &Client,
-    (run, pass): (i64, i64),
+    b: &Batch<'_>,
     cids: &[String],
-    change: &Change<'_>,
-    pace: &Pace,
     mut done: impl FnMut(usize),
-) -> anyhow::Result<Vec<Outcome>> {
-    let concurrency = pace.concurrency.max(1);
-    let interval =
-        pace.rate.filter(|r| *r > 0.0).map(|r| std::time::Duration::from_secs_f64(1.0 / r));
-    let next_slot = std::cell::Cell::new(tokio::time::Instant::now());
+) -> anyhow::Result<Vec<RepinOutcome>> {
+    let limiter = b.pace.limiter();
     let mut outcomes = Vec::with_capacity(cids.len());
-    for chunk in cids.chunks((concurrency * 8).max(1)) {
-        // 1. Read every pin of the chunk.
-        let befores: Vec<anyhow::Result<Option<CanonicalPin>>> = futures::stream::iter(chunk)
+    for cids in cids.chunks((b.pace.concurrency.max(1) * 8).max(1)) {
+        let chunk = Chunk { batch: b, cids };
+        let read = chunk.read().await;
+        let planned = chunk.record_intents(read, &mut outcomes)?;
+        let answers = chunk.send(&planned, limiter.as_ref()).await;
+        chunk.record_answers(planned, answers, &mut outcomes)?;
+        done(outcomes.len());
+    }
+    Ok(outcomes)
+}
+
+/// One safe re-pin of `cid` (see [`safe_repins`]).
+pub async fn safe_repin(b: &Batch<'_>, cid: &str) -> anyhow::Result<RepinOutcome> {
+    let mut out = safe_repins(b, &[cid.to_string()], |_| {}).await?;
+    Ok(out.pop().expect("one outcome per CID"))
+}
+
+/// A chunk of a batch, in four steps: [`read`](Chunk::read) every pin (concurrently),
+/// [`record_intents`](Chunk::record_intents) in one transaction, [`send`](Chunk::send) the requests
+/// and read the pins back (concurrently), [`record_answers`](Chunk::record_answers) in one
+/// transaction.
+struct Chunk<'a> {
+    batch: &'a Batch<'a>,
+    cids: &'a [String],
+}
+
+/// A re-pin whose intent is recorded: about to be sent.
+struct Planned {
+    out: RepinOutcome,
+    id: i64,
+    cid_id: i64,
+    request: repin::Request,
+}
+
+/// What the cluster answered to a re-pin, and the pin as read back after it.
+type Answer = (Result<(u16, String), crate::cluster::Error>, anyhow::Result<Option<CanonicalPin>>);
+
+impl Chunk<'_> {
+    /// Reads every pin of the chunk from the write peer.
+    async fn read(&self) -> Vec<anyhow::Result<Option<CanonicalPin>>> {
+        let client = self.batch.client;
+        futures::stream::iter(self.cids)
             .map(|cid| read_pin(client, cid))
-            .buffered(concurrency)
+            .buffered(self.batch.pace.concurrency.max(1))
             .collect()
-            .await;
-        // 2. Plan and record: one transaction, no `.await` inside.
-        struct Planned {
-            out: Outcome,
-            id: i64,
-            cid_id: i64,
-            request: repin::Request,
-        }
-        let mut planned: Vec<Planned> = Vec::new();
-        let tx = conn.unchecked_transaction()?;
-        for (cid, before) in chunk.iter().zip(befores) {
-            let mut out = Outcome {
-                cid: cid.clone(),
-                outcome: String::new(),
-                repin_id: None,
-                http_status: None,
-                mismatched: Vec::new(),
-                error: None,
-            };
-            let before = match before {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    out.outcome = "failed".into();
-                    out.error = Some(format!(
-                        "{cid} is not pinned on {} (GET /allocations/{cid} answered 404)",
-                        client.base()
-                    ));
-                    outcomes.push(out);
-                    continue;
-                }
-                Err(e) => {
-                    out.outcome = "failed".into();
-                    out.error = Some(format!("{e:#}"));
-                    outcomes.push(out);
-                    continue;
-                }
-            };
-            let cid_id = runs::cid_id(&tx, &before.cid)?;
-            let before_digest = runs::ensure_version(&tx, cid_id, &before)?;
-            // The pin as it is now decides, not as it was planned: it may have changed since.
-            let request = match change.guard.and_then(|g| g(&before)) {
-                Some(reason) => Err(("conflict", reason)),
-                None => match change.per_cid.and_then(|m| m.get(cid)) {
-                    Some(e) => repin::build_with(
-                        &before,
-                        &e.overrides,
-                        &e.set,
-                        &e.unset,
-                        chrono::Utc::now(),
-                    ),
-                    None => repin::build(&before, change.set, change.unset, chrono::Utc::now()),
-                }
-                .map_err(|e| ("refused", e.to_string())),
-            };
-            let request = match request {
-                Ok(r) => r,
-                Err((outcome, reason)) => {
-                    out.repin_id =
-                        Some(runs::refused(&tx, run, pass, cid_id, Some(before_digest), &reason)?);
-                    out.outcome = outcome.into();
-                    out.error = Some(reason);
-                    outcomes.push(out);
-                    continue;
-                }
-            };
-            if request.intended.mismatches(&before).is_empty() {
-                out.outcome = "unchanged".into();
-                outcomes.push(out);
-                continue;
+            .await
+    }
+
+    /// Decides each pin's request from the pin as read now, and commits the intents (one
+    /// transaction, no `.await` inside). Pins with nothing to send get their outcome here.
+    fn record_intents(
+        &self,
+        read: Vec<anyhow::Result<Option<CanonicalPin>>>,
+        outcomes: &mut Vec<RepinOutcome>,
+    ) -> anyhow::Result<Vec<Planned>> {
+        let tx = self.batch.conn.unchecked_transaction()?;
+        let mut planned = Vec::new();
+        for (cid, before) in self.cids.iter().zip(read) {
+            match self.plan_one(&tx, cid, before)? {
+                Ok(p) => planned.push(p),
+                Err(out) => outcomes.push(out),
             }
-            let intended_json = serde_json::to_string(&request.intended)?;
-            let id = runs::intent(
-                &tx,
-                &runs::Intent {
-                    run,
-                    pass,
-                    cid_id,
-                    before: Some(before_digest),
-                    path: &request.path,
-                    query: &request.query,
-                    intended_json: &intended_json,
-                },
-            )?;
-            out.repin_id = Some(id);
-            planned.push(Planned { out, id, cid_id, request });
         }
         tx.commit()?;
-        // 3. Send, then read back from the same peer (read-your-writes holds there).
-        let next_slot = &next_slot;
-        let results: Vec<_> = futures::stream::iter(&planned)
+        Ok(planned)
+    }
+
+    /// One pin's intent, or its outcome when nothing is to be sent.
+    fn plan_one(
+        &self,
+        tx: &rusqlite::Transaction,
+        cid: &str,
+        before: anyhow::Result<Option<CanonicalPin>>,
+    ) -> anyhow::Result<Result<Planned, RepinOutcome>> {
+        let (run, pass) = self.batch.at;
+        let mut out = RepinOutcome::new(cid, Outcome::Failed);
+        let before = match before {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                out.error = Some(format!(
+                    "{cid} is not pinned on {} (GET /allocations/{cid} answered 404)",
+                    self.batch.client.base()
+                ));
+                return Ok(Err(out));
+            }
+            Err(e) => {
+                out.error = Some(format!("{e:#}"));
+                return Ok(Err(out));
+            }
+        };
+        let cid_id = runs::cid_id(tx, &before.cid)?;
+        let before_digest = runs::ensure_version(tx, cid_id, &before)?;
+        let request = match self.request_for(cid, &before) {
+            Ok(r) => r,
+            Err((outcome, reason)) => {
+                out.repin_id =
+                    Some(runs::refused(tx, run, pass, cid_id, Some(before_digest), &reason)?);
+                out.outcome = outcome;
+                out.error = Some(reason);
+                return Ok(Err(out));
+            }
+        };
+        if request.intended.mismatches(&before).is_empty() {
+            out.outcome = Outcome::Unchanged;
+            return Ok(Err(out));
+        }
+        let intended_json = serde_json::to_string(&request.intended)?;
+        let id = runs::intent(
+            tx,
+            &runs::Intent {
+                run,
+                pass,
+                cid_id,
+                before: Some(before_digest),
+                path: &request.path,
+                query: &request.query,
+                intended_json: &intended_json,
+            },
+        )?;
+        out.repin_id = Some(id);
+        Ok(Ok(Planned { out, id, cid_id, request }))
+    }
+
+    /// The request for one pin, decided by the pin as it is now (not as planned: it may have changed
+    /// since), or why none is sent.
+    fn request_for(
+        &self,
+        cid: &str,
+        before: &CanonicalPin,
+    ) -> Result<repin::Request, (Outcome, String)> {
+        let change = self.batch.change;
+        if let Some(reason) = change.guard.and_then(|g| g(before)) {
+            return Err((Outcome::Conflict, reason));
+        }
+        let now = self.batch.clock.now();
+        match change.per_cid.and_then(|m| m.get(cid)) {
+            Some(e) => repin::build_with(before, &e.overrides, &e.set, &e.unset, now),
+            None => repin::build(before, change.set, change.unset, now),
+        }
+        .map_err(|e| (Outcome::Refused, e.to_string()))
+    }
+
+    /// Sends every planned request (paced), then reads each pin back from the same peer
+    /// (read-your-writes holds there).
+    async fn send(&self, planned: &[Planned], limiter: Option<&Limiter>) -> Vec<Answer> {
+        let client = self.batch.client;
+        futures::stream::iter(planned)
             .map(|p| async move {
-                if let Some(iv) = interval {
-                    let at = next_slot.get().max(tokio::time::Instant::now());
-                    next_slot.set(at + iv);
-                    tokio::time::sleep_until(at).await;
+                if let Some(l) = limiter {
+                    l.until_ready().await;
                 }
                 let answer = client.post_pin(&p.request.path_and_query()).await;
                 let after = read_pin(client, &p.out.cid).await;
                 (answer, after)
             })
-            .buffered(concurrency)
+            .buffered(self.batch.pace.concurrency.max(1))
             .collect()
-            .await;
-        // 4. Record answers and outcomes: one transaction.
-        let tx = conn.unchecked_transaction()?;
-        for (mut p, (answer, after)) in planned.into_iter().zip(results) {
-            match answer {
-                Ok((status, body)) => {
-                    p.out.http_status = Some(status);
-                    let ok = status == 200;
-                    let body: String = body.chars().take(4096).collect();
-                    // The answer (the in-memory form) must already be the intended pin.
-                    let differs = if ok {
-                        match CanonicalPin::from_line(body.trim().as_bytes()) {
-                            Ok(answer) => p.request.intended.mismatches(&answer),
-                            Err(_) => vec!["answer"],
-                        }
-                    } else {
-                        Vec::new()
-                    };
-                    let note = if !ok {
-                        Some(format!("the cluster answered {status}: {}", body.trim()))
-                    } else if !differs.is_empty() {
-                        Some(format!(
-                            "the cluster's answer differs from the request in: {}",
-                            differs.join(", ")
-                        ))
-                    } else {
-                        None
-                    };
-                    runs::answered(&tx, p.id, ok, Some(status), Some(&body), note.as_deref())?;
-                    if !ok {
-                        p.out.error = note;
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    runs::answered(&tx, p.id, false, None, None, Some(&msg))?;
-                    p.out.error = Some(msg);
-                }
-            }
+            .await
+    }
+
+    /// Records every answer and outcome (one transaction).
+    fn record_answers(
+        &self,
+        planned: Vec<Planned>,
+        answers: Vec<Answer>,
+        outcomes: &mut Vec<RepinOutcome>,
+    ) -> anyhow::Result<()> {
+        let tx = self.batch.conn.unchecked_transaction()?;
+        for (mut p, (answer, after)) in planned.into_iter().zip(answers) {
+            record_answer(&tx, &mut p, answer)?;
             let (after_digest, mismatched) = match &after {
                 Ok(Some(pin)) => (
                     Some(runs::ensure_version(&tx, p.cid_id, pin)?),
@@ -265,19 +302,58 @@ pub async fn safe_repins(
                 Err(_) => (None, vec!["unreadable"]),
             };
             p.out.outcome = match (mismatched.is_empty(), p.out.error.is_some()) {
-                (true, _) => "applied",
-                (false, true) => "failed",
-                (false, false) => "mismatch",
-            }
-            .into();
+                (true, _) => Outcome::Applied,
+                (false, true) => Outcome::Failed,
+                (false, false) => Outcome::Mismatch,
+            };
             p.out.mismatched = mismatched;
-            runs::verified(&tx, p.id, after_digest, &p.out.outcome)?;
+            runs::verified(&tx, p.id, after_digest, p.out.outcome)?;
             outcomes.push(p.out);
         }
         tx.commit()?;
-        done(outcomes.len());
+        Ok(())
     }
-    Ok(outcomes)
+}
+
+/// Records the cluster's answer to one re-pin. A 200 must already carry the intended pin (the
+/// cluster's answer is its in-memory form); anything else is noted.
+fn record_answer(
+    tx: &rusqlite::Transaction,
+    p: &mut Planned,
+    answer: Result<(u16, String), crate::cluster::Error>,
+) -> anyhow::Result<()> {
+    let (status, body) = match answer {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = e.to_string();
+            runs::answered(tx, p.id, false, None, None, Some(&msg))?;
+            p.out.error = Some(msg);
+            return Ok(());
+        }
+    };
+    p.out.http_status = Some(status);
+    let ok = status == 200;
+    let body: String = body.chars().take(4096).collect();
+    let differs = if ok {
+        match CanonicalPin::from_line(body.trim().as_bytes()) {
+            Ok(answer) => p.request.intended.mismatches(&answer),
+            Err(_) => vec!["answer"],
+        }
+    } else {
+        Vec::new()
+    };
+    let note = if !ok {
+        Some(format!("the cluster answered {status}: {}", body.trim()))
+    } else if !differs.is_empty() {
+        Some(format!("the cluster's answer differs from the request in: {}", differs.join(", ")))
+    } else {
+        None
+    };
+    runs::answered(tx, p.id, ok, Some(status), Some(&body), note.as_deref())?;
+    if !ok {
+        p.out.error = note;
+    }
+    Ok(())
 }
 
 /// Settles re-pins left `pending` by a process that stopped: reads each pin and records whether the
@@ -301,7 +377,58 @@ pub async fn reconcile(
         let note =
             "the ledger stopped before the answer was recorded; reconciled by reading the pin";
         runs::answered(conn, p.id, applied, None, None, Some(note))?;
-        runs::verified(conn, p.id, after, if applied { "applied" } else { "not-applied" })?;
+        runs::verified(
+            conn,
+            p.id,
+            after,
+            if applied { Outcome::Applied } else { Outcome::NotApplied },
+        )?;
     }
     Ok(pending.len())
+}
+
+/// One re-pin asked for by hand (`ledger repin`).
+#[derive(Debug, Clone)]
+pub struct OneOptions {
+    pub cid: String,
+    pub set: BTreeMap<String, String>,
+    pub unset: Vec<String>,
+    /// The peer that takes the write (default: the cluster's first peer).
+    pub peer: Option<String>,
+}
+
+/// The request `ledger repin` would send, built from the pin as the write peer has it now.
+pub async fn preview(ctx: &Context, opts: &OneOptions) -> anyhow::Result<repin::Request> {
+    let url = ctx.peers(opts.peer.as_deref())?.remove(0);
+    let client = ctx.client(&url)?;
+    let pin = read_pin(&client, &opts.cid)
+        .await?
+        .with_context(|| format!("{} is not pinned on {url}", opts.cid))?;
+    Ok(repin::build(&pin, &opts.set, &opts.unset, ctx.now())?)
+}
+
+/// One safe re-pin as a run of its own (kind `repin`): `done` when applied or already as asked,
+/// `attention` when the pin read back differs, `failed` otherwise.
+pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<RepinOutcome> {
+    let url = ctx.peers(opts.peer.as_deref())?.remove(0);
+    let client = ctx.client(&url)?;
+    let params = serde_json::json!({ "cid": opts.cid, "set": opts.set, "unset": opts.unset });
+    let spec = Spec { kind: RunKind::Repin, org: None, params, dry_run: false };
+    let run = Run::begin(ctx, &client, spec).await?;
+    let change = Change { set: &opts.set, unset: &opts.unset, guard: None, per_cid: None };
+    let b = Batch {
+        conn: &ctx.store()?.conn,
+        client: &client,
+        at: (run.id(), 1),
+        change: &change,
+        pace: &Pace::default(),
+        clock: ctx.clock,
+    };
+    let outcome = safe_repin(&b, &opts.cid).await?;
+    run.finish(match outcome.outcome {
+        o if o.is_success() => RunState::Done,
+        Outcome::Mismatch => RunState::Attention,
+        _ => RunState::Failed,
+    })?;
+    Ok(outcome)
 }

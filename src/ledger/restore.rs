@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client};
+use crate::context::Context;
+use crate::domain::{Outcome, PlanClass, RunKind, RunState, SnapshotState};
 use crate::ledger::repin::{self, Change, Pace, PinEdit};
+use crate::ledger::run::{Run, Spec};
 use crate::store::incident::{self, LostField};
 use crate::store::snapshots::{self as db, PinRow};
 use crate::store::{Store, runs};
@@ -25,6 +28,8 @@ pub struct Options {
     /// Overwrite values set after the loss.
     pub force: bool,
     pub concurrency: usize,
+    /// The peer that takes the writes (default: the cluster's first peer).
+    pub peer: Option<String>,
 }
 
 /// The fields a restore compares: what a person sets on a pin.
@@ -186,7 +191,7 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
     let Some(from) = db::get(conn, opts.from)? else {
         anyhow::bail!("there is no snapshot {}; `ledger snapshots` lists them", opts.from);
     };
-    if from.state != "complete" {
+    if from.state != SnapshotState::Complete.as_ref() {
         anyhow::bail!(
             "snapshot {} is {}: only a complete snapshot is a record of what pins had",
             from.id,
@@ -252,46 +257,30 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
     Ok((from, current, p))
 }
 
-/// Runs the restore on `client`'s peer (the write peer).
-pub async fn run(
-    store: &Store,
-    cluster: &str,
-    client: &Client,
-    opts: &Options,
-    mut progress: impl FnMut(u64, u64),
-) -> anyhow::Result<Report> {
+/// Runs the restore through the write peer (`opts.peer`, or the cluster's first peer).
+pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
+    let store = ctx.store()?;
     let (from, current, plan) = plan(store, opts)?;
-    let conn = &store.conn;
-    let me = client.id().await?;
-    runs::mark_interrupted(conn)?;
-    let settled = repin::reconcile(conn, client, cluster).await?;
-    if settled > 0 {
-        tracing::info!(settled, "settled re-pins left pending by an interrupted run");
-    }
+    let url = ctx.peers(opts.peer.as_deref())?.remove(0);
+    let client = ctx.client(&url)?;
     let params = serde_json::json!({
         "from": opts.from, "current": current, "only": opts.only.as_ref().map(|o| o.len()),
         "keys": opts.keys, "force": opts.force, "concurrency": opts.concurrency,
     });
-    let run = runs::begin(
-        conn,
-        "restore",
-        cluster,
-        &me.id,
-        client.base().as_str(),
-        None,
-        &params.to_string(),
-        opts.dry_run,
-    )?;
+    let spec = Spec { kind: RunKind::Restore, org: None, params, dry_run: opts.dry_run };
+    let run = Run::begin(ctx, &client, spec).await?;
+    let tx = store.conn.unchecked_transaction()?;
     runs::record_plan(
-        conn,
-        run,
+        &tx,
+        run.id(),
         plan.restored
             .iter()
-            .map(|r| (r.cid.as_str(), "target", None))
-            .chain(plan.conflicts.iter().map(|c| (c.cid.as_str(), "conflict", None))),
+            .map(|r| (r.cid.as_str(), PlanClass::Target, None))
+            .chain(plan.conflicts.iter().map(|c| (c.cid.as_str(), PlanClass::Conflict, None))),
     )?;
+    tx.commit()?;
     let mut report = Report {
-        run: Some(run),
+        run: Some(run.id()),
         dry_run: opts.dry_run,
         from: from.id,
         current,
@@ -303,34 +292,15 @@ pub async fn run(
     };
     if opts.dry_run {
         report.restored = report.plan.iter().map(|r| r.cid.clone()).collect();
-        runs::finish(conn, run, "done")?;
+        run.finish(RunState::Done)?;
         return Ok(report);
     }
-    let expect = plan.expect;
-    let force = opts.force;
-    let guard = move |pin: &CanonicalPin| -> Option<String> {
-        let want = expect.get(&pin.cid)?;
-        (!force && Tracked::of_pin(pin) != *want).then(|| {
-            "changed since the latest snapshot: a value set since then would be overwritten (--force restores anyway)".to_string()
-        })
-    };
-    let cids: Vec<String> = report.plan.iter().map(|r| r.cid.clone()).collect();
-    let total = cids.len() as u64;
-    let change = Change {
-        set: &BTreeMap::new(),
-        unset: &[],
-        guard: Some(&guard),
-        per_cid: Some(&plan.edits),
-    };
-    let pace = Pace { concurrency: opts.concurrency.max(1), rate: None };
-    let outcomes = repin::safe_repins(conn, client, (run, 1), &cids, &change, &pace, |n| {
-        progress(n as u64, total)
-    })
-    .await?;
+    let outcomes =
+        put_back(ctx, &client, run.id(), opts, &report.plan, (plan.edits, plan.expect)).await?;
     for o in outcomes {
-        match o.outcome.as_str() {
-            "applied" | "unchanged" => report.restored.push(o.cid),
-            "conflict" => {
+        match o.outcome {
+            o2 if o2.is_success() => report.restored.push(o.cid),
+            Outcome::Conflict => {
                 report.conflicts.push(Skipped { cid: o.cid, reason: o.error.unwrap_or_default() })
             }
             _ => report.failed.push(Failed {
@@ -342,8 +312,44 @@ pub async fn run(
         }
     }
     let clean = report.conflicts.is_empty() && report.failed.is_empty();
-    runs::finish(conn, run, if clean { "done" } else { "attention" })?;
+    run.finish(if clean { RunState::Done } else { RunState::Attention })?;
     Ok(report)
+}
+
+/// The re-pins of a restore: each pin gets its own edit, and is left alone if it no longer looks
+/// as the ledger last saw it (unless forced).
+async fn put_back(
+    ctx: &Context,
+    client: &Client,
+    run: i64,
+    opts: &Options,
+    plan: &[Restored],
+    (edits, expect): (HashMap<String, PinEdit>, HashMap<String, Tracked>),
+) -> anyhow::Result<Vec<repin::RepinOutcome>> {
+    let force = opts.force;
+    let guard = move |pin: &CanonicalPin| -> Option<String> {
+        let want = expect.get(&pin.cid)?;
+        (!force && Tracked::of_pin(pin) != *want).then(|| {
+            "changed since the latest snapshot: a value set since then would be overwritten (--force restores anyway)".to_string()
+        })
+    };
+    let cids: Vec<String> = plan.iter().map(|r| r.cid.clone()).collect();
+    let change =
+        Change { set: &BTreeMap::new(), unset: &[], guard: Some(&guard), per_cid: Some(&edits) };
+    let pace = Pace { concurrency: opts.concurrency.max(1), rate: None };
+    let b = repin::Batch {
+        conn: &ctx.store()?.conn,
+        client,
+        at: (run, 1),
+        change: &change,
+        pace: &pace,
+        clock: ctx.clock,
+    };
+    let pb = ctx.progress(Some(cids.len() as u64));
+    pb.set_message("restoring");
+    let outcomes = repin::safe_repins(&b, &cids, |n| pb.set_position(n as u64)).await?;
+    pb.finish_and_clear();
+    Ok(outcomes)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client, StreamOutcome};
+use crate::context::Context;
 use crate::store::Store;
 use crate::store::snapshots::{self as db, ObsKey};
 
@@ -143,7 +144,7 @@ impl Orgs {
 /// peer, bad credentials) return `Err` and record nothing; once a snapshot row exists, every failure
 /// is recorded in it and returned in the report.
 pub async fn take(
-    store: &mut Store,
+    store: &Store,
     client: &Client,
     cluster: &str,
     opts: &Options,
@@ -210,7 +211,10 @@ pub async fn take(
     // on for everything else once the snapshot is stored (and tests run `PRAGMA foreign_key_check`).
     store.conn.pragma_update(None, "foreign_keys", "OFF")?;
     let stored = (|| -> anyhow::Result<(Option<String>, db::Counts, i64)> {
-        let tx = store.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = rusqlite::Transaction::new_unchecked(
+            &store.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
         let mut w = db::LineWriter::new(&tx)?;
         // New intervals are opened as lines arrive (while their pages are in the cache) and removed again if
         // the stream fails; closing intervals waits until the stream is known to be whole.
@@ -380,6 +384,19 @@ pub async fn take(
         .collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// One snapshot of the peer at `url`, with a spinner on stderr while it reads.
+pub async fn of_peer(ctx: &Context, url: &url::Url) -> anyhow::Result<Report> {
+    let client = ctx.client(url)?;
+    let pb = ctx.progress(None);
+    pb.set_message(format!("snapshot of {url}"));
+    let report = take(ctx.store()?, &client, ctx.cluster_name()?, &Options::default(), |n| {
+        pb.set_position(n as u64)
+    })
+    .await;
+    pb.finish_and_clear();
+    report
 }
 
 /// One line of the stream, as the reader thread hands it over.

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client};
+use crate::context::Context;
+use crate::domain::{Outcome, PlanClass, RunKind, RunState};
+use crate::ledger::run::{Run, Spec};
 use crate::ledger::{repin, snapshot};
 use crate::store::{Store, runs, snapshots as db};
 
@@ -16,6 +19,8 @@ use crate::store::{Store, runs, snapshots as db};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub org: String,
+    /// The peer that takes the writes (default: the cluster's first peer).
+    pub peer: Option<String>,
     pub reassign_from: Option<String>,
     pub only: Option<HashSet<String>>,
     pub dry_run: bool,
@@ -27,6 +32,36 @@ pub struct Options {
     pub rate: Option<f64>,
     /// How often to sample every peer while a pass settles (zero: only after it).
     pub probe_every: Duration,
+}
+
+impl Options {
+    /// The defaults of `ledger tag --org ORG`.
+    pub fn new(org: &str) -> Options {
+        Options {
+            org: org.to_string(),
+            peer: None,
+            reassign_from: None,
+            only: None,
+            dry_run: false,
+            settle: Duration::from_secs(10),
+            max_passes: 5,
+            timeout: Duration::from_secs(30 * 60),
+            concurrency: 16,
+            rate: None,
+            probe_every: Duration::from_secs(2),
+        }
+    }
+
+    /// The options as the run records them (`runs.params`).
+    fn params(&self, clients: &[Client]) -> serde_json::Value {
+        serde_json::json!({
+            "org": self.org, "reassign_from": self.reassign_from,
+            "only": self.only.as_ref().map(|o| o.len()),
+            "settle": crate::ids::format_duration(self.settle), "max_passes": self.max_passes,
+            "concurrency": self.concurrency,
+            "peers": clients.iter().map(|c| c.base().to_string()).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// The plan: which pins get tagged, which are left alone and why.
@@ -71,6 +106,13 @@ pub struct Report {
     /// Pins that changed owner between the plan and the re-pin, or failed, with the reason.
     pub not_tagged: Vec<(String, String)>,
     pub seconds: f64,
+}
+
+impl Report {
+    /// Whether a person must look at the run: stragglers, conflicts, pins not tagged.
+    pub fn needs_attention(&self) -> bool {
+        !self.converged || !self.plan.conflicts.is_empty() || !self.not_tagged.is_empty()
+    }
 }
 
 /// Classifies the pins of the write peer's snapshot.
@@ -134,66 +176,25 @@ async fn probe(
     }
 }
 
-/// Runs the migration. `clients[0]` is the write peer; every client is verified.
-pub async fn run(
-    store: &mut Store,
-    cluster: &str,
-    clients: &[Client],
-    opts: &Options,
-    mut progress: impl FnMut(&str, u64, u64),
-) -> anyhow::Result<Report> {
+/// Runs the migration: plan, then pass after pass until every peer shows every target tagged.
+/// The first of the target's peers (or `opts.peer`) takes the writes; every peer is verified.
+pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let clients = ctx.clients(&ctx.peers(opts.peer.as_deref())?)?;
     let write = &clients[0];
-    let me = write.id().await?;
-    runs::mark_interrupted(&store.conn)?;
-    let settled = repin::reconcile(&store.conn, write, cluster).await?;
-    if settled > 0 {
-        tracing::info!(settled, "settled re-pins left pending by an interrupted run");
-    }
-    let params = serde_json::json!({
-        "org": opts.org, "reassign_from": opts.reassign_from, "only": opts.only.as_ref().map(|o| o.len()),
-        "settle": crate::ids::format_duration(opts.settle), "max_passes": opts.max_passes,
-        "concurrency": opts.concurrency, "peers": clients.iter().map(|c| c.base().to_string()).collect::<Vec<_>>(),
-    });
-    let run = runs::begin(
-        &store.conn,
-        "tag",
-        cluster,
-        &me.id,
-        write.base().as_str(),
-        Some(&opts.org),
-        &params.to_string(),
-        opts.dry_run,
-    )?;
-
-    // Plan from a fresh complete snapshot of the write peer.
-    let snap =
-        snapshot::take(store, write, cluster, &snapshot::Options { run: Some((run, 0)) }, |_| {})
-            .await?;
-    if !snap.complete {
-        runs::finish(&store.conn, run, "failed")?;
-        anyhow::bail!(
-            "cannot plan: the snapshot of {} is incomplete: {}",
-            write.base(),
-            snap.error.unwrap_or_default()
-        );
-    }
-    let row = db::get(&store.conn, snap.id)?.expect("the snapshot just taken");
-    let plan = plan(store, &row, opts)?;
-    runs::record_plan(
-        &store.conn,
-        run,
-        plan.targets
-            .iter()
-            .map(|c| (c.as_str(), "target", None))
-            .chain(plan.already_cids.iter().map(|c| (c.as_str(), "already", None)))
-            .chain(plan.conflicts.iter().map(|(c, o)| (c.as_str(), "conflict", Some(o.as_str())))),
-    )?;
+    let spec = Spec {
+        kind: RunKind::Tag,
+        org: Some(&opts.org),
+        params: opts.params(&clients),
+        dry_run: opts.dry_run,
+    };
+    let run = Run::begin(ctx, write, spec).await?;
+    let plan = plan_run(ctx, &run, write, opts).await?;
     let mut report = Report {
-        run,
+        run: run.id(),
         org: opts.org.clone(),
         dry_run: opts.dry_run,
-        plan: plan.clone(),
+        plan,
         passes: Vec::new(),
         converged: false,
         stragglers: BTreeMap::new(),
@@ -201,126 +202,16 @@ pub async fn run(
         seconds: 0.0,
     };
     if opts.dry_run {
-        runs::finish(&store.conn, run, "done")?;
-        report.converged = plan.targets.is_empty();
+        report.converged = report.plan.targets.is_empty();
         report.seconds = started.elapsed().as_secs_f64();
+        run.finish(RunState::Done)?;
         return Ok(report);
     }
-    let targets: HashSet<String> = plan.targets.iter().chain(&plan.already_cids).cloned().collect();
-    let set = BTreeMap::from([("org".to_string(), opts.org.clone())]);
-    let guard = ownership_guard(opts);
-    let mut to_tag: Vec<String> = plan.targets.clone();
-    // Each peer's ID, asked once, for the samples taken while a pass settles.
-    let mut peer_ids = Vec::with_capacity(clients.len());
-    for c in clients {
-        peer_ids.push(c.id().await.map(|i| i.id).unwrap_or_else(|_| c.base().to_string()));
-    }
-    let mut gave_up: HashSet<String> = HashSet::new();
+    let mut m = Migration::new(ctx, &clients, &run, opts, &report.plan, started).await?;
     for pass in 1..=opts.max_passes {
-        let mut pr = PassReport { pass, ..Default::default() };
-        let pass_started = crate::store::now_text();
-        let batch: Vec<String> = to_tag.iter().filter(|c| !gave_up.contains(*c)).cloned().collect();
-        let total = batch.len() as u64;
-        let change = repin::Change { set: &set, unset: &[], guard: Some(&guard), per_cid: None };
-        let pace = repin::Pace { concurrency: opts.concurrency, rate: opts.rate };
-        let results = repin::safe_repins(
-            &store.conn,
-            write,
-            (run, pass as i64),
-            &batch,
-            &change,
-            &pace,
-            |n| progress("tagging", n as u64, total),
-        )
-        .await?;
-        for o in results {
-            pr.attempted += 1;
-            match o.outcome.as_str() {
-                "applied" => pr.applied += 1,
-                "unchanged" => pr.unchanged += 1,
-                "conflict" => {
-                    pr.conflicts += 1;
-                    gave_up.insert(o.cid.clone());
-                    report.not_tagged.push((o.cid, o.error.unwrap_or_default()));
-                }
-                "refused" => {
-                    pr.refused += 1;
-                    gave_up.insert(o.cid.clone());
-                    report.not_tagged.push((o.cid, o.error.unwrap_or_default()));
-                }
-                _ => {
-                    pr.failed += 1;
-                    tracing::debug!(cid = %o.cid, "re-pin failed: {}", o.error.unwrap_or_default());
-                }
-            }
-        }
-        store.conn.execute(
-            "INSERT INTO passes (run_id, pass, started_at, finished_at, targets, attempted, succeeded, failed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            rusqlite::params![run, pass, pass_started, crate::store::now_text(), targets.len() as i64,
-                pr.attempted as i64, (pr.applied + pr.unchanged) as i64, (pr.failed + pr.refused + pr.conflicts) as i64],
-        )?;
-        // Settle, then verify every peer: a snapshot tied to the run and pass, and a probe.
-        let wanted: HashSet<String> = targets.difference(&gave_up).cloned().collect();
-        // While the pass settles, sample every peer now and then: the time-resolved curve.
-        let settle_end = tokio::time::Instant::now() + opts.settle;
-        while !opts.probe_every.is_zero()
-            && tokio::time::Instant::now() + opts.probe_every < settle_end
-        {
-            tokio::time::sleep(opts.probe_every).await;
-            for (client, peer) in clients.iter().zip(&peer_ids) {
-                let Ok((n, _)) = probe(client, &wanted, &opts.org).await else { continue };
-                runs::add_probe(
-                    &store.conn,
-                    (run, pass as i64),
-                    peer,
-                    started.elapsed().as_secs_f64(),
-                    n,
-                    wanted.len(),
-                )?;
-            }
-        }
-        tokio::time::sleep_until(settle_end).await;
-        let mut all_there = true;
-        report.stragglers.clear();
-        for client in clients {
-            let s = snapshot::take(
-                store,
-                client,
-                cluster,
-                &snapshot::Options { run: Some((run, pass as i64)) },
-                |_| {},
-            )
-            .await?;
-            let (n, tagged) = match probe(client, &wanted, &opts.org).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("probe failed: {e:#}");
-                    all_there = false;
-                    continue;
-                }
-            };
-            runs::add_probe(
-                &store.conn,
-                (run, pass as i64),
-                &s.peer,
-                started.elapsed().as_secs_f64(),
-                n,
-                wanted.len(),
-            )?;
-            pr.tagged.insert(s.peer.clone(), n);
-            if n < wanted.len() {
-                all_there = false;
-                let mut missing: Vec<String> = wanted.difference(&tagged).cloned().collect();
-                missing.sort();
-                report.stragglers.insert(s.peer.clone(), missing);
-            }
-            if std::ptr::eq(client, write) {
-                // The next pass re-pins only what the write peer does not show tagged.
-                to_tag = wanted.difference(&tagged).cloned().collect();
-                to_tag.sort();
-            }
-        }
+        let mut pr = m.repin(pass, &mut report).await?;
+        m.settle(pass).await?;
+        let all_there = m.verify(pass, &mut pr, &mut report).await?;
         report.passes.push(pr);
         if all_there {
             report.converged = true;
@@ -330,9 +221,215 @@ pub async fn run(
             break;
         }
     }
-    let attention =
-        !report.converged || !plan.conflicts.is_empty() || !report.not_tagged.is_empty();
-    runs::finish(&store.conn, run, if attention { "attention" } else { "done" })?;
     report.seconds = started.elapsed().as_secs_f64();
+    run.finish(if report.needs_attention() { RunState::Attention } else { RunState::Done })?;
     Ok(report)
+}
+
+/// Plans from a fresh complete snapshot of the write peer, and records the plan.
+async fn plan_run(
+    ctx: &Context,
+    run: &Run<'_>,
+    write: &Client,
+    opts: &Options,
+) -> anyhow::Result<Plan> {
+    let store = ctx.store()?;
+    let snap_opts = snapshot::Options { run: Some((run.id(), 0)) };
+    let snap = snapshot::take(store, write, ctx.cluster_name()?, &snap_opts, |_| {}).await?;
+    if !snap.complete {
+        anyhow::bail!(
+            "cannot plan: the snapshot of {} is incomplete: {}",
+            write.base(),
+            snap.error.unwrap_or_default()
+        );
+    }
+    let row = db::get(&store.conn, snap.id)?.expect("the snapshot just taken");
+    let plan = plan(store, &row, opts)?;
+    let tx = store.conn.unchecked_transaction()?;
+    runs::record_plan(
+        &tx,
+        run.id(),
+        plan.targets
+            .iter()
+            .map(|c| (c.as_str(), PlanClass::Target, None))
+            .chain(plan.already_cids.iter().map(|c| (c.as_str(), PlanClass::Already, None)))
+            .chain(
+                plan.conflicts
+                    .iter()
+                    .map(|(c, o)| (c.as_str(), PlanClass::Conflict, Some(o.as_str()))),
+            ),
+    )?;
+    tx.commit()?;
+    Ok(plan)
+}
+
+/// The passes of a migration, in three steps each: [`repin`](Migration::repin) what the write peer
+/// does not show tagged, [`settle`](Migration::settle) while sampling every peer, then
+/// [`verify`](Migration::verify) every peer with a snapshot tied to the run and a probe.
+struct Migration<'a> {
+    ctx: &'a Context,
+    store: &'a Store,
+    clients: &'a [Client],
+    run: i64,
+    opts: &'a Options,
+    started: Instant,
+    /// Every pin that should end up tagged: the targets and those already tagged.
+    targets: HashSet<String>,
+    /// What the next pass re-pins.
+    to_tag: Vec<String>,
+    /// Pins that cannot be tagged (a conflict or a refusal): not retried, not waited for.
+    gave_up: HashSet<String>,
+    /// Each peer's ID, asked once, for the samples taken while a pass settles.
+    peer_ids: Vec<String>,
+    set: BTreeMap<String, String>,
+}
+
+impl<'a> Migration<'a> {
+    async fn new(
+        ctx: &'a Context,
+        clients: &'a [Client],
+        run: &Run<'_>,
+        opts: &'a Options,
+        plan: &Plan,
+        started: Instant,
+    ) -> anyhow::Result<Migration<'a>> {
+        let mut peer_ids = Vec::with_capacity(clients.len());
+        for c in clients {
+            peer_ids.push(c.id().await.map(|i| i.id).unwrap_or_else(|_| c.base().to_string()));
+        }
+        Ok(Migration {
+            ctx,
+            store: ctx.store()?,
+            clients,
+            run: run.id(),
+            opts,
+            started,
+            targets: plan.targets.iter().chain(&plan.already_cids).cloned().collect(),
+            to_tag: plan.targets.clone(),
+            gave_up: HashSet::new(),
+            peer_ids,
+            set: BTreeMap::from([("org".to_string(), opts.org.clone())]),
+        })
+    }
+
+    /// The targets still wanted on every peer.
+    fn wanted(&self) -> HashSet<String> {
+        self.targets.difference(&self.gave_up).cloned().collect()
+    }
+
+    /// Step 1: re-pins what is left to tag through the write peer, and records the pass.
+    async fn repin(&mut self, pass: u32, report: &mut Report) -> anyhow::Result<PassReport> {
+        let mut pr = PassReport { pass, ..Default::default() };
+        let pass_started = crate::store::now_text();
+        let batch: Vec<String> =
+            self.to_tag.iter().filter(|c| !self.gave_up.contains(*c)).cloned().collect();
+        let guard = ownership_guard(self.opts);
+        let change =
+            repin::Change { set: &self.set, unset: &[], guard: Some(&guard), per_cid: None };
+        let pace = repin::Pace { concurrency: self.opts.concurrency, rate: self.opts.rate };
+        let b = repin::Batch {
+            conn: &self.store.conn,
+            client: &self.clients[0],
+            at: (self.run, pass as i64),
+            change: &change,
+            pace: &pace,
+            clock: self.ctx.clock,
+        };
+        let pb = self.ctx.progress(Some(batch.len() as u64));
+        pb.set_message("tagging");
+        let results = repin::safe_repins(&b, &batch, |n| pb.set_position(n as u64)).await?;
+        pb.finish_and_clear();
+        for o in results {
+            pr.attempted += 1;
+            match o.outcome {
+                Outcome::Applied => pr.applied += 1,
+                Outcome::Unchanged => pr.unchanged += 1,
+                Outcome::Conflict | Outcome::Refused => {
+                    if o.outcome == Outcome::Conflict {
+                        pr.conflicts += 1;
+                    } else {
+                        pr.refused += 1;
+                    }
+                    self.gave_up.insert(o.cid.clone());
+                    report.not_tagged.push((o.cid, o.error.unwrap_or_default()));
+                }
+                _ => {
+                    pr.failed += 1;
+                    tracing::debug!(cid = %o.cid, "re-pin failed: {}", o.error.unwrap_or_default());
+                }
+            }
+        }
+        let counts = runs::PassCounts {
+            pass: pass as i64,
+            started_at: pass_started,
+            targets: self.targets.len(),
+            attempted: pr.attempted,
+            succeeded: pr.applied + pr.unchanged,
+            failed: pr.failed + pr.refused + pr.conflicts,
+        };
+        runs::record_pass(&self.store.conn, self.run, &counts)?;
+        Ok(pr)
+    }
+
+    /// Step 2: waits `--settle`, sampling every peer every `--probe-every` meanwhile (the
+    /// time-resolved convergence curve).
+    async fn settle(&self, pass: u32) -> anyhow::Result<()> {
+        let wanted = self.wanted();
+        let every = self.opts.probe_every;
+        let settle_end = tokio::time::Instant::now() + self.opts.settle;
+        while !every.is_zero() && tokio::time::Instant::now() + every < settle_end {
+            tokio::time::sleep(every).await;
+            for (client, peer) in self.clients.iter().zip(&self.peer_ids) {
+                let Ok((n, _)) = probe(client, &wanted, &self.opts.org).await else { continue };
+                self.add_probe(pass, peer, n, wanted.len())?;
+            }
+        }
+        tokio::time::sleep_until(settle_end).await;
+        Ok(())
+    }
+
+    fn add_probe(&self, pass: u32, peer: &str, n: usize, of: usize) -> anyhow::Result<()> {
+        let at = (self.run, pass as i64);
+        let seconds = self.started.elapsed().as_secs_f64();
+        runs::add_probe(&self.store.conn, at, peer, seconds, n, of)?;
+        Ok(())
+    }
+
+    /// Step 3: a snapshot of every peer tied to the run and pass, and a probe of each. True when
+    /// every peer shows every wanted target tagged. The next pass re-pins what the write peer lacks.
+    async fn verify(
+        &mut self,
+        pass: u32,
+        pr: &mut PassReport,
+        report: &mut Report,
+    ) -> anyhow::Result<bool> {
+        let wanted = self.wanted();
+        let cluster = self.ctx.cluster_name()?;
+        let mut all_there = true;
+        report.stragglers.clear();
+        for (i, client) in self.clients.iter().enumerate() {
+            let snap_opts = snapshot::Options { run: Some((self.run, pass as i64)) };
+            let s = snapshot::take(self.store, client, cluster, &snap_opts, |_| {}).await?;
+            let (n, tagged) = match probe(client, &wanted, &self.opts.org).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("probe failed: {e:#}");
+                    all_there = false;
+                    continue;
+                }
+            };
+            self.add_probe(pass, &s.peer, n, wanted.len())?;
+            pr.tagged.insert(s.peer.clone(), n);
+            let mut missing: Vec<String> = wanted.difference(&tagged).cloned().collect();
+            missing.sort();
+            if i == 0 {
+                self.to_tag = missing.clone();
+            }
+            if !missing.is_empty() {
+                all_there = false;
+                report.stragglers.insert(s.peer, missing);
+            }
+        }
+        Ok(all_there)
+    }
 }

@@ -103,7 +103,7 @@ fn summary(h: &mut String, r: &Report) {
         esc(r.write_peer.as_deref().unwrap_or("-")),
         esc(&run.started_at),
         esc(run.finished_at.as_deref().unwrap_or("-")),
-        esc(&run.state),
+        esc(run.state.as_ref()),
         if run.dry_run { " (dry run: nothing was sent)" } else { "" },
         r.planned("target"),
         r.planned("already"),

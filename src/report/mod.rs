@@ -42,7 +42,7 @@ pub struct Report {
 pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow> {
     let id = match run {
         Some(id) => id,
-        None => match runs::latest(conn, "tag")? {
+        None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
             Some(id) => id,
             None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
         },
@@ -50,7 +50,7 @@ pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow
     let Some(row) = runs::get(conn, id)? else {
         bail!("there is no run {id} in this ledger: `ledger convergence` shows the latest tag run");
     };
-    if row.kind != "tag" {
+    if row.kind != crate::domain::RunKind::Tag {
         bail!("run {id} is a {} run; reports are made of tag runs", row.kind);
     }
     Ok(row)

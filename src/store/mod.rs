@@ -85,17 +85,20 @@ impl Store {
         Ok(Some(f))
     }
 
-    /// Holds the right to run a writing command (tag, restore) on this ledger: one at a time. Fails at
-    /// once when another holds it.
-    pub fn run_lock(&self) -> anyhow::Result<std::fs::File> {
+    /// Holds the right to run a writing command (tag, restore, repin) on this ledger: one at a time.
+    /// Fails at once when another holds it.
+    pub fn run_lock(&self) -> anyhow::Result<Option<std::fs::File>> {
+        if self.path.as_os_str() == ":memory:" {
+            return Ok(None);
+        }
         let (f, _) = self.lock_file("run")?;
         if f.try_lock().is_err() {
             anyhow::bail!(
-                "another tag or restore run is active on {}; wait for it to finish (or stop it) and run again",
+                "another tag, restore or repin run is active on {}; wait for it to finish (or stop it) and run again",
                 self.path.display()
             );
         }
-        Ok(f)
+        Ok(Some(f))
     }
 
     /// Opens (creating it if needed) the lock file `<db>.WHAT.lock`, unlocked.

@@ -6,29 +6,41 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::cluster::CanonicalPin;
+use crate::domain::{Outcome, PlanClass, RepinStatus, RunKind, RunState};
 
-/// Starts a run.
-#[allow(clippy::too_many_arguments)]
-pub fn begin(
-    conn: &Connection,
-    kind: &str,
-    cluster: &str,
-    peer: &str,
-    peer_url: &str,
-    org: Option<&str>,
-    params_json: &str,
-    dry_run: bool,
-) -> rusqlite::Result<i64> {
+/// A run about to begin.
+pub struct NewRun<'a> {
+    pub kind: RunKind,
+    pub cluster: &'a str,
+    pub peer: &'a str,
+    pub peer_url: &'a str,
+    pub org: Option<&'a str>,
+    pub params_json: &'a str,
+    pub dry_run: bool,
+}
+
+/// Starts a run (state `running`).
+pub fn begin(conn: &Connection, r: &NewRun) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO runs (kind, cluster, peer, peer_url, org, params, dry_run, started_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running')",
-        params![kind, cluster, peer, peer_url, org, params_json, dry_run, super::now_text()],
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            r.kind,
+            r.cluster,
+            r.peer,
+            r.peer_url,
+            r.org,
+            r.params_json,
+            r.dry_run,
+            super::now_text(),
+            RunState::Running
+        ],
     )?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Ends a run with its state (`done`, `attention`, `failed`).
-pub fn finish(conn: &Connection, run: i64, state: &str) -> rusqlite::Result<()> {
+/// Ends a run with its state.
+pub fn finish(conn: &Connection, run: i64, state: RunState) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE runs SET state = ?2, finished_at = ?3 WHERE id = ?1",
         params![run, state, super::now_text()],
@@ -43,24 +55,50 @@ pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT id FROM cids WHERE cid = ?1")?.query_row([cid], |r| r.get(0))
 }
 
-/// Records a tag run's plan: every pin with its class (`target`, `already`, `conflict`) and, for a
-/// conflict, its owner. One transaction.
+/// Records a run's plan: every pin with its class and, for a conflict, its owner (call inside the
+/// caller's transaction: a plan of a million pins is one commit).
 pub fn record_plan<'a>(
     conn: &Connection,
     run: i64,
-    rows: impl Iterator<Item = (&'a str, &'static str, Option<&'a str>)>,
+    rows: impl Iterator<Item = (&'a str, PlanClass, Option<&'a str>)>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT OR REPLACE INTO run_targets (run_id, cid_id, class, owner)
-             SELECT ?1, id, ?3, ?4 FROM cids WHERE cid = ?2",
-        )?;
-        for (cid, class, owner) in rows {
-            stmt.execute(params![run, cid, class, owner])?;
-        }
+    let mut stmt = conn.prepare(
+        "INSERT OR REPLACE INTO run_targets (run_id, cid_id, class, owner)
+         SELECT ?1, id, ?3, ?4 FROM cids WHERE cid = ?2",
+    )?;
+    for (cid, class, owner) in rows {
+        stmt.execute(params![run, cid, class, owner])?;
     }
-    tx.commit()
+    Ok(())
+}
+
+/// One finished pass of a run, with its re-pin counts.
+pub struct PassCounts {
+    pub pass: i64,
+    pub started_at: String,
+    pub targets: usize,
+    pub attempted: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+/// Records a finished pass.
+pub fn record_pass(conn: &Connection, run: i64, p: &PassCounts) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO passes (run_id, pass, started_at, finished_at, targets, attempted, succeeded, failed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            run,
+            p.pass,
+            p.started_at,
+            super::now_text(),
+            p.targets as i64,
+            p.attempted as i64,
+            p.succeeded as i64,
+            p.failed as i64
+        ],
+    )?;
+    Ok(())
 }
 
 /// Stores a version of a pin read outside a snapshot (before or after a re-pin).
@@ -90,10 +128,19 @@ pub struct Intent<'a> {
 pub fn intent(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending')",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![i.run, i.pass, i.cid_id, i.before, i.path, i.query, i.intended_json, super::now_text()],
-    )?;
+    .execute(params![
+        i.run,
+        i.pass,
+        i.cid_id,
+        i.before,
+        i.path,
+        i.query,
+        i.intended_json,
+        super::now_text(),
+        RepinStatus::Pending
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -108,8 +155,17 @@ pub fn refused(
 ) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status, error, outcome)
-         VALUES (?1, ?2, ?3, ?4, '', '', '{}', ?5, 'refused', ?6, 'refused')",
-        params![run, pass, cid_id, before, super::now_text(), reason],
+         VALUES (?1, ?2, ?3, ?4, '', '', '{}', ?5, ?6, ?7, ?8)",
+        params![
+            run,
+            pass,
+            cid_id,
+            before,
+            super::now_text(),
+            RepinStatus::Refused,
+            reason,
+            Outcome::Refused
+        ],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -128,7 +184,7 @@ pub fn answered(
     )?
     .execute(params![
         id,
-        if sent { "sent" } else { "failed" },
+        if sent { RepinStatus::Sent } else { RepinStatus::Failed },
         http_status,
         response,
         error
@@ -141,7 +197,7 @@ pub fn verified(
     conn: &Connection,
     id: i64,
     after: Option<[u8; 16]>,
-    outcome: &str,
+    outcome: Outcome,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE repins SET after_digest = ?2, outcome = ?3, verified_at = ?4 WHERE id = ?1",
@@ -164,9 +220,9 @@ pub struct Pending {
 pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending>> {
     let mut stmt = conn.prepare(
         "SELECT r.id, r.run_id, c.cid, r.cid_id, r.intended FROM repins r JOIN runs u ON u.id = r.run_id
-         JOIN cids c ON c.id = r.cid_id WHERE r.status = 'pending' AND u.cluster = ?1 ORDER BY r.id",
+         JOIN cids c ON c.id = r.cid_id WHERE r.status = ?2 AND u.cluster = ?1 ORDER BY r.id",
     )?;
-    let rows = stmt.query_map([cluster], |r| {
+    let rows = stmt.query_map(params![cluster, RepinStatus::Pending], |r| {
         Ok(Pending {
             id: r.get(0)?,
             run: r.get(1)?,
@@ -181,8 +237,8 @@ pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending
 /// Runs still `running` whose process is gone become `interrupted` (call while holding the run lock).
 pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute(
-        "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state = 'running'",
-        [super::now_text()],
+        "UPDATE runs SET state = ?2, finished_at = ?1 WHERE state = ?3",
+        params![super::now_text(), RunState::Interrupted, RunState::Running],
     )
 }
 
@@ -203,7 +259,7 @@ pub fn add_probe(
 }
 
 /// The latest run of a kind, if any.
-pub fn latest(conn: &Connection, kind: &str) -> rusqlite::Result<Option<i64>> {
+pub fn latest(conn: &Connection, kind: RunKind) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT max(id) FROM runs WHERE kind = ?1", [kind], |r| r.get(0))
 }
 
@@ -211,12 +267,12 @@ pub fn latest(conn: &Connection, kind: &str) -> rusqlite::Result<Option<i64>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     pub id: i64,
-    pub kind: String,
+    pub kind: RunKind,
     pub cluster: String,
     pub org: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub state: String,
+    pub state: RunState,
     pub dry_run: bool,
 }
 

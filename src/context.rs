@@ -1,0 +1,173 @@
+//! What every use case runs with, built once per command in [`crate::commands::run`]: the ledger
+//! (opened on first use, so a command that needs no database never creates one), the cluster target
+//! and its clients, the clock, the async runtime, progress on stderr, and the signal that interrupts a
+//! run.
+
+use std::cell::{Cell, OnceCell};
+use std::future::Future;
+use std::rc::Rc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::app::LedgerArgs;
+use crate::cluster::{self, Client, Settings, Target};
+use crate::store::Store;
+
+/// Where "now" comes from: the system clock, or a fixed time (tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Fixed(DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(t) => t,
+        }
+    }
+}
+
+/// The context of one command.
+pub struct Context {
+    args: LedgerArgs,
+    quiet: Cell<bool>,
+    store: OnceCell<Store>,
+    target: OnceCell<Target>,
+    runtime: OnceCell<tokio::runtime::Runtime>,
+    /// Set once SIGTERM or SIGINT has stopped the work (see [`Context::until_signal`]).
+    interrupted: Rc<Cell<bool>>,
+    pub clock: Clock,
+}
+
+impl Context {
+    /// A context for the ledger and cluster named by `args`; nothing is opened yet.
+    pub fn new(args: LedgerArgs, quiet: bool) -> Context {
+        Context {
+            args,
+            quiet: Cell::new(quiet),
+            store: OnceCell::new(),
+            target: OnceCell::new(),
+            runtime: OnceCell::new(),
+            interrupted: Rc::new(Cell::new(false)),
+            clock: Clock::System,
+        }
+    }
+
+    /// The ledger, opened (and migrated) on first use.
+    pub fn store(&self) -> anyhow::Result<&Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s);
+        }
+        let store = self.args.store()?;
+        Ok(self.store.get_or_init(|| store))
+    }
+
+    /// The cluster, resolved from the flags, the environment and ledger.toml on first use.
+    pub fn target(&self) -> anyhow::Result<&Target> {
+        if let Some(t) = self.target.get() {
+            return Ok(t);
+        }
+        let target = self.args.target()?;
+        Ok(self.target.get_or_init(|| target))
+    }
+
+    /// The target's peers, with `write` (a URL or multiaddr, when given) first: the peer that takes
+    /// the writes.
+    pub fn peers(&self, write: Option<&str>) -> anyhow::Result<Vec<url::Url>> {
+        let mut urls = self.target()?.peers.clone();
+        if let Some(p) = write {
+            let (u, _) = cluster::config::parse_address(p)?;
+            urls.retain(|x| *x != u);
+            urls.insert(0, u);
+        }
+        Ok(urls)
+    }
+
+    /// The target's name: the key of its history in the ledger.
+    pub fn cluster_name(&self) -> anyhow::Result<&str> {
+        Ok(&self.target()?.name)
+    }
+
+    /// A client for one peer of the target, with its credentials and the `--timeout` limits.
+    pub fn client(&self, url: &url::Url) -> anyhow::Result<Client> {
+        let target = self.target()?;
+        let t = self.args.timeout;
+        let settings = Settings {
+            connect_timeout: t.min(std::time::Duration::from_secs(10)),
+            request_timeout: t,
+            read_timeout: t,
+            ..Settings::default()
+        };
+        Client::new(url.clone(), target.auth.clone(), settings)
+    }
+
+    /// Clients for `urls`, in that order.
+    pub fn clients(&self, urls: &[url::Url]) -> anyhow::Result<Vec<Client>> {
+        urls.iter().map(|u| self.client(u)).collect()
+    }
+
+    /// No progress on stderr from here on (`--json`, or a caller that prints its own).
+    pub fn silence(&self) {
+        self.quiet.set(true);
+    }
+
+    /// Whether progress and chatter on stderr are off (`--quiet`, or [`Context::silence`]).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.get()
+    }
+
+    /// A progress bar (`Some(len)`) or spinner on stderr; hidden with `--quiet`, after
+    /// [`Context::silence`], or when stderr is not a terminal.
+    pub fn progress(&self, len: Option<u64>) -> indicatif::ProgressBar {
+        crate::app::progress(self.quiet.get(), len)
+    }
+
+    /// Runs `work` to its end on this thread (HTTP here, SQLite synchronous beside it).
+    pub fn block_on<F: Future>(&self, work: F) -> anyhow::Result<F::Output> {
+        if self.runtime.get().is_none() {
+            let rt = crate::app::runtime().context("cannot start the async runtime")?;
+            let _ = self.runtime.set(rt);
+        }
+        Ok(self.runtime.get().expect("set above").block_on(work))
+    }
+
+    /// Runs `work` until it ends or SIGTERM/SIGINT arrives. On a signal the work is dropped where it
+    /// stands (a run records itself `interrupted` as it is dropped) and an error says so.
+    pub fn until_signal<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: Future<Output = anyhow::Result<T>>,
+    {
+        let flag = self.interrupted.clone();
+        self.block_on(async move {
+            let mut shutdown = crate::app::Shutdown::new()?;
+            let signalled = async {
+                shutdown.wait().await;
+                // Set before the work is dropped, so that what it drops sees it.
+                flag.set(true);
+            };
+            tokio::select! {
+                r = work => r,
+                () = signalled => Err(anyhow::anyhow!("interrupted by a signal")),
+            }
+        })?
+    }
+
+    /// Whether a signal stopped the work.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.get()
+    }
+
+    /// Now, by the context's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The ledger's path (for messages).
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.args.db
+    }
+}

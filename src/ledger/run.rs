@@ -1,0 +1,92 @@
+//! The life of a writing run (tag, restore, repin), in one place: [`Run::begin`] takes the run lock,
+//! marks runs whose process died as `interrupted`, settles the re-pins they left pending, and records
+//! the new run as `running`; [`Run::finish`] records how it ended. A run dropped without `finish` — an
+//! error returned with `?`, a panic, the work dropped on SIGTERM/SIGINT — records itself `failed` or,
+//! after a signal, `interrupted`. Only SIGKILL leaves it `running`, and the next run marks it.
+
+use serde_json::Value;
+
+use crate::cluster::Client;
+use crate::context::Context;
+use crate::domain::{RunKind, RunState};
+use crate::ledger::repin;
+use crate::store::runs;
+
+/// What a run is, as recorded in `runs`.
+pub struct Spec<'a> {
+    pub kind: RunKind,
+    pub org: Option<&'a str>,
+    /// The options, as JSON (never credentials).
+    pub params: Value,
+    pub dry_run: bool,
+}
+
+/// A begun run; see the module documentation.
+pub struct Run<'c> {
+    ctx: &'c Context,
+    id: i64,
+    ended: bool,
+    _lock: Option<std::fs::File>,
+}
+
+impl<'c> Run<'c> {
+    /// Begins a run whose writes go to `write`'s peer.
+    pub async fn begin(
+        ctx: &'c Context,
+        write: &Client,
+        spec: Spec<'_>,
+    ) -> anyhow::Result<Run<'c>> {
+        let store = ctx.store()?;
+        let lock = store.run_lock()?;
+        let me = write.id().await?;
+        let cluster = ctx.cluster_name()?;
+        runs::mark_interrupted(&store.conn)?;
+        let settled = repin::reconcile(&store.conn, write, cluster).await?;
+        if settled > 0 {
+            tracing::info!(settled, "settled re-pins left pending by an interrupted run");
+        }
+        let id = runs::begin(
+            &store.conn,
+            &runs::NewRun {
+                kind: spec.kind,
+                cluster,
+                peer: &me.id,
+                peer_url: write.base().as_str(),
+                org: spec.org,
+                params_json: &spec.params.to_string(),
+                dry_run: spec.dry_run,
+            },
+        )?;
+        Ok(Run { ctx, id, ended: false, _lock: lock })
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Records how the run ended.
+    pub fn finish(mut self, state: RunState) -> anyhow::Result<()> {
+        self.ended = true;
+        runs::finish(&self.ctx.store()?.conn, self.id, state)?;
+        Ok(())
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let state = if self.ctx.interrupted() { RunState::Interrupted } else { RunState::Failed };
+        let recorded = self
+            .ctx
+            .store()
+            .and_then(|s| runs::finish(&s.conn, self.id, state).map_err(Into::into));
+        match recorded {
+            Ok(()) => tracing::warn!(run = self.id, "run ended {state}"),
+            Err(e) => {
+                tracing::error!(run = self.id, "cannot record that the run ended {state}: {e:#}")
+            }
+        }
+    }
+}
