@@ -208,7 +208,7 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .map(|p| {
             format!(
                 "{} {}/{} ({:.1}%)",
-                super::snapshots::short(&p.peer),
+                crate::app::short_peer(&p.peer),
                 p.tagged,
                 p.targets,
                 crate::report::percent(p.tagged, p.targets)
