@@ -115,31 +115,54 @@ pub fn progress(quiet: bool, len: Option<u64>) -> indicatif::ProgressBar {
 
 /// Prints rows as an aligned table (the last column is not padded).
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
     let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<&str>| -> String {
-        let n = cells.len();
-        cells
-            .iter()
-            .enumerate()
-            .map(
-                |(i, c)| {
-                    if i + 1 == n { c.to_string() } else { format!("{c:<w$}", w = widths[i]) }
-                },
-            )
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    writeln!(out, "{}", line(headers.to_vec()))?;
-    for r in rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    for line in table_lines(headers, rows) {
+        writeln!(out, "{line}")?;
     }
     out.flush()
+}
+
+/// The lines of [`print_table`]: the headers, then one line a row, columns two spaces apart and
+/// padded by display width (a CJK character or an emoji takes two terminal cells), the last column
+/// not padded.
+pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.width());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < n {
+                s.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.width())));
+            }
+        }
+        s
+    };
+    let mut lines = vec![line(headers.to_vec())];
+    lines.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    lines
+}
+
+/// A peer ID shortened for tables: `12D3Ko…aBcDeF`, the first and last six characters; an ID of
+/// at most 16 characters is left whole. Counts characters, not bytes, so an ID that is not ASCII
+/// (from a server that is not what it says) is shortened rather than cut inside a character.
+pub fn short_peer(peer: &str) -> String {
+    let n = peer.chars().count();
+    if n <= 16 {
+        return peer.to_string();
+    }
+    let head: String = peer.chars().take(6).collect();
+    let tail: String = peer.chars().skip(n - 6).collect();
+    format!("{head}…{tail}")
 }
 
 /// Prints a value as pretty JSON on stdout.
@@ -199,5 +222,52 @@ impl Shutdown {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unicode_width::UnicodeWidthStr;
+
+    use super::*;
+
+    #[test]
+    fn wide_characters_keep_the_next_column_in_line() {
+        let rows = vec![
+            vec!["漢字ピア".to_string(), "one".to_string(), "x".to_string()],
+            vec!["🦀🚀".to_string(), "two".to_string(), "y".to_string()],
+            vec!["ascii-peer".to_string(), "three".to_string(), "z".to_string()],
+            vec!["é".to_string(), "four".to_string(), "w".to_string()],
+        ];
+        let lines = table_lines(&["peer", "n", "last"], &rows);
+        assert_eq!(lines.len(), 5);
+        // Where the second and third columns start, in terminal cells, on every line.
+        let starts = |line: &str, second: &str, third: &str| {
+            let at = |cell: &str| line[..line.find(cell).expect(cell)].width();
+            (at(second), at(third))
+        };
+        let header = starts(&lines[0], "n", "last");
+        assert_eq!(header, (12, 19), "{lines:#?}");
+        for (line, r) in lines[1..].iter().zip(&rows) {
+            assert_eq!(starts(line, &r[1], &r[2]), header, "{lines:#?}");
+        }
+        assert_eq!(lines[3], "ascii-peer  three  z", "the last column is not padded");
+    }
+
+    #[test]
+    fn short_peer_counts_characters() {
+        let id = "12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz";
+        assert_eq!(short_peer(id), "12D3Ko…UvWxYz");
+        assert_eq!(short_peer("12D3KooWshort"), "12D3KooWshort");
+        assert_eq!(short_peer("0123456789abcdef"), "0123456789abcdef", "16 characters stay whole");
+        // Not ASCII, from a hostile server: six bytes in is inside the second crab, where a byte
+        // slice would panic.
+        let hostile = "🦀🦀KooWAbCdEfGhIjKlMnOpQrStUvWxY🦀🦀";
+        assert_eq!(short_peer(hostile), "🦀🦀KooW…vWxY🦀🦀");
+        assert_eq!(short_peer("пирёдж🦀🦀🦀🦀🦀🦀🦀🦀ñandú€"), "пирёдж…ñandú€");
+        // 16 characters but many more bytes: whole.
+        let sixteen = "ééééééééééééééé€";
+        assert_eq!(sixteen.chars().count(), 16);
+        assert_eq!(short_peer(sixteen), sixteen);
     }
 }

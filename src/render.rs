@@ -62,7 +62,7 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
         let tagged: Vec<String> = pass
             .tagged
             .iter()
-            .map(|(peer, n)| format!("{}:{n}", crate::commands::snapshots::short(peer)))
+            .map(|(peer, n)| format!("{}:{n}", crate::app::short_peer(peer)))
             .collect();
         rows.push(vec![
             pass.pass.to_string(),

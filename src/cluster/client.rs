@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, Retryable};
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 use rand::Rng;
@@ -141,27 +142,39 @@ impl Client {
         path_and_query: &str,
         whole_timeout: bool,
     ) -> Result<reqwest::Response, Error> {
-        let mut attempt = 0;
-        loop {
+        let mut attempt = 0u32;
+        let once = || async {
             let mut rb = self.request(method.clone(), path_and_query);
             if whole_timeout {
                 rb = rb.timeout(self.settings.request_timeout);
             }
-            let result = match rb.send().await {
+            match rb.send().await {
                 Ok(resp) => self.check(resp).await,
                 Err(e) => Err(self.transport_error(e)),
-            };
-            match result {
-                Err(e) if e.retryable() && attempt < self.settings.retries => {
-                    attempt += 1;
-                    let base = self.settings.backoff * 2u32.pow(attempt - 1);
-                    let jitter = rand::rng().random_range(0.5..1.5);
-                    tracing::debug!(%e, attempt, "retrying");
-                    tokio::time::sleep(base.mul_f64(jitter)).await;
-                }
-                other => return other,
             }
-        }
+        };
+        once.retry(self.backoff(true))
+            .when(Error::retryable)
+            .notify(|e, _| {
+                attempt += 1;
+                tracing::debug!(%e, attempt, "retrying");
+            })
+            .await
+    }
+
+    /// The waits between tries: `settings.retries` of them, doubling from `settings.backoff`
+    /// without a cap. With `jitter` each wait is scaled by a factor drawn uniformly from
+    /// [0.5, 1.5), so the mean stays on the doubling. backon's own `with_jitter` adds
+    /// U[0, 1) × the wait (a factor in [1, 2)), which would stretch the whole retry window by half;
+    /// hence the jitter is applied here on backon's delays instead.
+    fn backoff(&self, jitter: bool) -> impl backon::Backoff + use<> {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(self.settings.backoff)
+            .with_factor(2.0)
+            .without_max_delay()
+            .with_max_times(self.settings.retries as usize)
+            .build()
+            .map(move |d| if jitter { d.mul_f64(rand::rng().random_range(0.5..1.5)) } else { d })
     }
 
     fn transport_error(&self, e: reqwest::Error) -> Error {
@@ -227,35 +240,42 @@ impl Client {
     /// `POST {path_and_query}` with no body: a (re-)pin. Returns the status and the body, whatever the
     /// status; connection failures and 429/503 before the cluster took the request are retried.
     pub async fn post_pin(&self, path_and_query: &str) -> Result<(u16, String), Error> {
-        let mut attempt = 0;
-        loop {
+        /// A try that is worth another: the cluster was busy, or the connection never opened.
+        enum Retry {
+            Busy(reqwest::Response),
+            Transport(reqwest::Error),
+        }
+        let once = || async {
             let rb = self
                 .request(reqwest::Method::POST, path_and_query)
                 .timeout(self.settings.request_timeout);
             match rb.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if (status == 429 || status == 503) && attempt < self.settings.retries {
-                        attempt += 1;
-                        tokio::time::sleep(self.settings.backoff * 2u32.pow(attempt - 1)).await;
-                        continue;
-                    }
-                    if status == 401 {
-                        return Err(self.check(resp).await.err().unwrap_or(Error::Unauthorized {
-                            url: self.base.to_string(),
-                            message: "unauthorized".into(),
-                        }));
-                    }
-                    let body = resp.text().await.unwrap_or_default();
-                    return Ok((status, body));
-                }
-                Err(e) if e.is_connect() && attempt < self.settings.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(self.settings.backoff * 2u32.pow(attempt - 1)).await;
-                }
-                Err(e) => return Err(self.transport_error(e)),
+                Ok(resp) if matches!(resp.status().as_u16(), 429 | 503) => Err(Retry::Busy(resp)),
+                Ok(resp) => Ok(resp),
+                Err(e) => Err(Retry::Transport(e)),
             }
+        };
+        let resp = once
+            .retry(self.backoff(false))
+            .when(|r| match r {
+                Retry::Busy(_) => true,
+                Retry::Transport(e) => e.is_connect(),
+            })
+            .await;
+        // Out of retries, a busy answer is the answer.
+        let resp = match resp {
+            Ok(resp) | Err(Retry::Busy(resp)) => resp,
+            Err(Retry::Transport(e)) => return Err(self.transport_error(e)),
+        };
+        let status = resp.status().as_u16();
+        if status == 401 {
+            return Err(self.check(resp).await.err().unwrap_or(Error::Unauthorized {
+                url: self.base.to_string(),
+                message: "unauthorized".into(),
+            }));
         }
+        let body = resp.text().await.unwrap_or_default();
+        Ok((status, body))
     }
 
     /// `GET /allocations?filter=all` as a stream of lines. Retries happen only before the stream
@@ -395,4 +415,58 @@ impl AllocStream {
 
 fn memchr(b: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(retries: u32, backoff: Duration) -> Client {
+        let settings = Settings { retries, backoff, ..Settings::default() };
+        Client::new(Url::parse("http://127.0.0.1:1/").unwrap(), None, settings).unwrap()
+    }
+
+    /// Within a microsecond: backon doubles in f32 seconds.
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_micros(1)
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_once_per_retry() {
+        let c = client(4, Duration::from_millis(200));
+        let waits: Vec<Duration> = c.backoff(false).collect();
+        let want = [200, 400, 800, 1600].map(Duration::from_millis);
+        assert_eq!(waits.len(), want.len());
+        for (got, want) in waits.iter().zip(want) {
+            assert!(close(*got, want), "{got:?} vs {want:?}");
+        }
+        assert_eq!(client(0, Duration::from_millis(200)).backoff(false).count(), 0);
+    }
+
+    #[test]
+    fn jitter_scales_each_wait_by_a_half_to_one_and_a_half() {
+        let c = client(6, Duration::from_millis(100));
+        let (mut below, mut above) = (0, 0);
+        for _ in 0..200 {
+            let waits: Vec<Duration> = c.backoff(true).collect();
+            assert_eq!(waits.len(), 6);
+            for (k, got) in waits.iter().enumerate() {
+                let base = Duration::from_millis(100) * 2u32.pow(k as u32);
+                assert!(
+                    *got >= base.mul_f64(0.5) - Duration::from_micros(1),
+                    "{got:?} < {base:?}/2"
+                );
+                assert!(
+                    *got < base.mul_f64(1.5) + Duration::from_micros(1),
+                    "{got:?} ≥ 1.5 × {base:?}"
+                );
+                if *got < base {
+                    below += 1;
+                } else {
+                    above += 1;
+                }
+            }
+        }
+        assert!(below > 0 && above > 0, "jitter spreads both ways ({below} below, {above} above)");
+    }
 }

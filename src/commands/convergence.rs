@@ -95,7 +95,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         let rows: Vec<Vec<String>> = report
             .curve
             .iter()
-            .map(|p| vec![p.pass.to_string(), super::snapshots::short(&p.peer), read(p)])
+            .map(|p| vec![p.pass.to_string(), crate::app::short_peer(&p.peer), read(p)])
             .collect();
         print_table(&["pass", "peer", "tagged"], &rows)?;
     } else {
@@ -110,7 +110,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 let last = crate::report::at_pass_end(curve, pass, peer)?;
                 Some(vec![
                     pass.to_string(),
-                    super::snapshots::short(peer),
+                    crate::app::short_peer(peer),
                     read(first),
                     read(last),
                     repins(pass),
@@ -121,8 +121,8 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     for (peer, after) in &report.converged_after {
         match after {
-            Some(s) => crate::out!("{}: every target after {s:.1}s", super::snapshots::short(peer)),
-            None => crate::out!("{}: NOT converged", super::snapshots::short(peer)),
+            Some(s) => crate::out!("{}: every target after {s:.1}s", crate::app::short_peer(peer)),
+            None => crate::out!("{}: NOT converged", crate::app::short_peer(peer)),
         }
     }
     Ok(code(all))

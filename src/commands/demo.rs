@@ -218,7 +218,7 @@ fn outcome(r: &crate::report::Report, started: Instant) -> std::io::Result<bool>
         .map(|p| {
             format!(
                 "{} {}/{} ({:.1}%)",
-                super::snapshots::short(&p.peer),
+                crate::app::short_peer(&p.peer),
                 p.tagged,
                 p.targets,
                 crate::report::percent(p.tagged, p.targets)

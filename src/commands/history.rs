@@ -31,7 +31,7 @@ pub fn run(args: HistoryArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|h| {
                 vec![
-                    super::snapshots::short(&h.peer),
+                    crate::app::short_peer(&h.peer),
                     h.first_snapshot.to_string(),
                     match h.last_snapshot {
                         Some(l) => l.to_string(),

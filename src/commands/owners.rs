@@ -51,7 +51,7 @@ pub fn run(args: OwnersArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .chain(
             o.peers
                 .iter()
-                .map(|p| format!("{} (snapshot {})", super::snapshots::short(&p.peer), p.snapshot)),
+                .map(|p| format!("{} (snapshot {})", crate::app::short_peer(&p.peer), p.snapshot)),
         )
         .collect();
     print_table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows)?;

@@ -27,7 +27,7 @@ pub fn run(args: SnapshotsArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             vec![
                 s.id.to_string(),
                 s.cluster.clone(),
-                short(&s.peer),
+                crate::app::short_peer(&s.peer),
                 s.started_at.clone(),
                 opt(&s.finished_at),
                 s.state.clone(),
@@ -44,12 +44,4 @@ pub fn run(args: SnapshotsArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         &table,
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A peer ID shortened for tables: `12D3Ko…aBcDeF`.
-pub fn short(peer: &str) -> String {
-    if peer.len() <= 16 {
-        return peer.to_string();
-    }
-    format!("{}…{}", &peer[..6], &peer[peer.len() - 6..])
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, chart, percent};
-use crate::commands::snapshots::short;
+use crate::app::short_peer;
 
 /// Rows of a long table shown on the page; the CSV file beside it has them all.
 pub const MAX_ROWS: usize = 200;
@@ -84,7 +84,7 @@ fn peer_cell(r: &Report, peer: &str) -> String {
         "<span title=\"{}\" style=\"color:{}\">{}</span>{write}",
         esc(peer),
         chart::color_hex(i),
-        esc(&short(peer))
+        esc(&short_peer(peer))
     )
 }
 
