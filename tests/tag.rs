@@ -235,7 +235,10 @@ fn a_second_run_on_the_same_ledger_is_refused() {
     lock.lock().unwrap();
     let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another tag or restore run is active"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("another tag, restore or repin run is active")
+    );
     drop(lock);
     let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
     assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
