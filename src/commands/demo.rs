@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use ledger_sim::{self as sim, Faults, NetConfig, SimConfig, auth::Users};
 
 use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
 use crate::cli::GlobalArgs;
-use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users};
 
 /// The organisation the demo tags with (the field report's).
 pub const ORG: &str = "hrdag";

@@ -31,9 +31,9 @@ pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
             let mut seed_bytes = seed.to_le_bytes().to_vec();
             seed_bytes.extend_from_slice(&(i as u64).to_le_bytes());
             let cid = if rng.random_bool(0.7) {
-                crate::ids::cid_v0(&seed_bytes)
+                ledger_ids::cid_v0(&seed_bytes)
             } else {
-                crate::ids::cid_v1(&seed_bytes)
+                ledger_ids::cid_v1(&seed_bytes)
             };
             let name = if rng.random_bool(0.05) {
                 String::new()
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn generation_is_reproducible_and_mixed() {
-        let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
+        let peers: Vec<String> = (0..5u8).map(|i| ledger_ids::peer_id_from_key(&[i; 32])).collect();
         let a = generate(2000, 7, &peers);
         let b = generate(2000, 7, &peers);
         assert_eq!(a, b);
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn the_demo_set_has_exactly_the_unowned_and_owned_pins_asked_for() {
-        let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
+        let peers: Vec<String> = (0..5u8).map(|i| ledger_ids::peer_id_from_key(&[i; 32])).collect();
         for (unowned, owned) in [(3512, 40), (300, 10), (5, 0), (0, 3)] {
             let pins = demo(unowned, owned, 1, &peers);
             assert_eq!(pins.len(), unowned + owned);

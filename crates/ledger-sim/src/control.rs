@@ -232,7 +232,7 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
             };
             let down = match (*action, super::options::Query::parse(&req.query).get("down")) {
                 ("restart", "") => Duration::ZERO,
-                ("restart", d) => match crate::ids::parse_go_duration(d) {
+                ("restart", d) => match ledger_ids::parse_go_duration(d) {
                     Ok(d) => d,
                     Err(e) => return bad(&e),
                 },

@@ -17,7 +17,7 @@ use super::options::parse_cid;
 use super::options::{PinOptions, Query, from_query};
 use super::pin::{Mode, Pin, PinType};
 use super::state::{Entry, PendingOp, WriteError};
-use crate::ids::{go_time, go_zero_time};
+use ledger_ids::{go_time, go_zero_time};
 
 const REALM: &str = "Restricted IPFS Cluster API";
 const NOT_IN_PINSET: &str = "pin is not part of the pinset";
@@ -112,7 +112,7 @@ async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> R
         Route::Version => json(200, &serde_json::json!({ "version": c.version })),
         Route::Peers => peers_stream(c, p),
         Route::PeerAdd => peer_add(req),
-        Route::PeerRm(id) => match crate::ids::parse_peer_id(&id) {
+        Route::PeerRm(id) => match ledger_ids::parse_peer_id(&id) {
             None => error(400, &format!("error decoding Peer ID: failed to parse peer ID {id:?}")),
             Some(_) => error(500, "crdt consensus component cannot remove peers"),
         },
@@ -852,7 +852,7 @@ fn peer_add(req: &Request) -> Response {
         Ok(v) => v,
         Err(_) => return error(400, "error decoding request body"),
     };
-    match v.get("peer_id").and_then(|x| x.as_str()).and_then(crate::ids::parse_peer_id) {
+    match v.get("peer_id").and_then(|x| x.as_str()).and_then(ledger_ids::parse_peer_id) {
         None => error(400, "error decoding peer_id"),
         Some(_) => error(500, "failed to dial: adding peers is not simulated"),
     }
