@@ -71,28 +71,12 @@ fn authenticate(c: &Cluster, req: &Request) -> Result<Verdict, Response> {
 
 async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> Response {
     if req.method == "OPTIONS" && req.header("origin").is_some() {
-        let method = req.header("access-control-request-method").unwrap_or("GET").to_string();
-        let mut r =
-            Response::new(204, Body::Empty).header("Access-Control-Allow-Methods", method).header(
-                "Vary",
-                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-            );
-        if let Some(h) = req.header("access-control-request-headers") {
-            r = r.header("Access-Control-Allow-Headers", h.to_string());
-        }
-        return r;
+        return preflight(req);
     }
-    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
-    if req.path.len() > 1 && req.path.ends_with('/') {
-        let to = format!("{}{query}", req.path.trim_end_matches('/'));
-        let to = if to.is_empty() || to.starts_with('?') { format!("/{to}") } else { to };
-        return redirect(req, 307, to);
-    }
-    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy().into_owned();
-    let cleaned = clean_path(&decoded);
-    if cleaned != decoded {
-        return Response::new(301, Body::Empty).header("Location", format!("{cleaned}{query}"));
-    }
+    let decoded = match mux_path(req) {
+        Ok(decoded) => decoded,
+        Err(redirect) => return redirect,
+    };
     let segs: Vec<&str> = decoded[1..].split('/').collect();
     let route = match route(&req.method, &segs) {
         Ok(r) => r,
@@ -102,6 +86,40 @@ async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> R
     if let Some(status) = c.fault_error(p, route.endpoint()) {
         return error(status, "simulated fault");
     }
+    dispatch(c, p, req, route, verdict)
+}
+
+/// A CORS preflight (`OPTIONS` with an `Origin`): 204 allowing what was asked.
+fn preflight(req: &Request) -> Response {
+    let method = req.header("access-control-request-method").unwrap_or("GET").to_string();
+    let mut r = Response::new(204, Body::Empty)
+        .header("Access-Control-Allow-Methods", method)
+        .header("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+    if let Some(h) = req.header("access-control-request-headers") {
+        r = r.header("Access-Control-Allow-Headers", h.to_string());
+    }
+    r
+}
+
+/// The percent-decoded path, or the redirect the router answers instead: 307 without a trailing
+/// slash, 301 to the cleaned path (no `.`, `..` or doubled `/`).
+fn mux_path(req: &Request) -> Result<String, Response> {
+    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
+    if req.path.len() > 1 && req.path.ends_with('/') {
+        let to = format!("{}{query}", req.path.trim_end_matches('/'));
+        let to = if to.is_empty() || to.starts_with('?') { format!("/{to}") } else { to };
+        return Err(redirect(req, 307, to));
+    }
+    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy().into_owned();
+    let cleaned = clean_path(&decoded);
+    if cleaned != decoded {
+        return Err(Response::new(301, Body::Empty).header("Location", format!("{cleaned}{query}")));
+    }
+    Ok(decoded)
+}
+
+/// Runs the handler of `route`.
+fn dispatch(c: &Arc<Cluster>, p: usize, req: &Request, route: Route, verdict: Verdict) -> Response {
     let q = Query::parse(&req.query);
     match route {
         Route::Health => Response::new(204, Body::Empty).header("Content-Type", "application/json"),
