@@ -1,5 +1,5 @@
 //! One peer's REST API: the middleware chain (auth → CORS → trailing slash → router), the route table
-//! of `api/rest/restapi.go`, and the handlers (cluster-api.md §1, §4, §5, §6).
+//! of `api/rest/restapi.go`, and the handlers (docs/cluster-api.md §1, §4, §5, §6).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -394,7 +394,8 @@ fn pin(c: &Cluster, p: usize, cid: &str, path_route: bool, q: &Query) -> Respons
     };
     let now = Utc::now();
     let (opts, parse_err) = from_query(q, now);
-    // The real handler writes the 400 and goes on with what it parsed (§3 quirk).
+    // The real handler writes the 400 and goes on with what it parsed (docs/cluster-api.md §3, a
+    // quirk).
     let prefix = match parse_err {
         None => None,
         Some(e) if c.quirk_partial_apply => Some(e),
@@ -522,10 +523,11 @@ fn check_replication(min: i32, max: i32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `allocate` (§6.1 step 6). Valid `user-allocations` come first, then the other live peers; each
-/// group is ordered by a hash of (CID, peer), standing in for the `freespace` metric by which a real
-/// peer's balanced allocator orders both groups (so the order given in `user-allocations` is not
-/// kept). `live`: the IDs of the peers that are up (those with valid metrics).
+/// `allocate` (docs/cluster-api.md §6.1 step 6). Valid `user-allocations` come first, then the
+/// other live peers; each group is ordered by a hash of (CID, peer), standing in for the
+/// `freespace` metric by which a real peer's balanced allocator orders both groups (so the order
+/// given in `user-allocations` is not kept). `live`: the IDs of the peers that are up (those with
+/// valid metrics).
 fn allocate(
     pin: &Pin,
     existing: Option<&Pin>,
@@ -603,8 +605,8 @@ fn write(
     }
 }
 
-/// §6.3: copy the whole stored from-pin under the new CID; only a non-empty name and a future expiry
-/// of the request are used.
+/// docs/cluster-api.md §6.3: copy the whole stored from-pin under the new CID; only a non-empty
+/// name and a future expiry of the request are used.
 fn pin_update(
     c: &Cluster,
     p: usize,
@@ -676,8 +678,9 @@ fn unpin(c: &Cluster, p: usize, cid: &str, q: &Query) -> Response {
 // ------------------------------------------------------------------------------------------------
 // Streams
 
-/// The NDJSON stream of `common.StreamResponse` (§5) over pre-rendered items, with the cut fault:
-/// 204 when empty, 500 when cut before the first item, else 200 and an `X-Stream-Error` trailer.
+/// The NDJSON stream of `common.StreamResponse` (docs/cluster-api.md §5) over pre-rendered items,
+/// with the cut fault: 204 when empty, 500 when cut before the first item, else 200 and an
+/// `X-Stream-Error` trailer.
 fn ndjson_stream<I>(c: &Cluster, p: usize, items: I) -> Response
 where
     I: Iterator<Item = Vec<u8>> + Send + 'static,

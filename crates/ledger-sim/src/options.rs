@@ -1,5 +1,6 @@
-//! Query strings as Go's `url.ParseQuery` reads them, and `PinOptions.FromQuery` (cluster-api.md §3):
-//! the only place a pin's options come from. The request body is never read.
+//! Query strings as Go's `url.ParseQuery` reads them, and `PinOptions.FromQuery`
+//! (docs/cluster-api.md §3): the only place a pin's options come from. The request body is never
+//! read.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! The simulator's Pin and its two JSON renderings (cluster-api.md §2.1): the stored form, as a pin
-//! comes back from the CRDT state, and the in-memory form that a POST answers with.
+//! The simulator's Pin and its two JSON renderings (docs/cluster-api.md §2.1): the stored form, as
+//! a pin comes back from the CRDT state, and the in-memory form that a POST answers with.
 
 use std::collections::BTreeMap;
 

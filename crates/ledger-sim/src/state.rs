@@ -1,5 +1,5 @@
 //! The replicated pin set: one CRDT replica per peer, the delta log, and the delivery model
-//! (cluster-api.md §7 and §10.1 points 1–4). No HTTP here.
+//! (docs/cluster-api.md §7 and §10.1 points 1–4). No HTTP here.
 //!
 //! Model. Every write becomes a *delta* made by one peer (its origin), numbered per origin, carrying
 //! the writer's priority (its highest known height + 1) and the writer's causal context (how many
