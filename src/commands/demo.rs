@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use ledger_sim::{self as sim, Faults, NetConfig, SimConfig, auth::Users};
 
 use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
@@ -17,7 +18,6 @@ use crate::cli::GlobalArgs;
 use crate::context::Context;
 use crate::ledger::{snapshot, tag};
 use crate::render;
-use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users};
 
 /// The organisation the demo tags with (the field report's).
 pub const ORG: &str = "hrdag";

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use ledger_sim::{Faults, NetConfig, SimConfig, auth::Users, control};
 
 use crate::ids::parse_go_duration;
-use crate::sim::{self, Faults, NetConfig, SimConfig, auth::Users, control};
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
@@ -131,15 +131,16 @@ impl ServeArgs {
     /// The simulator configuration these flags describe (reads `--from`).
     pub fn config(&self) -> anyhow::Result<SimConfig> {
         let n = self.peers as usize;
-        let ids: Vec<String> = sim::peer_ids(self.seed, n).into_iter().map(|(id, _)| id).collect();
+        let ids: Vec<String> =
+            ledger_sim::peer_ids(self.seed, n).into_iter().map(|(id, _)| id).collect();
         let pins = match &self.from {
-            Some(path) if path == "-" => sim::seed::load(std::io::stdin().lock())?,
+            Some(path) if path == "-" => ledger_sim::seed::load(std::io::stdin().lock())?,
             Some(path) => {
                 let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-                sim::seed::load(std::io::BufReader::new(f))
+                ledger_sim::seed::load(std::io::BufReader::new(f))
                     .with_context(|| format!("reading {path}"))?
             }
-            None => sim::seed::generate(self.pins, self.seed, &ids),
+            None => ledger_sim::seed::generate(self.pins, self.seed, &ids),
         };
         Ok(SimConfig {
             peers: n,
@@ -188,7 +189,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let mut shutdown = crate::app::Shutdown::new()?;
-        let running = sim::start(cfg).await?;
+        let running = ledger_sim::start(cfg).await?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

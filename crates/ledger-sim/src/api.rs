@@ -1,5 +1,5 @@
 //! One peer's REST API: the middleware chain (auth → CORS → trailing slash → router), the route table
-//! of `api/rest/restapi.go`, and the handlers (cluster-api.md §1, §4, §5, §6).
+//! of `api/rest/restapi.go`, and the handlers (docs/cluster-api.md §1, §4, §5, §6).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::options::parse_cid;
 use super::options::{PinOptions, Query, from_query};
 use super::pin::{Mode, Pin, PinType};
 use super::state::{Entry, PendingOp, WriteError};
-use crate::ids::{go_time, go_zero_time};
+use ledger_ids::{go_time, go_zero_time};
 
 const REALM: &str = "Restricted IPFS Cluster API";
 const NOT_IN_PINSET: &str = "pin is not part of the pinset";
@@ -71,28 +71,12 @@ fn authenticate(c: &Cluster, req: &Request) -> Result<Verdict, Response> {
 
 async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> Response {
     if req.method == "OPTIONS" && req.header("origin").is_some() {
-        let method = req.header("access-control-request-method").unwrap_or("GET").to_string();
-        let mut r =
-            Response::new(204, Body::Empty).header("Access-Control-Allow-Methods", method).header(
-                "Vary",
-                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-            );
-        if let Some(h) = req.header("access-control-request-headers") {
-            r = r.header("Access-Control-Allow-Headers", h.to_string());
-        }
-        return r;
+        return preflight(req);
     }
-    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
-    if req.path.len() > 1 && req.path.ends_with('/') {
-        let to = format!("{}{query}", req.path.trim_end_matches('/'));
-        let to = if to.is_empty() || to.starts_with('?') { format!("/{to}") } else { to };
-        return redirect(req, 307, to);
-    }
-    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy().into_owned();
-    let cleaned = clean_path(&decoded);
-    if cleaned != decoded {
-        return Response::new(301, Body::Empty).header("Location", format!("{cleaned}{query}"));
-    }
+    let decoded = match mux_path(req) {
+        Ok(decoded) => decoded,
+        Err(redirect) => return redirect,
+    };
     let segs: Vec<&str> = decoded[1..].split('/').collect();
     let route = match route(&req.method, &segs) {
         Ok(r) => r,
@@ -102,6 +86,40 @@ async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> R
     if let Some(status) = c.fault_error(p, route.endpoint()) {
         return error(status, "simulated fault");
     }
+    dispatch(c, p, req, route, verdict)
+}
+
+/// A CORS preflight (`OPTIONS` with an `Origin`): 204 allowing what was asked.
+fn preflight(req: &Request) -> Response {
+    let method = req.header("access-control-request-method").unwrap_or("GET").to_string();
+    let mut r = Response::new(204, Body::Empty)
+        .header("Access-Control-Allow-Methods", method)
+        .header("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+    if let Some(h) = req.header("access-control-request-headers") {
+        r = r.header("Access-Control-Allow-Headers", h.to_string());
+    }
+    r
+}
+
+/// The percent-decoded path, or the redirect the router answers instead: 307 without a trailing
+/// slash, 301 to the cleaned path (no `.`, `..` or doubled `/`).
+fn mux_path(req: &Request) -> Result<String, Response> {
+    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
+    if req.path.len() > 1 && req.path.ends_with('/') {
+        let to = format!("{}{query}", req.path.trim_end_matches('/'));
+        let to = if to.is_empty() || to.starts_with('?') { format!("/{to}") } else { to };
+        return Err(redirect(req, 307, to));
+    }
+    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy().into_owned();
+    let cleaned = clean_path(&decoded);
+    if cleaned != decoded {
+        return Err(Response::new(301, Body::Empty).header("Location", format!("{cleaned}{query}")));
+    }
+    Ok(decoded)
+}
+
+/// Runs the handler of `route`.
+fn dispatch(c: &Arc<Cluster>, p: usize, req: &Request, route: Route, verdict: Verdict) -> Response {
     let q = Query::parse(&req.query);
     match route {
         Route::Health => Response::new(204, Body::Empty).header("Content-Type", "application/json"),
@@ -112,7 +130,7 @@ async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> R
         Route::Version => json(200, &serde_json::json!({ "version": c.version })),
         Route::Peers => peers_stream(c, p),
         Route::PeerAdd => peer_add(req),
-        Route::PeerRm(id) => match crate::ids::parse_peer_id(&id) {
+        Route::PeerRm(id) => match ledger_ids::parse_peer_id(&id) {
             None => error(400, &format!("error decoding Peer ID: failed to parse peer ID {id:?}")),
             Some(_) => error(500, "crdt consensus component cannot remove peers"),
         },
@@ -376,7 +394,8 @@ fn pin(c: &Cluster, p: usize, cid: &str, path_route: bool, q: &Query) -> Respons
     };
     let now = Utc::now();
     let (opts, parse_err) = from_query(q, now);
-    // The real handler writes the 400 and goes on with what it parsed (§3 quirk).
+    // The real handler writes the 400 and goes on with what it parsed (docs/cluster-api.md §3, a
+    // quirk).
     let prefix = match parse_err {
         None => None,
         Some(e) if c.quirk_partial_apply => Some(e),
@@ -504,10 +523,11 @@ fn check_replication(min: i32, max: i32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `allocate` (§6.1 step 6). Valid `user-allocations` come first, then the other live peers; each
-/// group is ordered by a hash of (CID, peer), standing in for the `freespace` metric by which a real
-/// peer's balanced allocator orders both groups (so the order given in `user-allocations` is not
-/// kept). `live`: the IDs of the peers that are up (those with valid metrics).
+/// `allocate` (docs/cluster-api.md §6.1 step 6). Valid `user-allocations` come first, then the
+/// other live peers; each group is ordered by a hash of (CID, peer), standing in for the
+/// `freespace` metric by which a real peer's balanced allocator orders both groups (so the order
+/// given in `user-allocations` is not kept). `live`: the IDs of the peers that are up (those with
+/// valid metrics).
 fn allocate(
     pin: &Pin,
     existing: Option<&Pin>,
@@ -585,8 +605,8 @@ fn write(
     }
 }
 
-/// §6.3: copy the whole stored from-pin under the new CID; only a non-empty name and a future expiry
-/// of the request are used.
+/// docs/cluster-api.md §6.3: copy the whole stored from-pin under the new CID; only a non-empty
+/// name and a future expiry of the request are used.
 fn pin_update(
     c: &Cluster,
     p: usize,
@@ -658,8 +678,9 @@ fn unpin(c: &Cluster, p: usize, cid: &str, q: &Query) -> Response {
 // ------------------------------------------------------------------------------------------------
 // Streams
 
-/// The NDJSON stream of `common.StreamResponse` (§5) over pre-rendered items, with the cut fault:
-/// 204 when empty, 500 when cut before the first item, else 200 and an `X-Stream-Error` trailer.
+/// The NDJSON stream of `common.StreamResponse` (docs/cluster-api.md §5) over pre-rendered items,
+/// with the cut fault: 204 when empty, 500 when cut before the first item, else 200 and an
+/// `X-Stream-Error` trailer.
 fn ndjson_stream<I>(c: &Cluster, p: usize, items: I) -> Response
 where
     I: Iterator<Item = Vec<u8>> + Send + 'static,
@@ -852,7 +873,7 @@ fn peer_add(req: &Request) -> Response {
         Ok(v) => v,
         Err(_) => return error(400, "error decoding request body"),
     };
-    match v.get("peer_id").and_then(|x| x.as_str()).and_then(crate::ids::parse_peer_id) {
+    match v.get("peer_id").and_then(|x| x.as_str()).and_then(ledger_ids::parse_peer_id) {
         None => error(400, "error decoding peer_id"),
         Some(_) => error(500, "failed to dial: adding peers is not simulated"),
     }

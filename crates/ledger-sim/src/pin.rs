@@ -1,12 +1,12 @@
-//! The simulator's Pin and its two JSON renderings (cluster-api.md §2.1): the stored form, as a pin
-//! comes back from the CRDT state, and the in-memory form that a POST answers with.
+//! The simulator's Pin and its two JSON renderings (docs/cluster-api.md §2.1): the stored form, as
+//! a pin comes back from the CRDT state, and the in-memory form that a POST answers with.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::ids::{go_time, go_zero_time};
+use ledger_ids::{go_time, go_zero_time};
 
 /// `api.PinType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,14 +207,14 @@ impl Pin {
             match s(k) {
                 None => Ok(None),
                 Some(t) => {
-                    let t = crate::ids::parse_rfc3339(&t)?;
+                    let t = ledger_ids::parse_rfc3339(&t)?;
                     Ok(if t == go_zero_time() { None } else { Some(t) })
                 }
             }
         };
         let cid_text = s("cid").ok_or("missing \"cid\"")?;
         let cid =
-            crate::ids::parse_cid(&cid_text).map_err(|e| format!("bad cid {cid_text:?}: {e}"))?;
+            ledger_ids::parse_cid(&cid_text).map_err(|e| format!("bad cid {cid_text:?}: {e}"))?;
         let typ = match s("type") {
             None => PinType::Data,
             Some(t) => PinType::parse(&t).ok_or_else(|| format!("unknown pin type {t:?}"))?,

@@ -23,102 +23,129 @@ pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
     let now = DateTime::<Utc>::from_timestamp(TIMESTAMP_ANCHOR, 0).expect("valid anchor");
     let expiry_base = DateTime::<Utc>::from_timestamp(EXPIRY_ANCHOR, 0).expect("valid anchor");
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1e_d9e7);
+    (0..n).map(|i| random_pin(&mut rng, seed, i, peers, now, expiry_base)).collect()
+}
+
+/// Pin number `i` of [`generate`]. Each field draws from `rng` in turn, in this order, so that a seed
+/// keeps giving the same pins.
+fn random_pin(
+    rng: &mut SmallRng,
+    seed: u64,
+    i: usize,
+    peers: &[String],
+    now: DateTime<Utc>,
+    expiry_base: DateTime<Utc>,
+) -> Pin {
+    let mut seed_bytes = seed.to_le_bytes().to_vec();
+    seed_bytes.extend_from_slice(&(i as u64).to_le_bytes());
+    let cid = if rng.random_bool(0.7) {
+        ledger_ids::cid_v0(&seed_bytes)
+    } else {
+        ledger_ids::cid_v1(&seed_bytes)
+    };
+    let name = random_name(rng);
+    let (rmin, rmax, allocations) = random_allocations(rng, peers);
+    let metadata = random_metadata(rng);
+    let direct = rng.random_bool(0.02);
+    let expire_at =
+        rng.random_bool(0.02).then(|| expiry_base + Duration::days(rng.random_range(30..720)));
+    let origins = random_origins(rng, peers);
+    let age = Duration::seconds(rng.random_range(3_600..90 * 86_400));
+    Pin {
+        cid,
+        typ: PinType::Data,
+        allocations,
+        max_depth: if direct { 0 } else { -1 },
+        reference: None,
+        timestamp: now - age,
+        replication_min: rmin,
+        replication_max: rmax,
+        name,
+        mode_query: if direct { Mode::Direct } else { Mode::Recursive },
+        shard_size: 0,
+        user_allocations: None,
+        expire_at,
+        metadata,
+        pin_update: None,
+        origins,
+        origins_given: true,
+        metadata_given: false,
+    }
+    .to_stored()
+}
+
+/// A file-like name; empty for one pin in 20.
+fn random_name(rng: &mut SmallRng) -> String {
     let kinds = ["csv", "json", "pdf", "tar.gz", "parquet", "mp4", "jpg"];
+    if rng.random_bool(0.05) {
+        String::new()
+    } else {
+        format!(
+            "dataset-{:04}/file-{}.{}",
+            rng.random_range(0..500),
+            rng.random_range(0..100),
+            kinds[rng.random_range(0..kinds.len())]
+        )
+    }
+}
+
+/// `(replication_factor_min, replication_factor_max, allocations)`: everywhere (`-1`, `-1`, none)
+/// for most pins, otherwise 2–4 distinct peers drawn from `peers`.
+fn random_allocations(rng: &mut SmallRng, peers: &[String]) -> (i32, i32, Vec<String>) {
+    let everywhere = peers.len() < 2 || rng.random_bool(0.6);
+    if everywhere {
+        return (-1, -1, Vec::new());
+    }
+    let max = rng.random_range(3..=4).min(peers.len() as i32);
+    let min = rng.random_range(2..=3).min(max);
+    let mut idx: Vec<usize> = (0..peers.len()).collect();
+    for j in 0..idx.len() {
+        let k = rng.random_range(j..idx.len());
+        idx.swap(j, k);
+    }
+    let count = rng.random_range(min..=max) as usize;
+    (min, max, idx[..count].iter().map(|&j| peers[j].clone()).collect())
+}
+
+/// `org` (one of the [`OTHER_ORGS`], or empty), `project` and `source`, each on some of the pins.
+fn random_metadata(rng: &mut SmallRng) -> Metadata {
     let projects = ["census", "archive", "testimony", "satellite", "court-records"];
     let sources = ["crawler", "upload", "migration-2024"];
-    (0..n)
-        .map(|i| {
-            let mut seed_bytes = seed.to_le_bytes().to_vec();
-            seed_bytes.extend_from_slice(&(i as u64).to_le_bytes());
-            let cid = if rng.random_bool(0.7) {
-                crate::ids::cid_v0(&seed_bytes)
-            } else {
-                crate::ids::cid_v1(&seed_bytes)
-            };
-            let name = if rng.random_bool(0.05) {
-                String::new()
-            } else {
-                format!(
-                    "dataset-{:04}/file-{}.{}",
-                    rng.random_range(0..500),
-                    rng.random_range(0..100),
-                    kinds[rng.random_range(0..kinds.len())]
-                )
-            };
-            let everywhere = peers.len() < 2 || rng.random_bool(0.6);
-            let (rmin, rmax, allocations) = if everywhere {
-                (-1, -1, Vec::new())
-            } else {
-                let max = rng.random_range(3..=4).min(peers.len() as i32);
-                let min = rng.random_range(2..=3).min(max);
-                let mut idx: Vec<usize> = (0..peers.len()).collect();
-                for j in 0..idx.len() {
-                    let k = rng.random_range(j..idx.len());
-                    idx.swap(j, k);
-                }
-                let count = rng.random_range(min..=max) as usize;
-                (min, max, idx[..count].iter().map(|&j| peers[j].clone()).collect())
-            };
-            let mut metadata = Metadata::default();
-            let roll: f64 = rng.random();
-            if roll < 0.2 {
-                metadata.insert(
-                    "org".to_string(),
-                    OTHER_ORGS[rng.random_range(0..OTHER_ORGS.len())].to_string(),
-                );
-            } else if roll < 0.22 {
-                metadata.insert("org".to_string(), String::new());
-            }
-            if rng.random_bool(0.25) {
-                metadata.insert(
-                    "project".to_string(),
-                    projects[rng.random_range(0..projects.len())].to_string(),
-                );
-            }
-            if rng.random_bool(0.1) {
-                metadata.insert(
-                    "source".to_string(),
-                    sources[rng.random_range(0..sources.len())].to_string(),
-                );
-            }
-            let direct = rng.random_bool(0.02);
-            let expire_at = rng
-                .random_bool(0.02)
-                .then(|| expiry_base + Duration::days(rng.random_range(30..720)));
-            let origins = if rng.random_bool(0.03) && !peers.is_empty() {
-                vec![format!(
-                    "/ip4/10.0.{}.{}/tcp/4001/p2p/{}",
-                    rng.random_range(0..255),
-                    rng.random_range(1..255),
-                    peers[rng.random_range(0..peers.len())]
-                )]
-            } else {
-                Vec::new()
-            };
-            let age = Duration::seconds(rng.random_range(3_600..90 * 86_400));
-            Pin {
-                cid,
-                typ: PinType::Data,
-                allocations,
-                max_depth: if direct { 0 } else { -1 },
-                reference: None,
-                timestamp: now - age,
-                replication_min: rmin,
-                replication_max: rmax,
-                name,
-                mode_query: if direct { Mode::Direct } else { Mode::Recursive },
-                shard_size: 0,
-                user_allocations: None,
-                expire_at,
-                metadata,
-                pin_update: None,
-                origins,
-                origins_given: true,
-                metadata_given: false,
-            }
-            .to_stored()
-        })
-        .collect()
+    let mut metadata = Metadata::default();
+    let roll: f64 = rng.random();
+    if roll < 0.2 {
+        metadata.insert(
+            "org".to_string(),
+            OTHER_ORGS[rng.random_range(0..OTHER_ORGS.len())].to_string(),
+        );
+    } else if roll < 0.22 {
+        metadata.insert("org".to_string(), String::new());
+    }
+    if rng.random_bool(0.25) {
+        metadata.insert(
+            "project".to_string(),
+            projects[rng.random_range(0..projects.len())].to_string(),
+        );
+    }
+    if rng.random_bool(0.1) {
+        metadata
+            .insert("source".to_string(), sources[rng.random_range(0..sources.len())].to_string());
+    }
+    metadata
+}
+
+/// One origin multiaddr on a few pins, naming one of `peers`.
+fn random_origins(rng: &mut SmallRng, peers: &[String]) -> Vec<String> {
+    if rng.random_bool(0.03) && !peers.is_empty() {
+        vec![format!(
+            "/ip4/10.0.{}.{}/tcp/4001/p2p/{}",
+            rng.random_range(0..255),
+            rng.random_range(1..255),
+            peers[rng.random_range(0..peers.len())]
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The demo's pin set: `unowned` pins with no `org` (as in the field report's 3,512-pin migration)
@@ -166,7 +193,7 @@ mod tests {
 
     #[test]
     fn generation_is_reproducible_and_mixed() {
-        let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
+        let peers: Vec<String> = (0..5u8).map(|i| ledger_ids::peer_id_from_key(&[i; 32])).collect();
         let a = generate(2000, 7, &peers);
         let b = generate(2000, 7, &peers);
         assert_eq!(a, b);
@@ -184,7 +211,7 @@ mod tests {
 
     #[test]
     fn the_demo_set_has_exactly_the_unowned_and_owned_pins_asked_for() {
-        let peers: Vec<String> = (0..5u8).map(|i| crate::ids::peer_id_from_key(&[i; 32])).collect();
+        let peers: Vec<String> = (0..5u8).map(|i| ledger_ids::peer_id_from_key(&[i; 32])).collect();
         for (unowned, owned) in [(3512, 40), (300, 10), (5, 0), (0, 3)] {
             let pins = demo(unowned, owned, 1, &peers);
             assert_eq!(pins.len(), unowned + owned);

@@ -1,5 +1,5 @@
 //! The replicated pin set: one CRDT replica per peer, the delta log, and the delivery model
-//! (cluster-api.md §7 and §10.1 points 1–4). No HTTP here.
+//! (docs/cluster-api.md §7 and §10.1 points 1–4). No HTTP here.
 //!
 //! Model. Every write becomes a *delta* made by one peer (its origin), numbered per origin, carrying
 //! the writer's priority (its highest known height + 1) and the writer's causal context (how many
@@ -206,7 +206,7 @@ impl World {
     pub fn new(n: usize, pins: Vec<Pin>, cfg: NetConfig) -> World {
         let mut map = OrdMap::new();
         for (i, pin) in pins.into_iter().enumerate() {
-            let key: Arc<str> = match crate::ids::parse_cid(&pin.cid) {
+            let key: Arc<str> = match ledger_ids::parse_cid(&pin.cid) {
                 Ok(p) => p.key.into(),
                 Err(_) => continue,
             };
@@ -681,7 +681,7 @@ fn jitter(rng: &mut SmallRng, base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::pin::{Mode, PinType};
+    use crate::pin::{Mode, PinType};
 
     fn cfg() -> NetConfig {
         NetConfig {
@@ -732,8 +732,8 @@ mod tests {
 
     #[test]
     fn concurrent_unpin_and_repin_end_pinned() {
-        let c = crate::ids::cid_v0(b"a");
-        let key: Arc<str> = crate::ids::parse_cid(&c).unwrap().key.into();
+        let c = ledger_ids::cid_v0(b"a");
+        let key: Arc<str> = ledger_ids::parse_cid(&c).unwrap().key.into();
         let mut w = World::new(3, vec![pin(&c, "orig")], cfg());
         let now = Instant::now();
         // Peer 0 removes while peer 1 re-pins, neither having seen the other.
@@ -750,8 +750,8 @@ mod tests {
 
     #[test]
     fn a_lost_delta_is_fetched_with_a_later_one() {
-        let c = crate::ids::cid_v0(b"b");
-        let key: Arc<str> = crate::ids::parse_cid(&c).unwrap().key.into();
+        let c = ledger_ids::cid_v0(b"b");
+        let key: Arc<str> = ledger_ids::parse_cid(&c).unwrap().key.into();
         let mut cfg = cfg();
         cfg.drop_rate = 1.0;
         let mut w = World::new(2, vec![], cfg);
@@ -775,8 +775,8 @@ mod tests {
         let t0 = Instant::now();
         let keys: Vec<Arc<str>> = (0..300)
             .map(|i| {
-                let c = crate::ids::cid_v0(format!("burst {i}").as_bytes());
-                crate::ids::parse_cid(&c).unwrap().key.into()
+                let c = ledger_ids::cid_v0(format!("burst {i}").as_bytes());
+                ledger_ids::parse_cid(&c).unwrap().key.into()
             })
             .collect();
         for k in &keys {
@@ -812,8 +812,8 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         for i in 0..300 {
-            let c = crate::ids::cid_v0(format!("pause {i}").as_bytes());
-            let k: Arc<str> = crate::ids::parse_cid(&c).unwrap().key.into();
+            let c = ledger_ids::cid_v0(format!("pause {i}").as_bytes());
+            let k: Arc<str> = ledger_ids::parse_cid(&c).unwrap().key.into();
             w.write(0, PendingOp::Put(k, Arc::new(pin("x", "n"))), t0).unwrap();
         }
         w.run_due(t0);

@@ -1,4 +1,5 @@
-//! Basic and Bearer (JWT, HMAC) authentication as the cluster's REST API does it (cluster-api.md §1.1).
+//! Basic and Bearer (JWT, HMAC) authentication as the cluster's REST API does it
+//! (docs/cluster-api.md §1.1).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

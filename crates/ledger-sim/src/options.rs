@@ -1,5 +1,6 @@
-//! Query strings as Go's `url.ParseQuery` reads them, and `PinOptions.FromQuery` (cluster-api.md §3):
-//! the only place a pin's options come from. The request body is never read.
+//! Query strings as Go's `url.ParseQuery` reads them, and `PinOptions.FromQuery`
+//! (docs/cluster-api.md §3): the only place a pin's options come from. The request body is never
+//! read.
 
 use std::collections::BTreeMap;
 
@@ -120,18 +121,18 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
     let allocs = q.get("user-allocations");
     if !allocs.is_empty() {
         po.user_allocations =
-            Some(allocs.split(',').filter_map(crate::ids::parse_peer_id).collect());
+            Some(allocs.split(',').filter_map(ledger_ids::parse_peer_id).collect());
     }
     let (at, within) = (q.get("expire-at"), q.get("expire-in"));
     if !at.is_empty() {
-        match crate::ids::parse_rfc3339(at) {
+        match ledger_ids::parse_rfc3339(at) {
             Ok(t) => po.expire_at = Some(t),
             Err(_) => {
                 return (po, Some(format!("expire-at cannot be parsed: {}", go_rfc3339_error(at))));
             }
         }
     } else if !within.is_empty() {
-        match crate::ids::parse_signed_go_duration(within) {
+        match ledger_ids::parse_signed_go_duration(within) {
             Err(e) => return (po, Some(format!("expire-in cannot be parsed: {e}"))),
             Ok((neg, d)) if neg || d < std::time::Duration::from_secs(1) => {
                 return (po, Some("expire-in duration too short".to_string()));
@@ -160,7 +161,7 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
     if !origins.is_empty() {
         let mut list = Vec::new();
         for o in origins.split(',') {
-            match crate::ids::parse_origin(o) {
+            match ledger_ids::parse_origin(o) {
                 Ok(m) => list.push(m),
                 Err(e) => return (po, Some(e)),
             }
@@ -170,10 +171,10 @@ pub fn from_query(q: &Query, now: DateTime<Utc>) -> (PinOptions, Option<String>)
     (po, None)
 }
 
-/// [`crate::ids::parse_cid`] with the error texts of go-cid's `Decode` (v0.6), which the cluster
+/// [`ledger_ids::parse_cid`] with the error texts of go-cid's `Decode` (v0.6), which the cluster
 /// puts after "error decoding Cid: " and the like.
-pub fn parse_cid(s: &str) -> Result<crate::ids::ParsedCid, String> {
-    crate::ids::parse_cid(s).map_err(|e| go_cid_error(s, &e))
+pub fn parse_cid(s: &str) -> Result<ledger_ids::ParsedCid, String> {
+    ledger_ids::parse_cid(s).map_err(|e| go_cid_error(s, &e))
 }
 
 fn go_cid_error(s: &str, parsed: &str) -> String {

@@ -30,7 +30,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 }
 
@@ -81,89 +81,36 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     loop {
-        // Read a request head.
-        let head_len = loop {
-            if let Some(pos) = find(&buf, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if buf.len() > MAX_HEAD_BYTES {
-                break usize::MAX;
-            }
-            // Go reads the request line first and answers a malformed one (a TLS ClientHello sent
-            // to the plain listener, say) at once, without waiting for the rest of a head.
-            if let Some(nl) = buf.iter().position(|&b| b == b'\n')
-                && !request_line_ok(&buf[..nl])
-            {
-                break 0;
-            }
-            let mut tmp = [0u8; 8192];
-            match rd.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        };
+        let Some(head_len) = read_head(&mut rd, &mut buf).await else { return };
         if head_len > MAX_HEAD_BYTES {
             let body = "431 Request Header Fields Too Large";
             let msg = format!(
                 "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n{body}"
             );
-            let _ = wr.write_all(msg.as_bytes()).await;
-            let _ = wr.flush().await;
+            refuse(&mut wr, msg.as_bytes()).await;
             return;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 96];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let ok = head_len > 0
-            && matches!(parsed.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_)));
-        if !ok || parsed.method.is_none() || parsed.path.is_none() {
-            let _ = wr
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
-                .await;
-            let _ = wr.flush().await;
+        let Some(head) = parse_head(&buf[..head_len]) else {
+            refuse(&mut wr, b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request").await;
             return;
-        }
-        let method = parsed.method.unwrap_or_default().to_string();
-        let target = parsed.path.unwrap_or_default().to_string();
-        let http10 = parsed.version == Some(0);
-        let hdrs: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-            .collect();
+        };
         buf.drain(..head_len);
-        let get =
-            |n: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let get = |n: &str| header(&head.headers, n);
         if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             let _ = wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             let _ = wr.flush().await;
         }
-        // Read the body.
-        let body = if get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
-            match read_chunked(&mut rd, &mut buf).await {
-                Some(b) => b,
-                None => return,
-            }
-        } else {
-            let len: usize = get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            while buf.len() < len {
-                let mut tmp = vec![0u8; (len - buf.len()).min(64 * 1024)];
-                match rd.read(&mut tmp).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-            buf.drain(..len).collect()
-        };
+        let Some(body) = read_body(&mut rd, &mut buf, &head.headers).await else { return };
         let client_close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
-            || (http10 && !get("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")));
-        let (path, query) = match target.split_once('?') {
+            || (head.http10
+                && !get("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")));
+        let (path, query) = match head.target.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (target.clone(), String::new()),
+            None => (head.target.clone(), String::new()),
         };
-        let head_only = method == "HEAD";
-        let req = Request { method, path, query, headers: hdrs, body };
+        let head_only = head.method == "HEAD";
+        let http10 = head.http10;
+        let req = Request { method: head.method, path, query, headers: head.headers, body };
         let Some(resp) = handler(req).await else { return };
         let close = client_close || resp.close;
         if write_response(&mut wr, resp, close, http10, head_only).await.is_err() || close {
@@ -172,6 +119,96 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
             return;
         }
     }
+}
+
+/// Reads until `buf` holds a whole request head and returns its length (through the blank line);
+/// more than [`MAX_HEAD_BYTES`] when the head is too large, 0 when its request line is malformed,
+/// `None` when the client closed the connection first.
+async fn read_head(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(pos) = find(buf, b"\r\n\r\n") {
+            return Some(pos + 4);
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Some(usize::MAX);
+        }
+        // Go reads the request line first and answers a malformed one (a TLS ClientHello sent
+        // to the plain listener, say) at once, without waiting for the rest of a head.
+        if let Some(nl) = buf.iter().position(|&b| b == b'\n')
+            && !request_line_ok(&buf[..nl])
+        {
+            return Some(0);
+        }
+        let mut tmp = [0u8; 8192];
+        match rd.read(&mut tmp).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+}
+
+/// A request head as parsed, before the target is split into path and query.
+struct Head {
+    method: String,
+    target: String,
+    http10: bool,
+    headers: Vec<(String, String)>,
+}
+
+/// Parses a request head (empty when [`read_head`] found a malformed request line); `None` when it
+/// does not parse, which Go answers with a raw 400.
+fn parse_head(head: &[u8]) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; 96];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let ok = !head.is_empty() && matches!(parsed.parse(head), Ok(httparse::Status::Complete(_)));
+    if !ok || parsed.method.is_none() || parsed.path.is_none() {
+        return None;
+    }
+    Some(Head {
+        method: parsed.method.unwrap_or_default().to_string(),
+        target: parsed.path.unwrap_or_default().to_string(),
+        http10: parsed.version == Some(0),
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect(),
+    })
+}
+
+/// Reads the request body, chunked or of `Content-Length` (none: empty); `None` when the connection
+/// ends or the chunked framing is broken.
+async fn read_body(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    headers: &[(String, String)],
+) -> Option<Vec<u8>> {
+    if header(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        return read_chunked(rd, buf).await;
+    }
+    let len: usize =
+        header(headers, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < len {
+        let mut tmp = vec![0u8; (len - buf.len()).min(64 * 1024)];
+        match rd.read(&mut tmp).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    Some(buf.drain(..len).collect())
+}
+
+/// Writes a raw error answer, for a request that cannot be served; the caller then closes.
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut BufWriter<W>, raw: &[u8]) {
+    let _ = wr.write_all(raw).await;
+    let _ = wr.flush().await;
+}
+
+/// The first header called `name` (in any case).
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 async fn read_chunked(

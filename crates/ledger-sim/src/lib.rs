@@ -1,7 +1,8 @@
 //! The IPFS Cluster simulator behind `ledger sim serve` and `ledger demo`: N peers in one process, each
 //! with its own CRDT replica ([`state`]) and its own REST API port ([`api`], over [`http`]), plus a
 //! control API for faults ([`control`]). It follows `docs/cluster-api.md`; `docs/simulator.md` lists
-//! the choices the real cluster leaves open and what the simulator does.
+//! the choices the real cluster leaves open and what the simulator does. Of ledger's own code it uses
+//! only the identifiers in `ledger-ids`.
 
 pub mod api;
 pub mod auth;
@@ -126,8 +127,8 @@ pub fn peer_ids(seed: u64, n: usize) -> Vec<(String, String)> {
                 h.finalize().into()
             };
             (
-                crate::ids::peer_id_from_key(&key("cluster")),
-                crate::ids::peer_id_from_key(&key("ipfs")),
+                ledger_ids::peer_id_from_key(&key("cluster")),
+                ledger_ids::peer_id_from_key(&key("ipfs")),
             )
         })
         .collect()

@@ -178,109 +178,17 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let now = Instant::now();
     match (req.method.as_str(), segs.as_slice()) {
-        ("GET", ["state"]) => {
-            let mut w = c.world();
-            let peers = (0..w.n())
-                .map(|p| PeerState {
-                    name: c.peers[p].name.clone(),
-                    id: c.peers[p].id.clone(),
-                    url: c.peers[p].url.clone(),
-                    pins: w.replicas[p].len(),
-                    digest: w.digest(p),
-                    paused: w.paused[p],
-                    down: w.is_down(p, now),
-                    batch_pending: w.replicas[p].batch_len(),
-                })
-                .collect();
-            let report = StateReport {
-                peers,
-                in_flight: w.in_flight(),
-                lost: w.lost(),
-                writes: w.writes(),
-                converged: w.converged(),
-            };
-            ok_json(serde_json::to_value(report).expect("serialisable"))
-        }
+        ("GET", ["state"]) => state(c, now),
         ("GET", ["faults"]) => {
             ok_json(serde_json::to_value(c.faults().clone()).expect("serialisable"))
         }
-        ("POST", ["faults"]) => match serde_json::from_slice::<Faults>(&req.body) {
-            Ok(f) => {
-                for name in f
-                    .errors
-                    .iter()
-                    .filter_map(|e| e.peers.as_ref())
-                    .chain(f.stream_cut.iter().filter_map(|s| s.peers.as_ref()))
-                    .flatten()
-                {
-                    if c.peer_index(name).is_none() {
-                        return bad(&format!("unknown peer {name:?}"));
-                    }
-                }
-                *c.faults() = f.clone();
-                ok_json(serde_json::to_value(f).expect("serialisable"))
-            }
-            Err(e) => bad(&format!("bad faults JSON: {e}")),
-        },
+        ("POST", ["faults"]) => set_faults(c, &req.body),
         ("DELETE", ["faults"]) => {
             *c.faults() = Faults::default();
             ok_json(serde_json::json!({}))
         }
-        ("POST", ["peers", name, action]) => {
-            let Some(p) = c.peer_index(name) else {
-                return not_found(&format!("no peer {name:?}"));
-            };
-            let down = match (*action, super::options::Query::parse(&req.query).get("down")) {
-                ("restart", "") => Duration::ZERO,
-                ("restart", d) => match crate::ids::parse_go_duration(d) {
-                    Ok(d) => d,
-                    Err(e) => return bad(&e),
-                },
-                _ => Duration::ZERO,
-            };
-            {
-                let mut w = c.world();
-                match *action {
-                    "pause" => w.paused[p] = true,
-                    "resume" => w.paused[p] = false,
-                    "restart" => {
-                        w.restart(p, down, now);
-                        c.restarts[p].notify_one();
-                    }
-                    _ => return not_found("unknown peer action"),
-                }
-            }
-            c.wake.notify_one();
-            let closing = *action == "restart" && !down.is_zero();
-            if closing {
-                // Answer once the port is closed: a client told "restarted" must find it refused.
-                let _ = tokio::time::timeout(Duration::from_secs(2), c.closed[p].notified()).await;
-            }
-            ok_json(serde_json::json!({ "peer": c.peers[p].name, "action": action }))
-        }
-        ("POST", ["partition"]) => {
-            #[derive(Deserialize)]
-            struct Groups {
-                groups: Vec<Vec<String>>,
-            }
-            let g: Groups = match serde_json::from_slice(&req.body) {
-                Ok(g) => g,
-                Err(e) => return bad(&format!("bad partition JSON: {e}")),
-            };
-            let n = c.peers.len();
-            // Peers not named form a group of their own.
-            let mut assign = vec![g.groups.len(); n];
-            for (gi, group) in g.groups.iter().enumerate() {
-                for name in group {
-                    match c.peer_index(name) {
-                        Some(p) => assign[p] = gi,
-                        None => return bad(&format!("unknown peer {name:?}")),
-                    }
-                }
-            }
-            c.world().partition = Some(assign);
-            ok_json(serde_json::json!({ "groups": g.groups }))
-        }
+        ("POST", ["peers", name, action]) => peer_action(c, name, action, &req.query, now).await,
+        ("POST", ["partition"]) => partition(c, &req.body),
         ("DELETE", ["partition"]) => {
             c.world().partition = None;
             c.wake.notify_one();
@@ -297,6 +205,112 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
         }
         _ => not_found("no such control endpoint; see docs/simulator.md"),
     }
+}
+
+/// `GET /_sim/state`: each replica's pin count and digest, and the deliveries in flight.
+fn state(c: &Cluster, now: Instant) -> Response {
+    let mut w = c.world();
+    let peers = (0..w.n())
+        .map(|p| PeerState {
+            name: c.peers[p].name.clone(),
+            id: c.peers[p].id.clone(),
+            url: c.peers[p].url.clone(),
+            pins: w.replicas[p].len(),
+            digest: w.digest(p),
+            paused: w.paused[p],
+            down: w.is_down(p, now),
+            batch_pending: w.replicas[p].batch_len(),
+        })
+        .collect();
+    let report = StateReport {
+        peers,
+        in_flight: w.in_flight(),
+        lost: w.lost(),
+        writes: w.writes(),
+        converged: w.converged(),
+    };
+    ok_json(serde_json::to_value(report).expect("serialisable"))
+}
+
+/// `POST /_sim/faults`: replaces every fault, once each peer it names is known.
+fn set_faults(c: &Cluster, body: &[u8]) -> Response {
+    match serde_json::from_slice::<Faults>(body) {
+        Ok(f) => {
+            for name in f
+                .errors
+                .iter()
+                .filter_map(|e| e.peers.as_ref())
+                .chain(f.stream_cut.iter().filter_map(|s| s.peers.as_ref()))
+                .flatten()
+            {
+                if c.peer_index(name).is_none() {
+                    return bad(&format!("unknown peer {name:?}"));
+                }
+            }
+            *c.faults() = f.clone();
+            ok_json(serde_json::to_value(f).expect("serialisable"))
+        }
+        Err(e) => bad(&format!("bad faults JSON: {e}")),
+    }
+}
+
+/// `POST /_sim/peers/{name}/{pause|resume|restart}[?down=DURATION]`.
+async fn peer_action(c: &Cluster, name: &str, action: &str, query: &str, now: Instant) -> Response {
+    let Some(p) = c.peer_index(name) else {
+        return not_found(&format!("no peer {name:?}"));
+    };
+    let down = match (action, super::options::Query::parse(query).get("down")) {
+        ("restart", "") => Duration::ZERO,
+        ("restart", d) => match ledger_ids::parse_go_duration(d) {
+            Ok(d) => d,
+            Err(e) => return bad(&e),
+        },
+        _ => Duration::ZERO,
+    };
+    {
+        let mut w = c.world();
+        match action {
+            "pause" => w.paused[p] = true,
+            "resume" => w.paused[p] = false,
+            "restart" => {
+                w.restart(p, down, now);
+                c.restarts[p].notify_one();
+            }
+            _ => return not_found("unknown peer action"),
+        }
+    }
+    c.wake.notify_one();
+    let closing = action == "restart" && !down.is_zero();
+    if closing {
+        // Answer once the port is closed: a client told "restarted" must find it refused.
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.closed[p].notified()).await;
+    }
+    ok_json(serde_json::json!({ "peer": c.peers[p].name, "action": action }))
+}
+
+/// `POST /_sim/partition` `{"groups":[["peer0","peer1"],…]}`.
+fn partition(c: &Cluster, body: &[u8]) -> Response {
+    #[derive(Deserialize)]
+    struct Groups {
+        groups: Vec<Vec<String>>,
+    }
+    let g: Groups = match serde_json::from_slice(body) {
+        Ok(g) => g,
+        Err(e) => return bad(&format!("bad partition JSON: {e}")),
+    };
+    let n = c.peers.len();
+    // Peers not named form a group of their own.
+    let mut assign = vec![g.groups.len(); n];
+    for (gi, group) in g.groups.iter().enumerate() {
+        for name in group {
+            match c.peer_index(name) {
+                Some(p) => assign[p] = gi,
+                None => return bad(&format!("unknown peer {name:?}")),
+            }
+        }
+    }
+    c.world().partition = Some(assign);
+    ok_json(serde_json::json!({ "groups": g.groups }))
 }
 
 fn ok_json(v: serde_json::Value) -> Response {
