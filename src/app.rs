@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cluster::{self, Client, Settings, Target};
+use crate::cluster::{self, Target};
 use crate::store::Store;
 
 /// Where the ledger is and which cluster to talk to. Global: every command accepts them.
@@ -53,19 +53,6 @@ impl LedgerArgs {
             config: self.config.as_deref(),
             env: &env,
         })
-    }
-}
-
-impl LedgerArgs {
-    /// A client for one peer of the target.
-    pub fn client(&self, target: &Target, url: &url::Url) -> anyhow::Result<Client> {
-        let settings = Settings {
-            connect_timeout: self.timeout.min(std::time::Duration::from_secs(10)),
-            request_timeout: self.timeout,
-            read_timeout: self.timeout,
-            ..Settings::default()
-        };
-        Client::new(url.clone(), target.auth.clone(), settings)
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::app::{opt, print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
@@ -22,17 +22,17 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: DbCommand, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: DbCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         DbCommand::Status(a) => a,
         DbCommand::Migrate => {
-            let store = g.ledger.store()?;
+            let store = ctx.store()?;
             let applied = store.migration_status()?.len();
             crate::out!("{}: schema up to date ({applied} migrations)", store.path.display());
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let store = crate::store::Store::open_unmigrated(&g.ledger.db)?;
+    let store = crate::store::Store::open_unmigrated(ctx.db_path())?;
     let status = store.migration_status()?;
     if args.json {
         print_json(&serde_json::json!({ "database": store.path, "migrations": status }))?;

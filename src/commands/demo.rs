@@ -139,7 +139,7 @@ fn fresh_ledger(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The simulated cluster the demo runs on.
-fn cluster_config(args: &DemoArgs) -> SimConfig {
+pub(crate) fn cluster_config(args: &DemoArgs) -> SimConfig {
     let n = args.peers as usize;
     let ids: Vec<String> = sim::peer_ids(args.seed, n).into_iter().map(|(id, _)| id).collect();
     SimConfig {

@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::app::{print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 use crate::ledger::diff::{FieldChange, changed_fields};
 use crate::store::snapshots as db;
 
@@ -30,8 +30,8 @@ struct Entry {
     fields: Vec<FieldChange>,
 }
 
-pub fn run(args: DiffArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: DiffArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let get = |id: i64| -> anyhow::Result<db::SnapshotRow> {
         match db::get(&store.conn, id)? {
             Some(s) => Ok(s),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::app::{opt, print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -16,11 +16,11 @@ pub struct HistoryArgs {
     pub json: bool,
 }
 
-pub fn run(args: HistoryArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: HistoryArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let cid = crate::ids::parse_cid(&args.cid)
         .map_err(|e| anyhow::anyhow!("{:?} is not a CID: {e}", args.cid))?
         .canonical;
-    let store = g.ledger.store()?;
+    let store = ctx.store()?;
     let rows = crate::store::snapshots::history(&store.conn, &cid)?;
     if args.json {
         print_json(&rows)?;

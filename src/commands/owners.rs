@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::app::{print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 use crate::store::incident::{self, OrgChange, PeerOwners};
 
 #[derive(Debug, Args)]
@@ -23,8 +23,8 @@ struct Owners {
     changes: Vec<OrgChange>,
 }
 
-pub fn run(args: OwnersArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: OwnersArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let o = Owners {
         peers: incident::owners(&store.conn)?,
         changes: incident::org_changes(&store.conn)?,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::app::{opt, print_json, print_table};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
@@ -14,8 +14,8 @@ pub struct SnapshotsArgs {
     pub json: bool,
 }
 
-pub fn run(args: SnapshotsArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: SnapshotsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let rows = crate::store::snapshots::list(&store.conn)?;
     if args.json {
         print_json(&rows)?;

@@ -90,3 +90,76 @@ impl Drop for Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::LedgerArgs;
+    use clap::Parser;
+
+    /// A one-peer simulated cluster (on its own runtime) and a context on a fresh ledger beside it.
+    fn setup(dir: &std::path::Path) -> (tokio::runtime::Runtime, ledger_sim::Running, Context) {
+        let cli =
+            crate::cli::Cli::try_parse_from(["ledger", "demo", "--peers", "1", "--pins", "3"])
+                .unwrap();
+        let crate::cli::Command::Demo(args) = cli.command else { unreachable!() };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sim = rt.block_on(ledger_sim::start(crate::commands::demo::cluster_config(&args)));
+        let sim = sim.unwrap();
+        let ledger = LedgerArgs {
+            db: dir.join("ledger.db"),
+            cluster: Some(sim.urls().join(",")),
+            profile: None,
+            config: None,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        (rt, sim, Context::new(ledger, true))
+    }
+
+    fn begin(ctx: &Context) -> Run<'_> {
+        let url = ctx.peers(None).unwrap().remove(0);
+        let client = ctx.client(&url).unwrap();
+        let spec = Spec { kind: RunKind::Repin, org: None, params: Value::Null, dry_run: false };
+        ctx.block_on(Run::begin(ctx, &client, spec)).unwrap().unwrap()
+    }
+
+    fn state(ctx: &Context, run: i64) -> RunState {
+        runs::get(&ctx.store().unwrap().conn, run).unwrap().unwrap().state
+    }
+
+    #[test]
+    fn every_way_out_of_a_run_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, _sim, ctx) = setup(dir.path());
+        // Finished: as told.
+        let run = begin(&ctx);
+        let id = run.id();
+        assert_eq!(state(&ctx, id), RunState::Running);
+        run.finish(RunState::Attention).unwrap();
+        assert_eq!(state(&ctx, id), RunState::Attention);
+        // An error returned with `?`: the run is dropped unfinished.
+        let failing = || -> anyhow::Result<i64> {
+            let run = begin(&ctx);
+            let id = run.id();
+            Err(anyhow::anyhow!("the cluster went away")).map(|()| id)?;
+            run.finish(RunState::Done)?;
+            Ok(id)
+        };
+        assert!(failing().is_err());
+        let last = runs::latest(&ctx.store().unwrap().conn, RunKind::Repin).unwrap().unwrap();
+        assert_eq!(state(&ctx, last), RunState::Failed);
+        // A panic: recorded while unwinding.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _run = begin(&ctx);
+            panic!("a defect mid-run");
+        }));
+        assert!(panicked.is_err());
+        let last = runs::latest(&ctx.store().unwrap().conn, RunKind::Repin).unwrap().unwrap();
+        assert_eq!(state(&ctx, last), RunState::Failed);
+        // The lock is held for the run's life only: a second run can begin now.
+        let run = begin(&ctx);
+        assert!(ctx.store().unwrap().run_lock().is_err(), "the run lock is held");
+        run.finish(RunState::Done).unwrap();
+        assert!(ctx.store().unwrap().run_lock().is_ok());
+    }
+}
