@@ -7,6 +7,7 @@ mod demo;
 mod differential;
 mod export;
 mod field_report;
+mod layout;
 mod lost;
 mod realcluster;
 mod repin;
