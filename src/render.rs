@@ -2,7 +2,9 @@
 //! lines on stdout (through [`crate::out!`], so a closed pipe ends the program quietly).
 
 use crate::app::print_table;
+use crate::ledger::convergence::Convergence;
 use crate::ledger::{snapshot, tag};
+use crate::store::runs::ProbeRow;
 
 /// One snapshot in three lines: what was read, what changed, who owns the pins.
 pub fn snapshot_summary(r: &snapshot::Report) -> std::io::Result<()> {
@@ -122,4 +124,71 @@ pub fn report_written(run: i64, written: &crate::report::Written) -> std::io::Re
     crate::out!("report of run {run} written to {}", written.files[0].display());
     crate::out!("  beside it: {}", names.join(", "));
     Ok(())
+}
+
+/// The text output: the run, a table of the curve (every sample, or the first and last read of each
+/// pass and peer), and when each peer showed every target.
+pub fn convergence(report: &Convergence, every_sample: bool) -> anyhow::Result<()> {
+    let r = &report.run;
+    crate::out!(
+        "run {} ({}, org={}, {}): {}",
+        r.id,
+        r.kind,
+        r.org.as_deref().unwrap_or("-"),
+        r.started_at,
+        r.state
+    );
+    if every_sample {
+        let rows: Vec<Vec<String>> = report
+            .curve
+            .iter()
+            .map(|p| vec![p.pass.to_string(), crate::app::short_peer(&p.peer), read(p)])
+            .collect();
+        print_table(&["pass", "peer", "tagged"], &rows)?;
+    } else {
+        print_passes(report)?;
+    }
+    for (peer, after) in &report.converged_after {
+        match after {
+            Some(s) => crate::out!("{}: every target after {s:.1}s", crate::app::short_peer(peer)),
+            None => crate::out!("{}: NOT converged", crate::app::short_peer(peer)),
+        }
+    }
+    Ok(())
+}
+
+/// Per pass and peer: the first read (right after the pass's re-pins) and the last.
+fn print_passes(report: &Convergence) -> std::io::Result<()> {
+    let repins = |pass: i64| {
+        report
+            .passes
+            .iter()
+            .find(|x| x.pass == pass)
+            .map(|x| format!("{}/{}/{}", x.attempted, x.succeeded, x.failed))
+            .unwrap_or_default()
+    };
+    let spans: std::collections::BTreeSet<(i64, &str)> =
+        report.curve.iter().map(|p| (p.pass, p.peer.as_str())).collect();
+    let curve = &report.curve;
+    let rows: Vec<Vec<String>> = spans
+        .into_iter()
+        .filter_map(|(pass, peer)| {
+            let first = crate::report::first_read(curve, pass, peer)?;
+            let last = crate::report::at_pass_end(curve, pass, peer)?;
+            Some(vec![
+                pass.to_string(),
+                crate::app::short_peer(peer),
+                read(first),
+                read(last),
+                repins(pass),
+            ])
+        })
+        .collect();
+    print_table(&["pass", "peer", "first read", "last read", "re-pins a/s/f"], &rows)
+}
+
+/// One probe's read: `tagged/targets (percent%) at seconds`.
+fn read(p: &ProbeRow) -> String {
+    let pct = crate::report::percent(p.tagged, p.targets);
+    format!("{}/{} ({pct:.1}%) at {:.1}s", p.tagged, p.targets, p.seconds)
 }

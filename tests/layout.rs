@@ -159,9 +159,8 @@ fn long_functions_in(dir: &Path) -> Vec<(String, usize)> {
 }
 
 /// Words that make a string literal SQL.
-const SQL: &[&str] = &[
-    "SELECT ", "INSERT ", "UPDATE ", "DELETE ", "PRAGMA ", "CREATE ", "DROP ", "ALTER ", "WITH ",
-];
+const SQL: &[&str] =
+    &["SELECT ", "INSERT ", "UPDATE ", "DELETE ", "PRAGMA ", "CREATE ", "DROP ", "ALTER ", "WITH "];
 /// Calls that run SQL.
 const SQL_CALLS: &[&str] = &[
     ".execute(",
@@ -174,8 +173,12 @@ const SQL_CALLS: &[&str] = &[
     ".pragma_query(",
 ];
 /// Calls that open a transaction.
-const TX_CALLS: &[&str] =
-    &[".transaction(", ".transaction_with_behavior(", ".unchecked_transaction(", "Transaction::new"];
+const TX_CALLS: &[&str] = &[
+    ".transaction(",
+    ".transaction_with_behavior(",
+    ".unchecked_transaction(",
+    "Transaction::new",
+];
 
 /// (file, line) of every line outside `src/store/` that holds SQL or runs it.
 fn sql_outside_store() -> Vec<String> {
@@ -210,7 +213,10 @@ fn sql_lives_in_the_store_and_the_store_opens_no_transaction() {
             }
         }
     }
-    assert!(opened.is_empty(), "transactions opened inside src/store/ (callers own them): {opened:#?}");
+    assert!(
+        opened.is_empty(),
+        "transactions opened inside src/store/ (callers own them): {opened:#?}"
+    );
 }
 
 #[test]

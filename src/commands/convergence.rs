@@ -2,16 +2,14 @@
 //! peer (targets, tagged, percent, re-pins attempted / succeeded / failed), the time-resolved curve of
 //! the probes, and the time each peer took to show every target.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::Args;
-use serde::Serialize;
 
-use crate::app::{csv_writer, print_json, print_table};
-use crate::cli::GlobalArgs;
-use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
+use crate::app::{csv_writer, print_json};
+use crate::context::Context;
+use crate::ledger::convergence;
+use crate::render;
 
 #[derive(Debug, Args)]
 pub struct ConvergenceArgs {
@@ -28,39 +26,12 @@ pub struct ConvergenceArgs {
     pub curve: bool,
 }
 
-#[derive(Serialize)]
-struct Convergence {
-    run: RunRow,
-    passes: Vec<PassRow>,
-    curve: Vec<ProbeRow>,
-    /// Per peer: seconds after the run started when it first showed every target (`null`: never).
-    converged_after: BTreeMap<String, Option<f64>>,
-}
-
-pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
-    let id = match args.run {
-        Some(id) => id,
-        None => match runs::latest(&store.conn, crate::domain::RunKind::Tag)? {
-            Some(id) => id,
-            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
-        },
-    };
-    let Some(run) = runs::get(&store.conn, id)? else {
-        bail!("there is no run {id}");
-    };
-    let passes = runs::passes(&store.conn, id)?;
-    let curve = runs::probes(&store.conn, id)?;
-    let peers: std::collections::BTreeSet<&str> = curve.iter().map(|p| p.peer.as_str()).collect();
-    let converged_after: BTreeMap<String, Option<f64>> = peers
-        .into_iter()
-        .map(|peer| (peer.to_string(), crate::report::converged_after(&curve, peer)))
-        .collect();
-    let all = !converged_after.is_empty() && converged_after.values().all(Option::is_some);
-    let report = Convergence { run, passes, curve, converged_after };
+pub fn run(args: ConvergenceArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let report = convergence::load(&ctx.store()?.conn, args.run)?;
+    let all = report.every_peer();
     if let Some(path) = &args.csv {
         let mut w = csv_writer(path)?;
-        crate::report::files::convergence(&mut w, id, &report.curve)?;
+        crate::report::files::convergence(&mut w, report.run.id, &report.curve)?;
         w.flush()?;
         if path == "-" {
             return Ok(code(all));
@@ -70,61 +41,7 @@ pub fn run(args: ConvergenceArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
         return Ok(code(all));
     }
-    let r = &report.run;
-    crate::out!(
-        "run {} ({}, org={}, {}): {}",
-        r.id,
-        r.kind,
-        r.org.as_deref().unwrap_or("-"),
-        r.started_at,
-        r.state
-    );
-    let read = |p: &ProbeRow| {
-        let pct = crate::report::percent(p.tagged, p.targets);
-        format!("{}/{} ({pct:.1}%) at {:.1}s", p.tagged, p.targets, p.seconds)
-    };
-    let repins = |pass: i64| {
-        report
-            .passes
-            .iter()
-            .find(|x| x.pass == pass)
-            .map(|x| format!("{}/{}/{}", x.attempted, x.succeeded, x.failed))
-            .unwrap_or_default()
-    };
-    if args.curve {
-        let rows: Vec<Vec<String>> = report
-            .curve
-            .iter()
-            .map(|p| vec![p.pass.to_string(), crate::app::short_peer(&p.peer), read(p)])
-            .collect();
-        print_table(&["pass", "peer", "tagged"], &rows)?;
-    } else {
-        // Per pass and peer: the first read (right after the pass's re-pins) and the last.
-        let spans: std::collections::BTreeSet<(i64, &str)> =
-            report.curve.iter().map(|p| (p.pass, p.peer.as_str())).collect();
-        let curve = &report.curve;
-        let rows: Vec<Vec<String>> = spans
-            .into_iter()
-            .filter_map(|(pass, peer)| {
-                let first = crate::report::first_read(curve, pass, peer)?;
-                let last = crate::report::at_pass_end(curve, pass, peer)?;
-                Some(vec![
-                    pass.to_string(),
-                    crate::app::short_peer(peer),
-                    read(first),
-                    read(last),
-                    repins(pass),
-                ])
-            })
-            .collect();
-        print_table(&["pass", "peer", "first read", "last read", "re-pins a/s/f"], &rows)?;
-    }
-    for (peer, after) in &report.converged_after {
-        match after {
-            Some(s) => crate::out!("{}: every target after {s:.1}s", crate::app::short_peer(peer)),
-            None => crate::out!("{}: NOT converged", crate::app::short_peer(peer)),
-        }
-    }
+    render::convergence(&report, args.curve)?;
     Ok(code(all))
 }
 

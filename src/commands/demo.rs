@@ -14,9 +14,8 @@ use ledger_sim::{self as sim, Faults, NetConfig, SimConfig, auth::Users};
 
 use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
-use crate::cli::GlobalArgs;
 use crate::context::Context;
-use crate::ledger::{snapshot, tag};
+use crate::ledger::{convergence, snapshot, tag};
 use crate::render;
 
 /// The organisation the demo tags with (the field report's).
@@ -68,7 +67,7 @@ pub struct DemoArgs {
     pub probe_every: Duration,
 }
 
-pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let db = fresh_ledger(&args.out)?;
     // The cluster runs on two worker threads of its own; the use cases run on this thread, as they
@@ -86,12 +85,13 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         config: None,
         timeout: Duration::from_secs(60),
     };
-    let ctx = Context::new(ledger.clone(), g.quiet);
+    // The demo's own ledger and cluster: a context of their own.
+    let ctx = &Context::new(ledger, ctx.is_quiet());
     describe(&args, running.urls().first().map(String::as_str).unwrap_or("-"), &db)?;
 
     step("ledger snapshot --all-peers")?;
     for url in &ctx.target()?.peers {
-        render::snapshot_summary(&ctx.block_on(snapshot::of_peer(&ctx, url))??)?;
+        render::snapshot_summary(&ctx.block_on(snapshot::of_peer(ctx, url))??)?;
     }
     let opts = tag_options(&args);
     step(&format!(
@@ -100,19 +100,15 @@ pub fn run(args: DemoArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         crate::ids::format_duration(opts.settle),
         crate::ids::format_duration(opts.probe_every)
     ))?;
-    let report = ctx.until_signal(tag::run(&ctx, &opts))?;
+    let report = ctx.until_signal(tag::run(ctx, &opts))?;
     render::tag_report(&report)?;
     drop(running);
     rt.shutdown_timeout(Duration::from_millis(200));
 
-    let g = GlobalArgs { verbose: g.verbose, quiet: g.quiet, ledger };
     step("ledger convergence")?;
-    super::convergence::run(
-        super::convergence::ConvergenceArgs { run: None, json: false, csv: None, curve: false },
-        &g,
-    )?;
-    step(&format!("ledger report --out {}", args.out.display()))?;
     let store = ctx.store()?;
+    render::convergence(&convergence::load(&store.conn, Some(report.run))?, false)?;
+    step(&format!("ledger report --out {}", args.out.display()))?;
     let r = crate::report::load(&store.conn, crate::report::resolve_run(&store.conn, None)?)?;
     render::report_written(r.run.id, &crate::report::write(&r, &args.out)?)?;
     let converged = outcome(&r, started)?;

@@ -7,9 +7,9 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 
 use crate::app::csv_writer;
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 use crate::report::files::CsvOut;
-use crate::store::snapshots as db;
+use crate::store::{self, export::Query, snapshots as db};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Table {
@@ -107,22 +107,6 @@ pub const REPIN_COLUMNS: [&str; 17] = [
 pub const REPIN_FIELDS: [&str; 7] =
     ["name", "allocations", "replication_min", "replication_max", "mode", "expire_at", "origins"];
 
-/// `export runs`, `passes`, `convergence` and `owners`: the query is the column set.
-const RUNS_SQL: &str = "SELECT r.id, r.kind, r.cluster, r.peer, r.peer_url, r.org, r.dry_run, r.started_at,
-    r.finished_at, r.state, r.params,
-    (SELECT count(*) FROM passes p WHERE p.run_id = r.id) AS passes,
-    (SELECT count(*) FROM repins x WHERE x.run_id = r.id) AS repins,
-    (SELECT count(*) FROM repins x WHERE x.run_id = r.id AND x.outcome = 'applied') AS applied,
-    (SELECT count(*) FROM repins x WHERE x.run_id = r.id AND x.outcome IN ('failed', 'mismatch', 'not-applied')) AS failed,
-    (SELECT count(*) FROM repins x WHERE x.run_id = r.id AND x.outcome = 'refused') AS refused
-    FROM runs r ORDER BY r.id";
-const PASSES_SQL: &str =
-    "SELECT run_id AS run, pass, started_at, finished_at, targets, attempted, succeeded,
-    failed FROM passes ORDER BY run_id, pass";
-const CONVERGENCE_SQL: &str = "SELECT run, org, pass, peer, at, seconds, targets, tagged, percent
-    FROM convergence ORDER BY run, seconds, peer";
-const OWNERS_SQL: &str = "SELECT cluster, peer, snapshot_id AS snapshot, org, pins FROM owners ORDER BY cluster, peer, org";
-
 /// Columns of `export lost`.
 pub const LOST_COLUMNS: [&str; 15] = [
     "cid",
@@ -142,68 +126,37 @@ pub const LOST_COLUMNS: [&str; 15] = [
     "query",
 ];
 
-/// Writes the rows of `sql` with its column names as the header; NULL is an empty field.
-fn export_query(conn: &rusqlite::Connection, sql: &str, w: &mut CsvOut) -> anyhow::Result<()> {
-    use rusqlite::types::ValueRef;
-    let mut stmt = conn.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().map(String::from).collect();
-    w.write_record(&names)?;
-    let mut rows = stmt.query([])?;
-    let mut record = Vec::with_capacity(names.len());
-    while let Some(r) = rows.next()? {
-        record.clear();
-        for i in 0..names.len() {
-            record.push(match r.get_ref(i)? {
-                ValueRef::Null => String::new(),
-                ValueRef::Integer(n) => n.to_string(),
-                ValueRef::Real(x) => x.to_string(),
-                ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
-            });
-        }
-        w.write_record(&record)?;
-    }
-    Ok(())
+/// `export runs`, `passes`, `convergence` and `owners`: the query's column names are the header
+/// (see `store::export`), NULL is an empty field.
+fn export_query(conn: &rusqlite::Connection, query: Query, w: &mut CsvOut) -> anyhow::Result<()> {
+    store::export::rows(conn, query, |record| Ok(w.write_record(record)?))
 }
 
 fn export_repins(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
     w.write_record(REPIN_COLUMNS.iter().chain(&REPIN_FIELDS))?;
-    let mut stmt = conn.prepare(
-        "SELECT r.id, r.run_id, u.kind, r.pass, c.cid, r.requested_at, r.verified_at, r.status,
-                r.http_status, r.outcome, r.path, r.query, r.error, r.cid_id, r.before_digest,
-                r.after_digest
-         FROM repins r JOIN runs u ON u.id = r.run_id JOIN cids c ON c.id = r.cid_id ORDER BY r.id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let text = |i: usize| -> rusqlite::Result<String> {
-            Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
-        };
-        let num = |i: usize| -> rusqlite::Result<String> {
-            Ok(r.get::<_, Option<i64>>(i)?.map(|n| n.to_string()).unwrap_or_default())
-        };
-        let mut rec = vec![
-            num(0)?,
-            num(1)?,
-            text(2)?,
-            num(3)?,
-            text(4)?,
-            text(5)?,
-            text(6)?,
-            text(7)?,
-            num(8)?,
-            text(9)?,
-            text(10)?,
-            text(11)?,
-            text(12)?,
-        ];
-        let cid_id: i64 = r.get(13)?;
-        let version = |i: usize| -> rusqlite::Result<Option<db::PinRow>> {
-            match r.get::<_, Option<Vec<u8>>>(i)? {
-                Some(d) => db::version(conn, cid_id, &d).map(Some),
+    store::export::repins(conn, |r| {
+        let version = |digest: &Option<Vec<u8>>| -> rusqlite::Result<Option<db::PinRow>> {
+            match digest {
+                Some(d) => db::version(conn, r.cid_id, d).map(Some),
                 None => Ok(None),
             }
         };
-        let (before, after) = (version(14)?, version(15)?);
+        let (before, after) = (version(&r.before_digest)?, version(&r.after_digest)?);
+        let mut rec = vec![
+            r.id.to_string(),
+            r.run.to_string(),
+            r.kind,
+            r.pass.to_string(),
+            r.cid,
+            r.requested_at,
+            r.verified_at.unwrap_or_default(),
+            r.status,
+            num(r.http_status),
+            r.outcome.unwrap_or_default(),
+            r.path,
+            r.query,
+            r.error.unwrap_or_default(),
+        ];
         let meta = |p: &Option<db::PinRow>| {
             p.as_ref()
                 .map(|p| p.metadata.clone().unwrap_or_else(|| "{}".into()))
@@ -229,8 +182,8 @@ fn export_repins(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<
             );
         }
         w.write_record(&rec)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Changed metadata keys between two versions: `+k` added, `-k` removed, `~k` new value.
@@ -357,8 +310,8 @@ fn to_csv(path: &str, f: impl FnOnce(&mut CsvOut) -> anyhow::Result<()>) -> anyh
     Ok(())
 }
 
-pub fn run(args: ExportArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let store = g.ledger.store()?;
+pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
     let conn = &store.conn;
     let path = args.csv.as_str();
     match args.table {
@@ -370,10 +323,10 @@ pub fn run(args: ExportArgs, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         _ if args.snapshot.is_some() => bail!("--snapshot only applies to `export pins`"),
         Table::Repins => to_csv(path, |w| export_repins(conn, w))?,
-        Table::Runs => to_csv(path, |w| export_query(conn, RUNS_SQL, w))?,
-        Table::Passes => to_csv(path, |w| export_query(conn, PASSES_SQL, w))?,
-        Table::Convergence => to_csv(path, |w| export_query(conn, CONVERGENCE_SQL, w))?,
-        Table::Owners => to_csv(path, |w| export_query(conn, OWNERS_SQL, w))?,
+        Table::Runs => to_csv(path, |w| export_query(conn, Query::Runs, w))?,
+        Table::Passes => to_csv(path, |w| export_query(conn, Query::Passes, w))?,
+        Table::Convergence => to_csv(path, |w| export_query(conn, Query::Convergence, w))?,
+        Table::Owners => to_csv(path, |w| export_query(conn, Query::Owners, w))?,
         Table::Lost => to_csv(path, |w| export_lost(conn, w))?,
     }
     Ok(ExitCode::SUCCESS)

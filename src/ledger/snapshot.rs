@@ -9,9 +9,12 @@
 //! that a pin vanished. All of it happens in one transaction per snapshot.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::cluster::{CanonicalPin, Client, StreamOutcome};
@@ -156,234 +159,25 @@ pub async fn take(
     let _lock = store.write_lock()?;
     db::mark_interrupted(&store.conn)?;
     let me = client.id().await?;
-    let peer_url = client.base().to_string();
-    let series = db::series_id(&store.conn, cluster, &me.id)?;
-    let snap = db::begin(&store.conn, series, &peer_url, opts.run, &crate::store::now_text())?;
-    let previous = db::latest_complete(&store.conn, series)?;
-    let mut report = Report {
-        id: snap,
-        cluster: cluster.to_string(),
-        peer: me.id.clone(),
-        peer_url,
-        complete: false,
-        pins: 0,
-        new: None,
-        changed: None,
-        vanished: None,
-        previous_id: previous,
-        orgs: BTreeMap::new(),
-        unowned: 0,
-        error: None,
-        seconds: 0.0,
-    };
-
-    // The open intervals of this series, keyed by the line that was served for them.
-    let mut orgs = Orgs::default();
-    let mut open: Vec<Open> = Vec::new();
-    let mut hashes: Vec<u128> = Vec::new();
-    db::for_each_open(&store.conn, series, |key, hash, org| {
-        let org = org.filter(|s| !s.is_empty()).map_or(NO_ORG, |s| orgs.id(s));
-        hashes.push(u128::from_be_bytes(hash));
-        open.push(Open { key, org, seen: false });
-    })?;
-    let by_line = std::sync::Arc::new(LineIndex::build(hashes));
-    let fresh_ledger: bool =
-        store.conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM cids)", [], |r| r.get(0))?;
+    let conn = &store.conn;
+    let mut snapshot = Pipeline::begin(conn, client, cluster, &me.id, opts, started)?;
+    snapshot.load_open_intervals(conn)?;
 
     // Reading and parsing run on their own thread while this one writes to SQLite.
-    let (rx, reader) = spawn_reader(client.fresh()?, by_line.clone());
-    let first = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
+    let (rx, reader) = spawn_reader(client.fresh()?, snapshot.by_line.clone());
+    let first = next_msg(&rx);
     if let Msg::Failed(msg) = first {
         let _ = reader.join();
-        db::finish(&store.conn, snap, false, None, &db::Counts::default(), Some(&msg))?;
-        report.error = Some(msg);
-        report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
+        return snapshot.failed_to_start(conn, msg);
     }
 
-    // Memory: a repeat snapshot holds its open intervals in memory (~50 bytes each), so the page cache
-    // shrinks as they grow; a first snapshot gets a larger cache for its inserts. Both stay under
-    // 150 MiB for a million pins.
-    let cache_kib: i64 = if open.len() > 200_000 { 16 * 1024 } else { 64 * 1024 };
-    store.conn.pragma_update(None, "cache_size", -cache_kib)?;
-    // Every reference the writer stores comes from a row it has just written or read in this same
-    // transaction; checking each one again costs a tenth of a million-pin snapshot. The checks are back
-    // on for everything else once the snapshot is stored (and tests run `PRAGMA foreign_key_check`).
-    store.conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let stored = (|| -> anyhow::Result<(Option<String>, db::Counts, i64)> {
-        let tx = rusqlite::Transaction::new_unchecked(
-            &store.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )?;
-        let mut w = db::LineWriter::new(&tx)?;
-        // New intervals are opened as lines arrive (while their pages are in the cache) and removed again if
-        // the stream fails; closing intervals waits until the stream is known to be whole.
-        let mut close: Vec<ObsKey> = Vec::new();
-        let mut rehash: Vec<(ObsKey, [u8; 16])> = Vec::new();
-        let mut handled: HashSet<ObsKey> = HashSet::new();
-        // CIDs already handled in this stream (ids are dense: a bit each).
-        let mut cid_seen = BitSet::default();
-        // Pins read through the slow path whose version did not change, for a partial observation if the
-        // stream breaks (new and changed ones are the intervals this snapshot opened).
-        let mut read_same: Vec<(i64, [u8; 16])> = Vec::new();
-        let (mut n_new, mut n_changed) = (0i64, 0i64);
-        let mut unowned = 0i64;
-        let mut last_tick = Instant::now();
-        let outcome: Option<String>;
-
-        let mut msg = first;
-        'stream: loop {
-            let items = match msg {
-                Msg::Batch(items) => items,
-                Msg::End(o) => {
-                    outcome = o;
-                    break;
-                }
-                Msg::Failed(e) => {
-                    outcome = Some(e);
-                    break;
-                }
-            };
-            for item in items {
-                report.pins += 1;
-                let (hash, pin) = match item {
-                    Item::Known { hash, line } => {
-                        if let Some(i) = by_line.get(hash) {
-                            let o = &mut open[i as usize];
-                            if !o.seen {
-                                o.seen = true;
-                                match o.org {
-                                    NO_ORG => unowned += 1,
-                                    org => orgs.counts[org as usize] += 1,
-                                }
-                                continue;
-                            }
-                        }
-                        // The same line twice in one stream: parse it like any other.
-                        match CanonicalPin::from_line(&line) {
-                            Ok(p) => (hash, p),
-                            Err(e) => {
-                                report.pins -= 1;
-                                outcome = Some(bad_line(report.pins + 1, &e, &line));
-                                break 'stream;
-                            }
-                        }
-                    }
-                    Item::Parsed { hash, pin } => (hash, *pin),
-                    Item::Bad { error } => {
-                        report.pins -= 1;
-                        outcome = Some(error);
-                        break 'stream;
-                    }
-                };
-                match pin.org() {
-                    Some(org) => {
-                        let i = orgs.id(org);
-                        orgs.counts[i as usize] += 1;
-                    }
-                    None => unowned += 1,
-                }
-                let (cid_id, fresh) = w.cid_id(&pin.cid, fresh_ledger)?;
-                if !cid_seen.insert(cid_id) {
-                    continue; // the same CID twice in one stream: the first one counts
-                }
-                let version = w.ensure_version(cid_id, pin)?;
-                let hash = hash.to_be_bytes();
-                let current = if fresh { None } else { w.open_of(series, cid_id)? };
-                match current {
-                    Some((obs, digest)) if digest == version => {
-                        // The same version served as other bytes (another zone, another server version).
-                        if handled.insert(obs) {
-                            rehash.push((obs, hash));
-                        }
-                        read_same.push((cid_id, version));
-                    }
-                    Some((obs, _)) => {
-                        if handled.insert(obs) {
-                            close.push(obs);
-                            w.open_observation(series, cid_id, &version, snap, &hash)?;
-                            n_changed += 1;
-                        }
-                    }
-                    None => {
-                        w.open_observation(series, cid_id, &version, snap, &hash)?;
-                        n_new += 1;
-                    }
-                }
-            }
-            if last_tick.elapsed() > Duration::from_millis(100) {
-                progress(report.pins);
-                last_tick = Instant::now();
-            }
-            msg = rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())));
-        }
-        drop(rx); // a reader still sending (after a bad line) stops at its next send
-        let _ = reader.join();
-        progress(report.pins);
-        tracing::debug!(
-            pins = report.pins,
-            seconds = started.elapsed().as_secs_f64(),
-            "stream read"
-        );
-        w.flush()?; // every new version and interval is in the transaction from here on
-        let failure = outcome;
-
-        let mut counts =
-            db::Counts { pins: report.pins, new: n_new, changed: n_changed, vanished: 0 };
-        match &failure {
-            None => {
-                let vanished: Vec<ObsKey> = open
-                    .iter()
-                    .filter(|o| !o.seen && !handled.contains(&o.key))
-                    .map(|o| o.key)
-                    .collect();
-                counts.vanished = vanished.len() as i64;
-                if let Some(prev) = previous {
-                    for obs in close.iter().chain(&vanished) {
-                        db::close_observation(&tx, series, *obs, prev)?;
-                    }
-                }
-                for (obs, h) in &rehash {
-                    db::update_line_hash(&tx, series, *obs, h)?;
-                }
-            }
-            Some(_) => {
-                for o in open.iter().filter(|o| o.seen) {
-                    db::add_partial_from(&tx, snap, series, o.key)?;
-                }
-                for (cid_id, version) in &read_same {
-                    db::add_partial(&tx, snap, *cid_id, version)?;
-                }
-                db::withdraw_opened(&tx, series, snap)?;
-            }
-        }
-        drop(w);
-        db::finish(&tx, snap, failure.is_none(), previous, &counts, failure.as_deref())?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "intervals written");
-        tx.commit()?;
-        Ok((failure, counts, unowned))
-    })();
-    store.conn.pragma_update(None, "foreign_keys", "ON")?;
-    let (failure, counts, unowned) = stored?;
+    db::size_cache_for_snapshot(conn, snapshot.open.len())?;
+    let checks = db::ForeignKeysOff::new(conn)?;
+    let stored = snapshot.write(conn, first, rx, reader, &mut progress);
+    checks.restore()?;
+    let (failure, counts) = stored?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "committed");
-
-    report.complete = failure.is_none();
-    if report.complete {
-        report.new = Some(counts.new);
-        report.changed = Some(counts.changed);
-        report.vanished = Some(counts.vanished);
-    }
-    report.error = failure;
-    report.unowned = unowned;
-    report.orgs = orgs
-        .names
-        .iter()
-        .zip(&orgs.counts)
-        .filter(|(_, c)| **c > 0)
-        .map(|(n, c)| (n.clone(), *c))
-        .collect();
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(snapshot.into_report(failure, counts))
 }
 
 /// One snapshot of the peer at `url`, with a spinner on stderr while it reads.
@@ -397,6 +191,334 @@ pub async fn of_peer(ctx: &Context, url: &url::Url) -> anyhow::Result<Report> {
     .await;
     pb.finish_and_clear();
     report
+}
+
+/// One snapshot on its way through [`take`]'s steps: [`Pipeline::begin`] records it,
+/// [`Pipeline::load_open_intervals`] reads what the series holds, [`Pipeline::write`] streams the
+/// lines into one transaction ([`Pipeline::read_stream`], a line at a time through the fast path
+/// [`Pipeline::seen_again`] or the slow path [`Pipeline::compare`]) and then closes intervals
+/// ([`Pipeline::close_intervals`]) or withdraws them ([`Pipeline::withdraw`]);
+/// [`Pipeline::into_report`] says what it found.
+struct Pipeline {
+    started: Instant,
+    series: i64,
+    snap: i64,
+    /// The previous complete snapshot of the series.
+    previous: Option<i64>,
+    /// Counted as the stream is read: pins, owners and unowned pins.
+    report: Report,
+    /// The open intervals of the series; a slot of `by_line` indexes this.
+    open: Vec<Open>,
+    /// The open intervals, keyed by the line that was served for them.
+    by_line: Arc<LineIndex>,
+    orgs: Orgs,
+    /// The ledger had no CIDs at all when the snapshot began.
+    fresh_ledger: bool,
+}
+
+/// What the slow path found, applied once the stream has ended.
+#[derive(Default)]
+struct Changes {
+    /// Intervals of changed pins, closed only once the stream is known to be whole (the new
+    /// intervals are opened as lines arrive, while their pages are in the cache, and removed again
+    /// if the stream fails).
+    close: Vec<ObsKey>,
+    /// Intervals whose version was served as other bytes, with the new line hash.
+    rehash: Vec<(ObsKey, [u8; 16])>,
+    /// Open intervals the slow path has dealt with.
+    handled: HashSet<ObsKey>,
+    /// CIDs already handled in this stream (ids are dense: a bit each).
+    cid_seen: BitSet,
+    /// Pins read through the slow path whose version did not change, for a partial observation if
+    /// the stream breaks (new and changed ones are the intervals this snapshot opened).
+    read_same: Vec<(i64, [u8; 16])>,
+    new: i64,
+    changed: i64,
+}
+
+impl Pipeline {
+    /// Step 1: records the snapshot (state `running`) in the series of (`cluster`, `peer`).
+    fn begin(
+        conn: &Connection,
+        client: &Client,
+        cluster: &str,
+        peer: &str,
+        opts: &Options,
+        started: Instant,
+    ) -> anyhow::Result<Pipeline> {
+        let peer_url = client.base().to_string();
+        let series = db::series_id(conn, cluster, peer)?;
+        let snap = db::begin(conn, series, &peer_url, opts.run, &crate::store::now_text())?;
+        let previous = db::latest_complete(conn, series)?;
+        let report = Report {
+            id: snap,
+            cluster: cluster.to_string(),
+            peer: peer.to_string(),
+            peer_url,
+            complete: false,
+            pins: 0,
+            new: None,
+            changed: None,
+            vanished: None,
+            previous_id: previous,
+            orgs: BTreeMap::new(),
+            unowned: 0,
+            error: None,
+            seconds: 0.0,
+        };
+        Ok(Pipeline {
+            started,
+            series,
+            snap,
+            previous,
+            report,
+            open: Vec::new(),
+            by_line: Arc::default(),
+            orgs: Orgs::default(),
+            fresh_ledger: false,
+        })
+    }
+
+    /// Step 2: the open intervals of the series, keyed by the line that was served for them.
+    fn load_open_intervals(&mut self, conn: &Connection) -> anyhow::Result<()> {
+        let (orgs, open) = (&mut self.orgs, &mut self.open);
+        let mut hashes: Vec<u128> = Vec::new();
+        db::for_each_open(conn, self.series, |key, hash, org| {
+            let org = org.filter(|s| !s.is_empty()).map_or(NO_ORG, |s| orgs.id(s));
+            hashes.push(u128::from_be_bytes(hash));
+            open.push(Open { key, org, seen: false });
+        })?;
+        self.by_line = Arc::new(LineIndex::build(hashes));
+        self.fresh_ledger = db::is_fresh_ledger(conn)?;
+        Ok(())
+    }
+
+    /// The request failed before any line: the snapshot is stored incomplete, with why.
+    fn failed_to_start(mut self, conn: &Connection, msg: String) -> anyhow::Result<Report> {
+        db::finish(conn, self.snap, false, None, &db::Counts::default(), Some(&msg))?;
+        self.report.error = Some(msg);
+        self.report.seconds = self.started.elapsed().as_secs_f64();
+        Ok(self.report)
+    }
+
+    /// Step 3: the whole stream, in one transaction: every line, then the interval changes (a whole
+    /// stream) or the partial observation (a broken one), then how the snapshot ended. Returns why
+    /// the stream was not whole (`None`: it was) and the counts stored.
+    fn write(
+        &mut self,
+        conn: &Connection,
+        first: Msg,
+        rx: Receiver<Msg>,
+        reader: JoinHandle<()>,
+        progress: &mut impl FnMut(i64),
+    ) -> anyhow::Result<(Option<String>, db::Counts)> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let mut w = db::LineWriter::new(&tx)?;
+        let mut changes = Changes::default();
+        let failure = self.read_stream(&mut w, &mut changes, first, &rx, progress)?;
+        drop(rx); // a reader still sending (after a bad line) stops at its next send
+        let _ = reader.join();
+        progress(self.report.pins);
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::debug!(pins = self.report.pins, seconds, "stream read");
+        w.flush()?; // every new version and interval is in the transaction from here on
+        let counts = match &failure {
+            None => self.close_intervals(&tx, &changes)?,
+            Some(_) => self.withdraw(&tx, &changes)?,
+        };
+        drop(w);
+        db::finish(&tx, self.snap, failure.is_none(), self.previous, &counts, failure.as_deref())?;
+        tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), "intervals written");
+        tx.commit()?;
+        Ok((failure, counts))
+    }
+
+    /// Reads the batches from `first` on until the stream ends or a line is not a pin: why it is not
+    /// whole, `None` when it is.
+    fn read_stream(
+        &mut self,
+        w: &mut db::LineWriter<'_>,
+        changes: &mut Changes,
+        first: Msg,
+        rx: &Receiver<Msg>,
+        progress: &mut impl FnMut(i64),
+    ) -> anyhow::Result<Option<String>> {
+        let mut last_tick = Instant::now();
+        let mut msg = first;
+        loop {
+            let items = match msg {
+                Msg::Batch(items) => items,
+                Msg::End(outcome) => return Ok(outcome),
+                Msg::Failed(e) => return Ok(Some(e)),
+            };
+            for item in items {
+                if let Some(error) = self.line(w, changes, item)? {
+                    return Ok(Some(error));
+                }
+            }
+            if last_tick.elapsed() > Duration::from_millis(100) {
+                progress(self.report.pins);
+                last_tick = Instant::now();
+            }
+            msg = next_msg(rx);
+        }
+    }
+
+    /// One line, through the fast path when it was served last time for an open interval not seen
+    /// yet in this stream, else through the slow path. `Some(error)`: it is not a pin.
+    #[inline]
+    fn line(
+        &mut self,
+        w: &mut db::LineWriter<'_>,
+        changes: &mut Changes,
+        item: Item,
+    ) -> anyhow::Result<Option<String>> {
+        self.report.pins += 1;
+        let (hash, pin) = match item {
+            Item::Known { hash, line } => {
+                if self.seen_again(hash) {
+                    return Ok(None);
+                }
+                // The same line twice in one stream: parse it like any other.
+                match CanonicalPin::from_line(&line) {
+                    Ok(p) => (hash, p),
+                    Err(e) => {
+                        self.report.pins -= 1;
+                        return Ok(Some(bad_line(self.report.pins + 1, &e, &line)));
+                    }
+                }
+            }
+            Item::Parsed { hash, pin } => (hash, *pin),
+            Item::Bad { error } => {
+                self.report.pins -= 1;
+                return Ok(Some(error));
+            }
+        };
+        self.compare(w, changes, hash, pin)?;
+        Ok(None)
+    }
+
+    /// The fast path: the line of an open interval, served again. Marks the interval seen and counts
+    /// its owner; false when no open interval not yet seen has this line.
+    #[inline]
+    fn seen_again(&mut self, hash: u128) -> bool {
+        let Some(i) = self.by_line.get(hash) else { return false };
+        let o = &mut self.open[i as usize];
+        if o.seen {
+            return false;
+        }
+        o.seen = true;
+        match o.org {
+            NO_ORG => self.report.unowned += 1,
+            org => self.orgs.counts[org as usize] += 1,
+        }
+        true
+    }
+
+    /// The slow path: a parsed pin, compared with the open version of its CID. A new or changed
+    /// version opens an interval now; closing the old one waits for the end of the stream.
+    fn compare(
+        &mut self,
+        w: &mut db::LineWriter<'_>,
+        changes: &mut Changes,
+        hash: u128,
+        pin: CanonicalPin,
+    ) -> anyhow::Result<()> {
+        match pin.org() {
+            Some(org) => {
+                let i = self.orgs.id(org);
+                self.orgs.counts[i as usize] += 1;
+            }
+            None => self.report.unowned += 1,
+        }
+        let (cid_id, fresh) = w.cid_id(&pin.cid, self.fresh_ledger)?;
+        if !changes.cid_seen.insert(cid_id) {
+            return Ok(()); // the same CID twice in one stream: the first one counts
+        }
+        let version = w.ensure_version(cid_id, pin)?;
+        let hash = hash.to_be_bytes();
+        let (series, snap) = (self.series, self.snap);
+        let current = if fresh { None } else { w.open_of(series, cid_id)? };
+        match current {
+            Some((obs, digest)) if digest == version => {
+                // The same version served as other bytes (another zone, another server version).
+                if changes.handled.insert(obs) {
+                    changes.rehash.push((obs, hash));
+                }
+                changes.read_same.push((cid_id, version));
+            }
+            Some((obs, _)) => {
+                if changes.handled.insert(obs) {
+                    changes.close.push(obs);
+                    w.open_observation(series, cid_id, &version, snap, &hash)?;
+                    changes.changed += 1;
+                }
+            }
+            None => {
+                w.open_observation(series, cid_id, &version, snap, &hash)?;
+                changes.new += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4 of a whole stream: the intervals of changed and vanished pins end at the previous
+    /// complete snapshot; versions served as other bytes get their new line hash.
+    fn close_intervals(&self, tx: &Connection, changes: &Changes) -> anyhow::Result<db::Counts> {
+        let vanished: Vec<ObsKey> = self
+            .open
+            .iter()
+            .filter(|o| !o.seen && !changes.handled.contains(&o.key))
+            .map(|o| o.key)
+            .collect();
+        if let Some(prev) = self.previous {
+            for obs in changes.close.iter().chain(&vanished) {
+                db::close_observation(tx, self.series, *obs, prev)?;
+            }
+        }
+        for (obs, h) in &changes.rehash {
+            db::update_line_hash(tx, self.series, *obs, h)?;
+        }
+        Ok(self.counts(changes, vanished.len() as i64))
+    }
+
+    /// Step 4 of a broken stream: what it read is kept as a partial observation, and the intervals
+    /// it opened are withdrawn; no interval closes.
+    fn withdraw(&self, tx: &Connection, changes: &Changes) -> anyhow::Result<db::Counts> {
+        for o in self.open.iter().filter(|o| o.seen) {
+            db::add_partial_from(tx, self.snap, self.series, o.key)?;
+        }
+        for (cid_id, version) in &changes.read_same {
+            db::add_partial(tx, self.snap, *cid_id, version)?;
+        }
+        db::withdraw_opened(tx, self.series, self.snap)?;
+        Ok(self.counts(changes, 0))
+    }
+
+    fn counts(&self, changes: &Changes, vanished: i64) -> db::Counts {
+        db::Counts { pins: self.report.pins, new: changes.new, changed: changes.changed, vanished }
+    }
+
+    /// Step 5: the report of the stored snapshot.
+    fn into_report(self, failure: Option<String>, counts: db::Counts) -> Report {
+        let mut report = self.report;
+        report.complete = failure.is_none();
+        if report.complete {
+            report.new = Some(counts.new);
+            report.changed = Some(counts.changed);
+            report.vanished = Some(counts.vanished);
+        }
+        report.error = failure;
+        report.orgs =
+            self.orgs.names.into_iter().zip(self.orgs.counts).filter(|(_, c)| *c > 0).collect();
+        report.seconds = self.started.elapsed().as_secs_f64();
+        report
+    }
+}
+
+/// The reader's next message; a reader gone without a word ends the stream as broken.
+fn next_msg(rx: &Receiver<Msg>) -> Msg {
+    rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())))
 }
 
 /// One line of the stream, as the reader thread hands it over.
@@ -431,10 +553,7 @@ fn bad_line(n: i64, e: &str, line: &[u8]) -> String {
 
 /// Reads `GET /allocations` on a thread of its own (with its own runtime and connections), hashing
 /// every line and parsing those not in `known`, in batches.
-fn spawn_reader(
-    client: Client,
-    known: std::sync::Arc<LineIndex>,
-) -> (Receiver<Msg>, std::thread::JoinHandle<()>) {
+fn spawn_reader(client: Client, known: Arc<LineIndex>) -> (Receiver<Msg>, JoinHandle<()>) {
     let (tx, rx) = sync_channel::<Msg>(16);
     let handle = std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -444,52 +563,56 @@ fn spawn_reader(
                 return;
             }
         };
-        rt.block_on(async move {
-            let mut stream = match client.allocations().await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Msg::Failed(e.to_string()));
-                    return;
-                }
-            };
-            let url = stream.url().to_string();
-            let mut batch = Vec::with_capacity(1024);
-            let mut n = 0i64;
-            while let Some(line) = stream.next_line().await {
-                n += 1;
-                let hash = xxhash_rust::xxh3::xxh3_128(&line);
-                if known.get(hash).is_some() {
-                    batch.push(Item::Known { hash, line });
-                } else {
-                    match CanonicalPin::from_line(&line) {
-                        Ok(pin) => batch.push(Item::Parsed { hash, pin: Box::new(pin) }),
-                        Err(e) => {
-                            let error = format!("{} from {url}", bad_line(n, &e, &line));
-                            batch.push(Item::Bad { error });
-                            let _ = tx.send(Msg::Batch(std::mem::take(&mut batch)));
-                            return;
-                        }
-                    }
-                }
-                if batch.len() == 1024 && tx.send(Msg::Batch(std::mem::take(&mut batch))).is_err() {
-                    return;
-                }
-            }
-            if !batch.is_empty() && tx.send(Msg::Batch(batch)).is_err() {
-                return;
-            }
-            let end = match stream.outcome() {
-                Some(StreamOutcome::Complete) => None,
-                Some(StreamOutcome::TrailerError(e)) => Some(format!(
-                    "the cluster reported an error in the X-Stream-Error trailer: {e}"
-                )),
-                Some(StreamOutcome::Broken(e)) => Some(format!("the stream broke: {e}")),
-                None => Some("the stream ended in an unknown state".to_string()),
-            };
-            let _ = tx.send(Msg::End(end));
-        });
+        rt.block_on(read_allocations(client, known, tx));
     });
     (rx, handle)
+}
+
+/// The reader thread's work: sends the lines in batches of 1024, then how the stream ended. Stops
+/// at the first line that is not a pin, or when the receiver is gone.
+async fn read_allocations(client: Client, known: Arc<LineIndex>, tx: SyncSender<Msg>) {
+    let mut stream = match client.allocations().await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e.to_string()));
+            return;
+        }
+    };
+    let url = stream.url().to_string();
+    let mut batch = Vec::with_capacity(1024);
+    let mut n = 0i64;
+    while let Some(line) = stream.next_line().await {
+        n += 1;
+        let hash = xxhash_rust::xxh3::xxh3_128(&line);
+        if known.get(hash).is_some() {
+            batch.push(Item::Known { hash, line });
+        } else {
+            match CanonicalPin::from_line(&line) {
+                Ok(pin) => batch.push(Item::Parsed { hash, pin: Box::new(pin) }),
+                Err(e) => {
+                    let error = format!("{} from {url}", bad_line(n, &e, &line));
+                    batch.push(Item::Bad { error });
+                    let _ = tx.send(Msg::Batch(std::mem::take(&mut batch)));
+                    return;
+                }
+            }
+        }
+        if batch.len() == 1024 && tx.send(Msg::Batch(std::mem::take(&mut batch))).is_err() {
+            return;
+        }
+    }
+    if !batch.is_empty() && tx.send(Msg::Batch(batch)).is_err() {
+        return;
+    }
+    let end = match stream.outcome() {
+        Some(StreamOutcome::Complete) => None,
+        Some(StreamOutcome::TrailerError(e)) => {
+            Some(format!("the cluster reported an error in the X-Stream-Error trailer: {e}"))
+        }
+        Some(StreamOutcome::Broken(e)) => Some(format!("the stream broke: {e}")),
+        None => Some("the stream ended in an unknown state".to_string()),
+    };
+    let _ = tx.send(Msg::End(end));
 }
 
 #[cfg(test)]

@@ -73,7 +73,19 @@ pub struct Loss {
 pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
     // Only changes seen after `floor` are read (the view passes the filter down to the snapshots);
     // a loss some peer saw at or before it is dropped below, since a loss starts where it was first seen.
-    let floor: i64 = match (&f.since, &f.first_lacking_in) {
+    let floor = lost_floor(conn, f)?;
+    let mut out = merged_losses(conn, floor)?;
+    if floor > 0 {
+        out = not_seen_by(conn, out, floor)?;
+    }
+    // Filters apply to the merged loss: it starts where the first peer saw it.
+    out.retain_mut(|l| keep_loss(l, f));
+    Ok(out)
+}
+
+/// The last snapshot whose changes a filter leaves out (0: none left out).
+fn lost_floor(conn: &Connection, f: &LostFilter) -> rusqlite::Result<i64> {
+    Ok(match (&f.since, &f.first_lacking_in) {
         (_, Some(ids)) => ids.iter().min().map_or(i64::MAX, |m| m - 1),
         (Some(Since::Snapshot(id)), None) => *id,
         (Some(Since::Time(t)), None) => conn.query_row(
@@ -82,7 +94,12 @@ pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
             |r| r.get(0),
         )?,
         (None, None) => 0,
-    };
+    })
+}
+
+/// The rows of `lost_metadata` first lacking after `floor`, merged into one loss per (CID, version
+/// before, version after) with the peers and fields of every row.
+fn merged_losses(conn: &Connection, floor: i64) -> rusqlite::Result<Vec<Loss>> {
     let mut stmt = conn.prepare(
         "SELECT cid, peer, last_had, last_had_at, first_lacking, first_lacking_at, field, before_value,
                 after_value, attribution, repin_id, run_id, pass, query, timestamp_before,
@@ -96,38 +113,19 @@ pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
     let mut out: Vec<Loss> = Vec::new();
     while let Some(r) = rows.next()? {
         let cid: String = r.get(0)?;
-        let peer: String = r.get(1)?;
         let before_digest: String = r.get(16)?;
         let after_digest: Option<String> = r.get(17)?;
-        let field = LostField { field: r.get(6)?, before: r.get(7)?, after: r.get(8)? };
-        let key = (cid.clone(), before_digest.clone(), after_digest.clone());
+        let key = (cid, before_digest, after_digest);
         let i = match index.get(&key) {
             Some(&i) => i,
             None => {
-                let kind: String = r.get(9)?;
-                out.push(Loss {
-                    cid,
-                    peers: Vec::new(),
-                    last_had: At { snapshot: r.get(2)?, at: r.get(3)? },
-                    first_lacking: At { snapshot: r.get(4)?, at: r.get(5)? },
-                    unpinned: kind == "unpinned",
-                    fields: Vec::new(),
-                    attribution: Attribution {
-                        kind,
-                        repin: r.get(10)?,
-                        run: r.get(11)?,
-                        pass: r.get(12)?,
-                        query: r.get(13)?,
-                        timestamp_before: r.get(14)?,
-                        timestamp_after: r.get(15)?,
-                    },
-                    before_digest,
-                    after_digest,
-                });
+                out.push(loss_of(r, key.clone())?);
                 index.insert(key, out.len() - 1);
                 out.len() - 1
             }
         };
+        let peer: String = r.get(1)?;
+        let field = LostField { field: r.get(6)?, before: r.get(7)?, after: r.get(8)? };
         let loss = &mut out[i];
         if !loss.peers.contains(&peer) {
             loss.peers.push(peer);
@@ -136,38 +134,66 @@ pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
             loss.fields.push(field);
         }
     }
-    if floor > 0 {
-        let mut earlier = conn.prepare(
-            "SELECT 1 FROM pin_changes WHERE cid_id = (SELECT id FROM cids WHERE cid = ?1)
-               AND lower(hex(before_digest)) = ?2 AND lower(hex(after_digest)) IS ?3
-               AND first_lacking <= ?4 LIMIT 1",
-        )?;
-        let mut keep = Vec::with_capacity(out.len());
-        for l in out {
-            let seen_before =
-                earlier.exists(rusqlite::params![l.cid, l.before_digest, l.after_digest, floor])?;
-            if !seen_before {
-                keep.push(l);
-            }
-        }
-        out = keep;
-    }
-    // Filters apply to the merged loss: it starts where the first peer saw it.
-    out.retain_mut(|l| {
-        let after = match &f.since {
-            Some(Since::Snapshot(id)) => l.first_lacking.snapshot > *id,
-            Some(Since::Time(t)) => l.first_lacking.at > *t,
-            None => true,
-        };
-        let new =
-            f.first_lacking_in.as_ref().is_none_or(|ids| ids.contains(&l.first_lacking.snapshot));
-        if let Some(k) = &f.key {
-            let field = format!("metadata.{k}");
-            l.fields.retain(|x| x.field == field);
-        }
-        after && new && !l.fields.is_empty()
-    });
     Ok(out)
+}
+
+/// A loss from its first `lost_metadata` row, without peers or fields yet.
+fn loss_of(
+    r: &rusqlite::Row,
+    (cid, before_digest, after_digest): (String, String, Option<String>),
+) -> rusqlite::Result<Loss> {
+    let kind: String = r.get(9)?;
+    Ok(Loss {
+        cid,
+        peers: Vec::new(),
+        last_had: At { snapshot: r.get(2)?, at: r.get(3)? },
+        first_lacking: At { snapshot: r.get(4)?, at: r.get(5)? },
+        unpinned: kind == "unpinned",
+        fields: Vec::new(),
+        attribution: Attribution {
+            kind,
+            repin: r.get(10)?,
+            run: r.get(11)?,
+            pass: r.get(12)?,
+            query: r.get(13)?,
+            timestamp_before: r.get(14)?,
+            timestamp_after: r.get(15)?,
+        },
+        before_digest,
+        after_digest,
+    })
+}
+
+/// The losses no peer saw at or before `floor` (such a loss starts earlier, so it is not new).
+fn not_seen_by(conn: &Connection, losses: Vec<Loss>, floor: i64) -> rusqlite::Result<Vec<Loss>> {
+    let mut earlier = conn.prepare(
+        "SELECT 1 FROM pin_changes WHERE cid_id = (SELECT id FROM cids WHERE cid = ?1)
+           AND lower(hex(before_digest)) = ?2 AND lower(hex(after_digest)) IS ?3
+           AND first_lacking <= ?4 LIMIT 1",
+    )?;
+    let mut keep = Vec::with_capacity(losses.len());
+    for l in losses {
+        let seen_before = earlier.exists(params![l.cid, l.before_digest, l.after_digest, floor])?;
+        if !seen_before {
+            keep.push(l);
+        }
+    }
+    Ok(keep)
+}
+
+/// Whether a merged loss passes the filter; a key filter keeps only that key's fields.
+fn keep_loss(l: &mut Loss, f: &LostFilter) -> bool {
+    let after = match &f.since {
+        Some(Since::Snapshot(id)) => l.first_lacking.snapshot > *id,
+        Some(Since::Time(t)) => l.first_lacking.at > *t,
+        None => true,
+    };
+    let new = f.first_lacking_in.as_ref().is_none_or(|ids| ids.contains(&l.first_lacking.snapshot));
+    if let Some(k) = &f.key {
+        let field = format!("metadata.{k}");
+        l.fields.retain(|x| x.field == field);
+    }
+    after && new && !l.fields.is_empty()
 }
 
 /// One peer's latest complete snapshot by owner.

@@ -52,6 +52,52 @@ pub fn latest_complete(conn: &Connection, series: i64) -> rusqlite::Result<Optio
     )
 }
 
+/// Whether the ledger has no CIDs at all (a first snapshot into it can insert every CID unasked).
+pub fn is_fresh_ledger(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM cids)", [], |r| r.get(0))
+}
+
+/// Sizes the page cache for a snapshot that holds `open_intervals` open intervals in memory (~50
+/// bytes each): the cache shrinks as they grow, and a first snapshot gets a larger one for its
+/// inserts. Both stay under 150 MiB for a million pins.
+pub fn size_cache_for_snapshot(conn: &Connection, open_intervals: usize) -> rusqlite::Result<()> {
+    let cache_kib: i64 = if open_intervals > 200_000 { 16 * 1024 } else { 64 * 1024 };
+    conn.pragma_update(None, "cache_size", -cache_kib)
+}
+
+/// Foreign-key checks off for a snapshot's writes, on again at [`ForeignKeysOff::restore`] (or
+/// when dropped unrestored, ignoring errors).
+///
+/// Every reference the snapshot writer stores comes from a row it has just written or read in the
+/// same transaction; checking each one again costs a tenth of a million-pin snapshot. The checks
+/// are back on for everything else once the snapshot is stored (and tests run
+/// `PRAGMA foreign_key_check`).
+pub struct ForeignKeysOff<'c> {
+    conn: &'c Connection,
+    restored: bool,
+}
+
+impl<'c> ForeignKeysOff<'c> {
+    pub fn new(conn: &'c Connection) -> rusqlite::Result<ForeignKeysOff<'c>> {
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        Ok(ForeignKeysOff { conn, restored: false })
+    }
+
+    /// Turns the checks back on (outside any transaction: SQLite ignores the pragma inside one).
+    pub fn restore(mut self) -> rusqlite::Result<()> {
+        self.restored = true;
+        self.conn.pragma_update(None, "foreign_keys", "ON")
+    }
+}
+
+impl Drop for ForeignKeysOff<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
+        }
+    }
+}
+
 /// The counts a finished snapshot records.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {

@@ -1,0 +1,48 @@
+//! How a tag run converged, from stored history only: its passes, the probes' curve, and when each
+//! peer first showed every target.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
+
+/// A run's convergence (also the JSON of `ledger convergence --json`).
+#[derive(Debug, Serialize)]
+pub struct Convergence {
+    pub run: RunRow,
+    pub passes: Vec<PassRow>,
+    pub curve: Vec<ProbeRow>,
+    /// Per peer: seconds after the run started when it first showed every target (`null`: never).
+    pub converged_after: BTreeMap<String, Option<f64>>,
+}
+
+/// The run `id` (default: the latest tag run) and how it converged.
+pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Convergence> {
+    let id = match id {
+        Some(id) => id,
+        None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
+            Some(id) => id,
+            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
+        },
+    };
+    let Some(run) = runs::get(conn, id)? else {
+        bail!("there is no run {id}");
+    };
+    let passes = runs::passes(conn, id)?;
+    let curve = runs::probes(conn, id)?;
+    let peers: std::collections::BTreeSet<&str> = curve.iter().map(|p| p.peer.as_str()).collect();
+    let converged_after: BTreeMap<String, Option<f64>> = peers
+        .into_iter()
+        .map(|peer| (peer.to_string(), crate::report::converged_after(&curve, peer)))
+        .collect();
+    Ok(Convergence { run, passes, curve, converged_after })
+}
+
+impl Convergence {
+    /// Whether every peer showed every target at some point.
+    pub fn every_peer(&self) -> bool {
+        !self.converged_after.is_empty() && self.converged_after.values().all(Option::is_some)
+    }
+}
