@@ -91,6 +91,35 @@ pub enum Command {
     Demo(crate::commands::demo::DemoArgs),
 }
 
+/// Value parsers that several commands' arguments share (`sim serve`, `demo`).
+/// A rate per second: 0 (no limit) or a positive number.
+pub fn parse_per_second(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number per second")),
+    }
+}
+
+/// A lag range `MIN..MAX` of Go durations (one value: both ends).
+pub fn parse_lag(s: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let a = crate::ids::parse_go_duration(a)?;
+    let b = crate::ids::parse_go_duration(b)?;
+    if b < a {
+        return Err(format!("the lag range {s:?} ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+/// A probability: a number from 0 to 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(format!("{s} is not between 0 and 1"));
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

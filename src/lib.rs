@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod ledger;
 pub mod logging;
+pub mod pin;
 pub mod render;
 pub mod report;
 pub mod store;

@@ -3,14 +3,14 @@
 //! `ledger sim serve`, by one test body, and each outcome is checked against the report's table
 //! (`ipfs-cluster-metadata.md`, "API Format Discovery"). The pin is read back from
 //! `/allocations/{cid}` (the stored form); the POST answer is the in-memory form, whose empty
-//! metadata is `{}` where the stored form has `null` (cluster-api.md §2.1).
+//! metadata is `{}` where the stored form has `null` (docs/cluster-api.md §2.1).
 //!
 //! What the real clusters showed about the report's table: its `null` for `?metadata={…}` and its
 //! `{}` for `?metadata=org=hrdag` and `?metadata-org=hrdag` are not two behaviours. All three
 //! formats are ignored alike (no `meta-` key), every one answers `{}` in the POST response and
 //! stores `null`; the report read the first from the stored pin and the other two from the POST
 //! answer. The JSON body is ignored too, so that POST is a bare re-pin: it resets the name to `""`
-//! and, with the default replication (-1/-1), the allocations to `[]` (cluster-api.md §6.2).
+//! and, with the default replication (-1/-1), the allocations to `[]` (docs/cluster-api.md §6.2).
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! `ledger lost`, `restore`, `owners` and `watch`, and the SQL views behind them (V4), run as the real
 //! binary over HTTP against `ledger sim serve`, and (the `…::real` tests) the same bodies against a
 //! real v1.1.6 cluster. The cluster is changed behind ledger's back with raw
-//! requests, the way another tool or a careless script would (cluster-api.md §6.1, §6.2).
+//! requests, the way another tool or a careless script would (docs/cluster-api.md §6.1, §6.2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::util::*;
 
 const ORGS: [&str; 4] = ["hrdag", "amnesty", "witness", "bellingcat"];
 
-/// Pin `i` of the seeded set, in the stored form of cluster-api.md §2.1. Every pin has metadata
+/// Pin `i` of the seeded set, in the stored form of docs/cluster-api.md §2.1. Every pin has metadata
 /// (`project`, `team`, a third of them `source`); four in five have an `org`, the fifth is unowned.
 /// Names everywhere but every 25th pin. Every 4th pin (from the second) has replication 2/2 on two
 /// peers, every 4th (from the fourth) 2/3 on three; the rest replicate everywhere. Every 6th pin
@@ -253,7 +253,7 @@ impl Lab {
     }
 
     /// A raw `POST /pins/{cid}` whose options travel in a JSON body, which the cluster ignores
-    /// (cluster-api.md §6.2): the pin is wiped.
+    /// (docs/cluster-api.md §6.2): the pin is wiped.
     fn post_json_body(&self, peer: usize, p: &Value) {
         let body = json!({
             "name": p["name"],
@@ -341,7 +341,7 @@ fn alloc_set(v: &Value) -> BTreeSet<String> {
     v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
-/// The fields a wipe (a bare re-pin, cluster-api.md §6.1) takes from pin `b`: every metadata key, a
+/// The fields a wipe (a bare re-pin, docs/cluster-api.md §6.1) takes from pin `b`: every metadata key, a
 /// non-empty name, non-empty allocations, replication factors other than the default -1 and an expiry.
 fn wiped_fields(b: &Value) -> BTreeSet<String> {
     let mut f: BTreeSet<String> = b["metadata"]

@@ -1,5 +1,5 @@
 //! Conformance of `ledger sim serve` with the IPFS Cluster REST API as described in
-//! `cluster-api.md` (v1.1.6). Every test starts its own simulator and checks the wire format.
+//! `docs/cluster-api.md` (v1.1.6). Every test starts its own simulator and checks the wire format.
 
 use crate::util::*;
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! Authentication of the simulator's REST API against cluster-api.md §1.1 (Basic, Bearer JWT,
+//! Authentication of the simulator's REST API against docs/cluster-api.md §1.1 (Basic, Bearer JWT,
 //! `POST /token`, exemptions, auth before routing).
 
 use crate::util::*;

@@ -1,4 +1,4 @@
-//! The CRDT consistency model of cluster-api.md §7 (and §10.1 items 2–4): per-peer replicas,
+//! The CRDT consistency model of docs/cluster-api.md §7 (and §10.1 items 2–4): per-peer replicas,
 //! propagation lag, lost deliveries recovered at rebroadcast, batching, add-wins, convergence.
 
 use crate::util::*;

@@ -1,5 +1,5 @@
 //! Seeding (docs/simulator.md "Seeding", `--pins/--seed/--from`) checked against the stored form of
-//! cluster-api.md §2.1, and the peer IDs announced on the first stdout line (§2).
+//! docs/cluster-api.md §2.1, and the peer IDs announced on the first stdout line (§2).
 
 use crate::util::*;
 use serde_json::Value;

@@ -189,7 +189,7 @@ fn library_pins_with_metadata_and_lists_the_pinset() {
     assert_eq!(sent.len(), 3);
     let cids: Vec<String> = sent.iter().map(|s| s["cid"].as_str().unwrap().to_string()).collect();
 
-    // What went over the wire: every option in the query string (cluster-api.md §3).
+    // What went over the wire: every option in the query string (docs/cluster-api.md §3).
     let q = sent_query(&out, "POST", &format!("/pins/{}", cids[0]));
     for (k, v) in [
         ("name", "dataset 0001/file-17.csv"),

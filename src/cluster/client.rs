@@ -1,6 +1,6 @@
 //! The REST client: one `reqwest::Client` per peer URL with connect and read timeouts and a user
 //! agent, retries with backoff for idempotent requests, and the `/allocations` stream read frame by
-//! frame so that the `X-Stream-Error` trailer is seen (cluster-api.md §5).
+//! frame so that the `X-Stream-Error` trailer is seen (docs/cluster-api.md §5).
 
 use std::time::Duration;
 

@@ -1,12 +1,10 @@
 //! Talking to an IPFS Cluster's REST API: where it is and how to authenticate ([`config`]), the HTTP
-//! client with retries and the trailer-aware `/allocations` stream ([`client`]), and the wire and
-//! canonical pin types ([`types`]).
+//! client with retries and the trailer-aware `/allocations` stream ([`client`]), and the pin types (re-exported from [`crate::pin`]).
 
 pub mod client;
 pub mod config;
 pub mod repin;
-pub mod types;
 
+pub use crate::pin::CanonicalPin;
 pub use client::{AllocStream, Client, Error, Settings, StreamOutcome};
 pub use config::{Auth, Target};
-pub use types::CanonicalPin;

@@ -1,4 +1,4 @@
-//! The safe re-pin (cluster-api.md §6.5): a re-pin replaces the whole pin, so the request must carry
+//! The safe re-pin (docs/cluster-api.md §6.5): a re-pin replaces the whole pin, so the request must carry
 //! every option the pin has — name, replication factors, every `meta-*`, a future expiry, origins,
 //! direct mode through `/pins/ipfs/{cid}` — built from the stored pin as read from the peer that will
 //! take the write, and checked locally before anything is sent (a bad option gets a 400 *and* a
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-use super::types::CanonicalPin;
+use crate::pin::CanonicalPin;
 
 /// Go's server reads at most 8 KiB of request line and headers; this leaves 1 KiB for the headers
 /// (host, auth, user agent).

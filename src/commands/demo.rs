@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use clap::Args;
 use ledger_sim::{self as sim, Faults, NetConfig, SimConfig, auth::Users};
 
-use super::sim::{parse_lag, parse_per_second, parse_rate};
 use crate::app::LedgerArgs;
+use crate::cli::{parse_lag, parse_per_second, parse_rate};
 use crate::context::Context;
 use crate::ledger::{convergence, snapshot, tag};
 use crate::render;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{parse_lag, parse_per_second, parse_rate};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ledger_sim::{Faults, NetConfig, SimConfig, auth::Users, control};
@@ -91,32 +92,6 @@ pub struct ServeArgs {
     /// The version `/version` and `/id` report.
     #[arg(long, default_value = "1.1.6")]
     pub version_string: String,
-}
-
-/// A rate per second: 0 (no limit) or a positive number.
-pub(crate) fn parse_per_second(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number per second")),
-    }
-}
-
-pub(crate) fn parse_lag(s: &str) -> Result<(Duration, Duration), String> {
-    let (a, b) = s.split_once("..").unwrap_or((s, s));
-    let a = parse_go_duration(a)?;
-    let b = parse_go_duration(b)?;
-    if b < a {
-        return Err(format!("the lag range {s:?} ends before it starts"));
-    }
-    Ok((a, b))
-}
-
-pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
-    let r: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(0.0..=1.0).contains(&r) {
-        return Err(format!("{s} is not between 0 and 1"));
-    }
-    Ok(r)
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {

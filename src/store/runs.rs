@@ -5,8 +5,8 @@
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use crate::cluster::CanonicalPin;
 use crate::domain::{Outcome, PlanClass, RepinStatus, RunKind, RunState};
+use crate::pin::CanonicalPin;
 
 /// A run about to begin.
 pub struct NewRun<'a> {

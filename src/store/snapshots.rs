@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::cluster::CanonicalPin;
+use crate::pin::CanonicalPin;
 
 /// Finds or creates the series of (cluster, peer).
 pub fn series_id(conn: &Connection, cluster: &str, peer: &str) -> rusqlite::Result<i64> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Go's zero `time.Time`, as the cluster renders "no time".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// cluster-api.md §2.1: the fields of a Pin in the order Go emits them.
+/// docs/cluster-api.md §2.1: the fields of a Pin in the order Go emits them.
 pub const PIN_FIELDS: [&str; 16] = [
     "replication_factor_min",
     "replication_factor_max",

@@ -1,12 +1,13 @@
-//! Wire types of the cluster's REST API, read leniently (unknown fields are ignored), and the
-//! canonical form of a stored pin that the ledger keeps and compares.
+//! The pin: as the cluster's REST API sends it (read leniently: unknown fields are ignored), and the
+//! canonical form of a stored pin that the ledger keeps and compares. The client parses into it, the
+//! store keeps it, the use cases compare it; it depends on none of them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A Pin as `GET /allocations` returns it (the stored form, cluster-api.md §2.1).
+/// A Pin as `GET /allocations` returns it (the stored form, docs/cluster-api.md §2.1).
 #[derive(Debug, Clone, Deserialize)]
 pub struct WirePin {
     pub cid: String,
