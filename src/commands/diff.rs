@@ -40,7 +40,7 @@ pub fn run(args: DiffArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let (a, b) = (get(args.a)?, get(args.b)?);
     for s in [&a, &b] {
-        if s.state != "complete" {
+        if s.state != crate::domain::SnapshotState::Complete {
             eprintln!(
                 "ledger: warning: snapshot {} is {}: it holds only the {} pins it read, so pins missing from it are not evidence of anything",
                 s.id, s.state, s.pins

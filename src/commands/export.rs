@@ -220,7 +220,7 @@ fn export_lost(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()
                 f.field.clone(),
                 f.before.clone().unwrap_or_default(),
                 f.after.clone().unwrap_or_default(),
-                l.attribution.kind.clone(),
+                l.attribution.kind.to_string(),
                 num(l.attribution.run),
                 num(l.attribution.pass),
                 num(l.attribution.repin),
@@ -248,7 +248,7 @@ fn export_snapshots(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Resu
             num(s.pass),
             s.started_at,
             s.finished_at.unwrap_or_default(),
-            s.state,
+            s.state.to_string(),
             s.pins.to_string(),
             num(s.new),
             num(s.changed),
@@ -267,7 +267,11 @@ fn pins_snapshot(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result
             Some(s) => s,
             None => bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
         },
-        None => match db::list(conn)?.into_iter().rev().find(|s| s.state == "complete") {
+        None => match db::list(conn)?
+            .into_iter()
+            .rev()
+            .find(|s| s.state == crate::domain::SnapshotState::Complete)
+        {
             Some(s) => s,
             None => bail!("the ledger has no complete snapshot yet: run `ledger snapshot` first"),
         },

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::app::{print_json, print_table};
 use crate::context::Context;
+use crate::domain::Attribution;
 use crate::ledger::lost::{LossReport, parse_since};
 use crate::store::incident::{self, Loss, LostFilter, Since};
 
@@ -63,8 +64,8 @@ pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     for l in losses {
-        let who = match (&l.attribution.kind[..], l.attribution.run) {
-            ("ours", Some(run)) => {
+        let who = match (l.attribution.kind, l.attribution.run) {
+            (Attribution::Ours, Some(run)) => {
                 format!("ours: run {run} pass {}", l.attribution.pass.unwrap_or(0))
             }
             (kind, _) => kind.to_string(),
@@ -86,8 +87,8 @@ pub fn print_losses(losses: &[Loss]) -> anyhow::Result<()> {
         "{} {} lost values ({} by ledger's re-pins, {} outside, {} unpinned)",
         losses.len(),
         if losses.len() == 1 { "pin" } else { "pins" },
-        losses.iter().filter(|l| l.attribution.kind == "ours").count(),
-        losses.iter().filter(|l| l.attribution.kind == "outside").count(),
+        losses.iter().filter(|l| l.attribution.kind == Attribution::Ours).count(),
+        losses.iter().filter(|l| l.attribution.kind == Attribution::Outside).count(),
         losses.iter().filter(|l| l.unpinned).count()
     );
     Ok(())

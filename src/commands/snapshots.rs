@@ -30,7 +30,7 @@ pub fn run(args: SnapshotsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 crate::app::short_peer(&s.peer),
                 s.started_at.clone(),
                 opt(&s.finished_at),
-                s.state.clone(),
+                s.state.to_string(),
                 s.pins.to_string(),
                 match (s.new, s.changed, s.vanished) {
                     (Some(n), Some(c), Some(v)) => format!("+{n} ~{c} -{v}"),

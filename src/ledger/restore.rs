@@ -191,7 +191,7 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
     let Some(from) = db::get(conn, opts.from)? else {
         anyhow::bail!("there is no snapshot {}; `ledger snapshots` lists them", opts.from);
     };
-    if from.state != SnapshotState::Complete.as_ref() {
+    if from.state != SnapshotState::Complete {
         anyhow::bail!(
             "snapshot {} is {}: only a complete snapshot is a record of what pins had",
             from.id,

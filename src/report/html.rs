@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Report, chart, percent};
 use crate::app::short_peer;
+use crate::domain::PlanClass;
 
 /// Rows of a long table shown on the page; the CSV file beside it has them all.
 pub const MAX_ROWS: usize = 200;
@@ -105,9 +106,9 @@ fn summary(h: &mut String, r: &Report) {
         esc(run.finished_at.as_deref().unwrap_or("-")),
         esc(run.state.as_ref()),
         if run.dry_run { " (dry run: nothing was sent)" } else { "" },
-        r.planned("target"),
-        r.planned("already"),
-        r.planned("conflict"),
+        r.planned(PlanClass::Target),
+        r.planned(PlanClass::Already),
+        r.planned(PlanClass::Conflict),
     );
     if r.converged() {
         let last = r.peers.iter().filter_map(|p| r.converged_after(p)).fold(0.0, f64::max);
@@ -138,8 +139,8 @@ fn section_chart(h: &mut String, r: &Report, svg: &str) {
          (x: seconds since the run started). Grey vertical lines: pass starts, each followed by its re-pins (shaded); grey horizontal line: \
          all targets (the run's targets and the pins already tagged before it, {} + {}).</figcaption>\n</figure>\n<ul class=\"legend\">\n",
         inline.trim_end(),
-        r.planned("target"),
-        r.planned("already")
+        r.planned(PlanClass::Target),
+        r.planned(PlanClass::Already)
     );
     for (i, peer) in r.peers.iter().enumerate() {
         let _ = writeln!(

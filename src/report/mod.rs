@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use rusqlite::Connection;
 
+use crate::domain::PlanClass;
 use crate::store::incident::{self, PeerOwners};
 use crate::store::report::{self as q, Conflict, Straggler, Verified};
 use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
@@ -30,7 +31,7 @@ pub struct Report {
     /// Every peer of the run: the write peer first, then the others by ID.
     pub peers: Vec<String>,
     /// The plan, by class: `target`, `already`, `conflict`.
-    pub plan: BTreeMap<String, i64>,
+    pub plan: BTreeMap<PlanClass, i64>,
     pub verified: Vec<Verified>,
     pub stragglers: Vec<Straggler>,
     pub conflicts: Vec<Conflict>,
@@ -140,8 +141,8 @@ impl Report {
     }
 
     /// The plan's count for a class.
-    pub fn planned(&self, class: &str) -> i64 {
-        self.plan.get(class).copied().unwrap_or(0)
+    pub fn planned(&self, class: PlanClass) -> i64 {
+        self.plan.get(&class).copied().unwrap_or(0)
     }
 }
 

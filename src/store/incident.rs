@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use crate::domain::Attribution as Who;
+
 /// Where a loss starts looking: after a snapshot, or after a time (UTC RFC 3339).
 #[derive(Debug, Clone)]
 pub enum Since {
@@ -42,7 +44,7 @@ pub struct LostField {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Attribution {
     /// `ours`, `outside`, `cluster` or `unpinned`.
-    pub kind: String,
+    pub kind: Who,
     pub run: Option<i64>,
     pub pass: Option<i64>,
     pub repin: Option<i64>,
@@ -142,13 +144,13 @@ fn loss_of(
     r: &rusqlite::Row,
     (cid, before_digest, after_digest): (String, String, Option<String>),
 ) -> rusqlite::Result<Loss> {
-    let kind: String = r.get(9)?;
+    let kind: Who = r.get(9)?;
     Ok(Loss {
         cid,
         peers: Vec::new(),
         last_had: At { snapshot: r.get(2)?, at: r.get(3)? },
         first_lacking: At { snapshot: r.get(4)?, at: r.get(5)? },
-        unpinned: kind == "unpinned",
+        unpinned: kind == Who::Unpinned,
         fields: Vec::new(),
         attribution: Attribution {
             kind,

@@ -2,6 +2,7 @@
 //! last verification snapshots show (the owners come from `store::incident`, as for `ledger owners`).
 //! Read-only; every answer comes from stored history, nothing from the cluster.
 
+use crate::domain::PlanClass;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -27,7 +28,7 @@ pub fn conflicts(conn: &Connection, run: i64) -> rusqlite::Result<Vec<Conflict>>
 }
 
 /// How many pins of the plan fell in each class (`target`, `already`, `conflict`).
-pub fn plan_counts(conn: &Connection, run: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+pub fn plan_counts(conn: &Connection, run: i64) -> rusqlite::Result<Vec<(PlanClass, i64)>> {
     let mut stmt = conn.prepare(
         "SELECT class, count(*) FROM run_targets WHERE run_id = ?1 GROUP BY class ORDER BY class",
     )?;

@@ -5,6 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::domain::SnapshotState;
 use crate::pin::CanonicalPin;
 
 /// Finds or creates the series of (cluster, peer).
@@ -127,7 +128,7 @@ pub fn finish(
         params![
             id,
             super::now_text(),
-            if complete { "complete" } else { "incomplete" },
+            if complete { SnapshotState::Complete } else { SnapshotState::Incomplete },
             counts.pins,
             if complete { previous } else { None },
             new,
@@ -475,7 +476,7 @@ pub struct SnapshotRow {
     pub pass: Option<i64>,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub state: String,
+    pub state: SnapshotState,
     pub pins: i64,
     pub new: Option<i64>,
     pub changed: Option<i64>,
@@ -577,7 +578,7 @@ pub fn pins_of(
     snap: &SnapshotRow,
     mut each: impl FnMut(PinRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let sql = if snap.state == "complete" {
+    let sql = if snap.state == SnapshotState::Complete {
         format!(
             "SELECT {PIN_COLUMNS} FROM observations o JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest JOIN cids c ON c.id = o.cid_id
              WHERE o.series_id = (SELECT series_id FROM snapshots WHERE id = ?1)
@@ -652,7 +653,7 @@ pub fn history(conn: &Connection, cid: &str) -> rusqlite::Result<Vec<HistoryRow>
 
 /// The `(cid_id, digest)` set of a snapshot as SQL, with `?N` standing for its id.
 fn set_sql(snap: &SnapshotRow, n: u8) -> String {
-    if snap.state == "complete" {
+    if snap.state == SnapshotState::Complete {
         format!(
             "SELECT cid_id, digest FROM observations WHERE series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
              AND first_snapshot <= ?{n} AND (last_snapshot IS NULL OR last_snapshot >= ?{n})"
@@ -665,7 +666,7 @@ fn set_sql(snap: &SnapshotRow, n: u8) -> String {
 /// The version of the pin `cid` (an SQL expression) in a snapshot as a scalar subquery, with `?N`
 /// standing for the snapshot's id: one primary-key lookup.
 fn version_sql(snap: &SnapshotRow, n: u8, cid: &str) -> String {
-    if snap.state == "complete" {
+    if snap.state == SnapshotState::Complete {
         format!(
             "SELECT digest FROM observations WHERE cid_id = {cid}
              AND series_id = (SELECT series_id FROM snapshots WHERE id = ?{n})
