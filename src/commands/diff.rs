@@ -3,14 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::Args;
-use serde::Serialize;
 
 use crate::app::{print_json, print_table};
 use crate::context::Context;
-use crate::ledger::diff::{FieldChange, changed_fields};
-use crate::store::snapshots as db;
+use crate::ledger::diff;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -23,22 +20,8 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct Entry {
-    cid: String,
-    change: &'static str,
-    fields: Vec<FieldChange>,
-}
-
 pub fn run(args: DiffArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let store = ctx.store()?;
-    let get = |id: i64| -> anyhow::Result<db::SnapshotRow> {
-        match db::get(&store.conn, id)? {
-            Some(s) => Ok(s),
-            None => bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
-        }
-    };
-    let (a, b) = (get(args.a)?, get(args.b)?);
+    let diff::Diff { a, b, pins: entries } = diff::between(&ctx.store()?.conn, args.a, args.b)?;
     for s in [&a, &b] {
         if s.state != crate::domain::SnapshotState::Complete {
             eprintln!(
@@ -47,20 +30,6 @@ pub fn run(args: DiffArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut entries = Vec::new();
-    for d in db::differing(&store.conn, &a, &b)? {
-        let ra = d.a.map(|v| db::version(&store.conn, d.cid_id, &v)).transpose()?;
-        let rb = d.b.map(|v| db::version(&store.conn, d.cid_id, &v)).transpose()?;
-        entries.push(match (ra, rb) {
-            (None, Some(r)) => Entry { cid: r.cid, change: "new", fields: vec![] },
-            (Some(r), None) => Entry { cid: r.cid, change: "vanished", fields: vec![] },
-            (Some(x), Some(y)) => {
-                Entry { cid: y.cid.clone(), change: "changed", fields: changed_fields(&x, &y) }
-            }
-            (None, None) => continue,
-        });
-    }
-    entries.sort_by(|x, y| (x.change, &x.cid).cmp(&(y.change, &y.cid)));
     if args.json {
         print_json(&serde_json::json!({ "a": a.id, "b": b.id, "pins": entries }))?;
     } else if entries.is_empty() {

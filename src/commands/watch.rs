@@ -3,19 +3,15 @@
 //! `--on-loss CMD`, handed to CMD as JSON on stdin. SIGTERM or SIGINT: the snapshot in progress is
 //! finished and stored, then the process exits 0.
 
-use std::io::Write as _;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::app;
 use crate::cli::Peers;
 use crate::context::Context;
-use crate::ledger::lost::LossReport;
-use crate::ledger::snapshot;
+use crate::ledger::watch;
 use crate::render;
-use crate::store::incident::{self, LostFilter};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -37,94 +33,19 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.every.is_zero() {
         anyhow::bail!("--every must be longer than 0s");
     }
-    let urls = args.peers.urls(ctx)?;
-    let clients = ctx.clients(&urls)?;
-    let store = ctx.store()?;
-    let cluster = ctx.cluster_name()?;
+    let opts = watch::Options {
+        peers: args.peers.urls(ctx)?,
+        every: args.every,
+        on_loss: args.on_loss.clone(),
+        rounds: args.rounds,
+    };
     let quiet = ctx.is_quiet();
-    ctx.block_on(async {
-        let mut shutdown = app::Shutdown::new()?;
-        tracing::info!(
-            peers = urls.len(),
-            every = %crate::ids::format_duration(args.every),
-            "watching {}",
-            store.path.display()
-        );
-        let mut round = 0u64;
-        loop {
-            let started = tokio::time::Instant::now();
-            round += 1;
-            let mut taken = Vec::new();
-            for c in &clients {
-                match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
-                    Ok(r) if r.complete => {
-                        if !quiet {
-                            render::snapshot_summary(&r)?;
-                        }
-                        taken.push(r.id);
-                    }
-                    Ok(r) => tracing::warn!(
-                        snapshot = r.id,
-                        "snapshot of {} is incomplete ({}); it is not evidence of anything",
-                        c.base(),
-                        r.error.as_deref().unwrap_or("unknown error")
-                    ),
-                    Err(e) => tracing::warn!("cannot snapshot {}: {e:#}", c.base()),
-                }
-            }
-            if !taken.is_empty() {
-                let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
-                let losses = incident::lost(&store.conn, &filter)?;
-                report_losses(&losses, args.on_loss.as_deref());
-            }
-            if args.rounds.is_some_and(|n| round >= n) {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(started + args.every) => {}
-                _ = shutdown.wait() => {
-                    tracing::info!("stopping");
-                    break;
-                }
-            }
+    let summary = |r: &crate::ledger::snapshot::Report| {
+        if !quiet {
+            render::snapshot_summary(r)?;
         }
-        anyhow::Ok(())
-    })??;
+        Ok(())
+    };
+    ctx.block_on(watch::run(ctx, &opts, summary))??;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs each loss and hands the report to `--on-loss`. A failing hook is logged, never fatal.
-fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>) {
-    if losses.is_empty() {
-        return;
-    }
-    for l in losses {
-        let fields: Vec<&str> = l.fields.iter().map(|f| f.field.as_str()).collect();
-        tracing::warn!(
-            cid = %l.cid,
-            by = %l.attribution.kind,
-            snapshot = l.first_lacking.snapshot,
-            "lost {}",
-            fields.join(", ")
-        );
-    }
-    let Some(cmd) = on_loss else { return };
-    let json = match serde_json::to_vec(&LossReport { losses, count: losses.len() }) {
-        Ok(j) => j,
-        Err(e) => return tracing::error!("cannot render the loss report: {e}"),
-    };
-    let run = || -> std::io::Result<std::process::ExitStatus> {
-        let mut child =
-            std::process::Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).spawn()?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        // A hook that does not read its stdin is not an error.
-        let _ = stdin.write_all(&json);
-        drop(stdin);
-        child.wait()
-    };
-    match run() {
-        Ok(s) if s.success() => {}
-        Ok(s) => tracing::error!("--on-loss command exited with {s}"),
-        Err(e) => tracing::error!("cannot run the --on-loss command: {e}"),
-    }
 }

@@ -1,8 +1,9 @@
-//! Field-by-field comparison of two stored versions of a pin (pure).
+//! What differs between two snapshots, pin by pin, and field by field between two stored versions
+//! of a pin.
 
 use serde::Serialize;
 
-use crate::store::snapshots::PinRow;
+use crate::store::snapshots::{self as db, PinRow};
 
 /// One field that differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +36,49 @@ pub fn changed_fields(a: &PinRow, b: &PinRow) -> Vec<FieldChange> {
         .filter(|(_, x, y)| x != y)
         .map(|(field, before, after)| FieldChange { field, before, after })
         .collect()
+}
+
+/// One pin that differs between two snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub cid: String,
+    /// `new`, `vanished` or `changed`.
+    pub change: &'static str,
+    pub fields: Vec<FieldChange>,
+}
+
+/// What differs between two stored snapshots (of any peers), sorted by change and CID.
+#[derive(Debug, Clone)]
+pub struct Diff {
+    pub a: db::SnapshotRow,
+    pub b: db::SnapshotRow,
+    pub pins: Vec<Entry>,
+}
+
+/// Compares snapshot `a` with snapshot `b`.
+pub fn between(conn: &rusqlite::Connection, a: i64, b: i64) -> anyhow::Result<Diff> {
+    let get = |id: i64| -> anyhow::Result<db::SnapshotRow> {
+        match db::get(conn, id)? {
+            Some(s) => Ok(s),
+            None => anyhow::bail!("there is no snapshot {id}; `ledger snapshots` lists them"),
+        }
+    };
+    let (a, b) = (get(a)?, get(b)?);
+    let mut entries = Vec::new();
+    for d in db::differing(conn, &a, &b)? {
+        let ra = d.a.map(|v| db::version(conn, d.cid_id, &v)).transpose()?;
+        let rb = d.b.map(|v| db::version(conn, d.cid_id, &v)).transpose()?;
+        entries.push(match (ra, rb) {
+            (None, Some(r)) => Entry { cid: r.cid, change: "new", fields: vec![] },
+            (Some(r), None) => Entry { cid: r.cid, change: "vanished", fields: vec![] },
+            (Some(x), Some(y)) => {
+                Entry { cid: y.cid.clone(), change: "changed", fields: changed_fields(&x, &y) }
+            }
+            (None, None) => continue,
+        });
+    }
+    entries.sort_by(|x, y| (x.change, &x.cid).cmp(&(y.change, &y.cid)));
+    Ok(Diff { a, b, pins: entries })
 }
 
 #[cfg(test)]

@@ -9,3 +9,4 @@ pub mod restore;
 pub mod run;
 pub mod snapshot;
 pub mod tag;
+pub mod watch;

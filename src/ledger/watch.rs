@@ -1,0 +1,124 @@
+//! Snapshots on a schedule (`ledger watch`): every round snapshots each peer, looks for losses
+//! first seen in the new snapshots, logs each and hands them to the `--on-loss` hook. A peer that
+//! cannot be read is logged and tried again next round. SIGTERM or SIGINT: the snapshot in progress is
+//! finished and stored, then the watch ends.
+
+use std::io::Write as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::cluster::Client;
+use crate::context::Context;
+use crate::ledger::lost::LossReport;
+use crate::ledger::snapshot;
+use crate::store::incident::{self, LostFilter};
+
+/// How a watch runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub peers: Vec<url::Url>,
+    pub every: Duration,
+    /// Run this (through `sh -c`) with the new losses' report on stdin.
+    pub on_loss: Option<String>,
+    /// Stop after this many rounds (`None`: until a signal).
+    pub rounds: Option<u64>,
+}
+
+/// Watches until the rounds are done or a signal arrives. `each` gets every complete snapshot.
+pub async fn run(
+    ctx: &Context,
+    opts: &Options,
+    mut each: impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let clients = ctx.clients(&opts.peers)?;
+    let mut shutdown = crate::app::Shutdown::new()?;
+    tracing::info!(
+        peers = clients.len(),
+        every = %crate::ids::format_duration(opts.every),
+        "watching {}",
+        ctx.db_path().display()
+    );
+    let mut round = 0u64;
+    loop {
+        let started = tokio::time::Instant::now();
+        round += 1;
+        let taken = snapshot_round(ctx, &clients, &mut each).await?;
+        if !taken.is_empty() {
+            let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
+            let losses = incident::lost(&ctx.store()?.conn, &filter)?;
+            report_losses(&losses, opts.on_loss.as_deref());
+        }
+        if opts.rounds.is_some_and(|n| round >= n) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + opts.every) => {}
+            _ = shutdown.wait() => {
+                tracing::info!("stopping");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One snapshot of each peer; the ids of the complete ones. A peer that cannot be read is logged.
+async fn snapshot_round(
+    ctx: &Context,
+    clients: &[Client],
+    each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<i64>> {
+    let (store, cluster) = (ctx.store()?, ctx.cluster_name()?);
+    let mut taken = Vec::new();
+    for c in clients {
+        match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
+            Ok(r) if r.complete => {
+                each(&r)?;
+                taken.push(r.id);
+            }
+            Ok(r) => tracing::warn!(
+                snapshot = r.id,
+                "snapshot of {} is incomplete ({}); it is not evidence of anything",
+                c.base(),
+                r.error.as_deref().unwrap_or("unknown error")
+            ),
+            Err(e) => tracing::warn!("cannot snapshot {}: {e:#}", c.base()),
+        }
+    }
+    Ok(taken)
+}
+
+/// Logs each loss and hands the report to `--on-loss`. A failing hook is logged, never fatal.
+fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>) {
+    if losses.is_empty() {
+        return;
+    }
+    for l in losses {
+        let fields: Vec<&str> = l.fields.iter().map(|f| f.field.as_str()).collect();
+        tracing::warn!(
+            cid = %l.cid,
+            by = %l.attribution.kind,
+            snapshot = l.first_lacking.snapshot,
+            "lost {}",
+            fields.join(", ")
+        );
+    }
+    let Some(cmd) = on_loss else { return };
+    let json = match serde_json::to_vec(&LossReport { losses, count: losses.len() }) {
+        Ok(j) => j,
+        Err(e) => return tracing::error!("cannot render the loss report: {e}"),
+    };
+    let run = || -> std::io::Result<std::process::ExitStatus> {
+        let mut child =
+            std::process::Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).spawn()?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // A hook that does not read its stdin is not an error.
+        let _ = stdin.write_all(&json);
+        drop(stdin);
+        child.wait()
+    };
+    match run() {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::error!("--on-loss command exited with {s}"),
+        Err(e) => tracing::error!("cannot run the --on-loss command: {e}"),
+    }
+}
