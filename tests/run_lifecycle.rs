@@ -1,0 +1,495 @@
+//! The life of a writing run (issue 11, point 2): `ledger tag`, `restore` and `repin`, each stopped
+//! at a chosen point — by SIGTERM or SIGINT, by an error, by the cluster going away — and the state
+//! each leaves in `runs` and `repins`. A signal ends the command with exit 2 and the run
+//! `interrupted` (finished, not left `running`); a re-pin it left `pending` is settled by the next
+//! run, which reads the pin; an error records `failed`; a re-pin that fails is `failed` for `ledger
+//! repin` and `attention` for a restore.
+//!
+//! The chosen point is held open long enough to act on: a tag run by its `--settle`, a re-pin by the
+//! simulator's latency fault, which delays every request by the latency in force when the request
+//! arrives. The tests wait for the point on the ledger's database (read-only), never with a fixed
+//! sleep, and kill every process they start (the simulator and the ledger are killed when dropped).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// How long any awaited condition may take on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The metadata every test sets.
+const ORG: &str = "lifecycle";
+
+/// A simulator and a ledger database (`ledger.db`) in a temporary directory. The simulator is
+/// killed when this is dropped (see [`Sim`]), whatever the test's outcome.
+struct Case {
+    sim: Sim,
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn start(args: &[&str]) -> Case {
+        Case { sim: Sim::start(args), dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("ledger.db")
+    }
+
+    fn urls(&self) -> String {
+        self.sim.all_urls()
+    }
+
+    /// `ledger --db ledger.db --cluster <every peer> ARGS`, to its end.
+    fn run(&self, args: &[&str]) -> Out {
+        let o = ledger()
+            .current_dir(self.dir.path())
+            .args(["--db", "ledger.db", "--cluster", &self.urls()])
+            .args(args)
+            .timeout(PATIENCE)
+            .output()
+            .expect("run ledger");
+        Out::from(o)
+    }
+
+    /// The same, started as a child process (stdout discarded, stderr to a file).
+    fn spawn(&self, args: &[&str]) -> Ledger {
+        let stderr = self.dir.path().join(format!("stderr-{}.txt", args[0]));
+        let mut cmd = Command::new(bin());
+        cmd.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("TZ", "UTC")
+            .current_dir(self.dir.path())
+            .args(["--db", "ledger.db", "--cluster", &self.urls()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        Ledger { child: cmd.spawn().expect("spawn ledger"), stderr }
+    }
+
+    fn sql(&self, q: &str) -> Vec<Vec<String>> {
+        sql_rows(&self.db(), q)
+    }
+
+    /// `count(*)` of `q` while a ledger process may be writing (0 until the database exists).
+    fn count(&self, q: &str) -> i64 {
+        count_while_written(&self.db(), q)
+    }
+
+    /// Every run: id, kind, state, and whether `finished_at` is set.
+    fn runs(&self) -> Vec<Vec<String>> {
+        self.sql(
+            "SELECT id, kind, state, CASE WHEN finished_at IS NULL THEN 'unfinished' ELSE 'finished' END
+             FROM runs ORDER BY id",
+        )
+    }
+
+    /// Fails unless no run is left `running`.
+    fn assert_none_running(&self, what: &str) {
+        let running = self.sql("SELECT id, kind FROM runs WHERE state = 'running'");
+        assert!(running.is_empty(), "{what}: runs left running: {running:?}");
+    }
+
+    /// Replaces the simulator's faults.
+    fn faults(&self, json: &str) {
+        self.sim.control("POST", "/_sim/faults", json);
+    }
+
+    fn clear_faults(&self) {
+        self.sim.control("DELETE", "/_sim/faults", "");
+    }
+
+    /// The writes the simulated cluster has committed (a re-pin counts once it is applied).
+    fn writes(&self) -> u64 {
+        self.sim.state()["writes"].as_u64().expect("writes in /_sim/state")
+    }
+
+    /// Peer0's pin set, sorted by CID.
+    fn pins(&self) -> Vec<Value> {
+        sorted_pinset(self.sim.url(0), &[])
+    }
+
+    /// `GET /allocations/{cid}` on peer0 (no latency may be in force).
+    fn pin(&self, cid: &str) -> Value {
+        let r = raw(self.sim.url(0), "GET", &format!("/allocations/{cid}"), &[], b"");
+        assert_eq!(r.status, 200, "GET /allocations/{cid}: {}", r.text());
+        r.json()
+    }
+
+    /// Stops the simulator process (SIGKILL): every peer goes away at once.
+    fn stop_sim(&mut self) {
+        self.sim.child.kill().expect("kill the simulator");
+        self.sim.child.wait().expect("reap the simulator");
+    }
+}
+
+/// A `ledger` child process, killed and reaped when dropped if it is still running.
+struct Ledger {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Ledger {
+    /// Sends `sig` (`TERM`, `INT`) with kill(1).
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{sig} {}", self.child.id());
+    }
+
+    /// Fails if the process has ended: the chosen point must be reached with the run still going.
+    fn assert_alive(&mut self, at: &str) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("ledger ended ({st}) before {at}: {}", self.stderr_text());
+        }
+    }
+
+    /// Waits (at most `within`) for the process to end: its exit code (`None` if a signal killed
+    /// it) and its stderr.
+    fn wait(&mut self, within: Duration) -> Out {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Out {
+                    code: st.code().unwrap_or(-1),
+                    stdout: String::new(),
+                    stderr: self.stderr_text(),
+                };
+            }
+            assert!(
+                start.elapsed() < within,
+                "ledger did not end within {within:?}: {}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a command stopped by a signal must show: exit 2 and a message saying so.
+fn assert_signalled(out: &Out, what: &str) {
+    assert_eq!(out.code, 2, "{what}: exit code: {out:?}");
+    assert!(out.stderr.contains("interrupted by a signal"), "{what}: stderr: {out:?}");
+}
+
+/// What a command that failed with an error must show: exit 2, and not the signal's message.
+fn assert_errored(out: &Out, what: &str) {
+    assert_eq!(out.code, 2, "{what}: exit code: {out:?}");
+    assert!(out.stderr.contains("ledger: error:"), "{what}: stderr: {out:?}");
+    assert!(!out.stderr.contains("interrupted"), "{what}: stderr: {out:?}");
+}
+
+fn run_row(id: i64, kind: &str, state: &str) -> Vec<String> {
+    vec![id.to_string(), kind.to_string(), state.to_string(), "finished".to_string()]
+}
+
+/// Faults that hold every request `ms` milliseconds and answer every re-pin 500: a POST in flight
+/// never applies, whenever the ledger stops waiting for it.
+fn held(ms: u64) -> String {
+    format!(r#"{{"latency_ms":{ms},"errors":[{{"endpoint":"pin","status":500}}]}}"#)
+}
+
+/// The CID of a pin as the cluster serves it.
+fn cid(p: &Value) -> String {
+    p["cid"].as_str().unwrap().to_string()
+}
+
+// ------------------------------------------------------------------------------------------------
+// tag
+
+/// SIGTERM and SIGINT while a tag run settles its first pass (`--settle 30s`): exit 2 at once, the
+/// run `interrupted` and finished, nothing pending. The next run finds every target tagged and
+/// records `done`, and leaves the interrupted run as it was recorded.
+#[test]
+fn tag_stopped_by_a_signal_while_settling_is_interrupted() {
+    for sig in ["TERM", "INT"] {
+        let c = Case::start(&["--peers", "2", "--pins", "6", "--seed", "11", "--lag", "0"]);
+        let started = Instant::now();
+        let mut tag = c.spawn(&["tag", "--org", ORG, "--settle", "30s", "--probe-every", "1s"]);
+        wait_until(PATIENCE, "the first pass recorded while the run is running", || {
+            c.count(
+                "SELECT count(*) FROM passes p JOIN runs r ON r.id = p.run_id
+                 WHERE r.state = 'running' AND p.pass = 1",
+            ) == 1
+        });
+        tag.assert_alive("the signal");
+        tag.signal(sig);
+        let out = tag.wait(Duration::from_secs(15));
+        assert_signalled(&out, &format!("tag, SIG{sig}"));
+        assert!(started.elapsed() < Duration::from_secs(30), "SIG{sig}: the settle was not cut");
+        assert_eq!(c.runs(), [run_row(1, "tag", "interrupted")], "SIG{sig}");
+        assert!(c.count("SELECT count(*) FROM repins") > 0, "SIG{sig}: the pass re-pinned nothing");
+        assert_eq!(
+            c.sql("SELECT count(*) FROM repins WHERE status <> 'sent'"),
+            [["0"]],
+            "SIG{sig}: every re-pin of the pass was answered"
+        );
+        // No verification of pass 1 began: the run stopped inside its settle.
+        assert_eq!(c.sql("SELECT count(*) FROM snapshots WHERE run_id = 1 AND pass = 1"), [["0"]]);
+        let finished_at = c.sql("SELECT finished_at FROM runs WHERE id = 1");
+
+        let out = c.run(&["tag", "--org", ORG, "--settle", "100ms", "--json"]);
+        assert_eq!(out.code, 0, "SIG{sig}: the next run: {out:?}");
+        assert_eq!(out.json()["converged"], true, "{out:?}");
+        assert_eq!(
+            c.runs(),
+            [run_row(1, "tag", "interrupted"), run_row(2, "tag", "done")],
+            "SIG{sig}"
+        );
+        assert_eq!(
+            c.sql("SELECT finished_at FROM runs WHERE id = 1"),
+            finished_at,
+            "SIG{sig}: the interrupted run was recorded again by the next one"
+        );
+        c.assert_none_running(&format!("tag, SIG{sig}"));
+    }
+}
+
+/// The plan's snapshot of the write peer is cut short (a stream cut): the run cannot plan, and
+/// records `failed`.
+#[test]
+fn tag_whose_plan_snapshot_is_incomplete_fails() {
+    let c = Case::start(&["--peers", "1", "--pins", "10", "--seed", "12", "--lag", "0"]);
+    c.faults(r#"{"stream_cut":{"after":3,"mode":"trailer","count":1}}"#);
+    let out = c.run(&["tag", "--org", ORG, "--settle", "100ms"]);
+    assert_errored(&out, "tag");
+    assert!(out.stderr.contains("cannot plan"), "{out:?}");
+    assert_eq!(c.runs(), [run_row(1, "tag", "failed")]);
+    assert_eq!(
+        c.sql("SELECT count(*) FROM repins"),
+        [["0"]],
+        "nothing is re-pinned without a plan"
+    );
+    c.assert_none_running("tag");
+}
+
+/// The simulator process stops while a tag run settles: verifying the pass fails, and the run
+/// records `failed` (not `interrupted`: no signal stopped it).
+#[test]
+fn tag_whose_cluster_goes_away_while_settling_fails() {
+    let mut c = Case::start(&["--peers", "1", "--pins", "6", "--seed", "13", "--lag", "0"]);
+    let mut tag = c.spawn(&["tag", "--org", ORG, "--settle", "2s", "--probe-every", "0s"]);
+    wait_until(PATIENCE, "the first pass recorded", || {
+        c.count("SELECT count(*) FROM passes WHERE pass = 1") == 1
+    });
+    c.stop_sim();
+    tag.assert_alive("the verification");
+    let out = tag.wait(PATIENCE);
+    assert_errored(&out, "tag");
+    assert_eq!(c.runs(), [run_row(1, "tag", "failed")], "{out:?}");
+    c.assert_none_running("tag");
+}
+
+// ------------------------------------------------------------------------------------------------
+// repin
+
+/// SIGTERM while the POST of `ledger repin` is in flight (held by latency; the simulator would
+/// answer it 500, so it never applies, whenever the signal lands): exit 2, the run `interrupted` and
+/// finished, the re-pin left `pending`. The next run reconciles it by reading the pin
+/// (`not-applied`), then re-pins and records `done`.
+#[test]
+fn repin_stopped_by_sigterm_mid_request_is_interrupted_and_reconciled() {
+    let c = Case::start(&["--peers", "1", "--pins", "3", "--seed", "21", "--lag", "0"]);
+    let target = cid(&c.pins()[0]);
+    let meta = format!("org={ORG}");
+    let writes = c.writes();
+    // Each request is held 1 s (/id, the pin read before the POST), and the POST answered 500.
+    c.faults(&held(1000));
+    let mut repin = c.spawn(&["repin", &target, "--meta", &meta]);
+    wait_until(PATIENCE, "the re-pin's intent recorded", || {
+        c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 1
+    });
+    // From here on every request is held far longer than the signal takes to arrive.
+    c.faults(&held(10_000));
+    repin.assert_alive("the signal");
+    repin.signal("TERM");
+    let out = repin.wait(Duration::from_secs(15));
+    assert_signalled(&out, "repin");
+    assert_eq!(c.runs(), [run_row(1, "repin", "interrupted")]);
+    assert_eq!(c.sql("SELECT id, status, outcome FROM repins"), [["1", "pending", "NULL"]]);
+
+    c.clear_faults();
+    assert_eq!(c.writes(), writes, "the interrupted re-pin was applied");
+    let out = c.run(&["repin", &target, "--meta", &meta]);
+    assert_eq!(out.code, 0, "the next run: {out:?}");
+    assert_eq!(c.runs(), [run_row(1, "repin", "interrupted"), run_row(2, "repin", "done")]);
+    let rows = c.sql(
+        "SELECT id, run_id, status, outcome, coalesce(error LIKE '%reconciled%', 0) FROM repins",
+    );
+    assert_eq!(
+        rows,
+        [["1", "1", "failed", "not-applied", "1"], ["2", "2", "sent", "applied", "0"]],
+        "the pending re-pin reconciled by the next run, which then re-pins"
+    );
+    assert_eq!(c.pin(&target)["metadata"]["org"], ORG);
+    c.assert_none_running("repin");
+}
+
+/// The simulator process stops while the POST of `ledger repin` is held: the re-pin fails (no
+/// answer, the pin unreadable after it), and the run records `failed`; exit 2.
+#[test]
+fn repin_whose_cluster_goes_away_mid_request_fails() {
+    let mut c = Case::start(&["--peers", "1", "--pins", "3", "--seed", "22", "--lag", "0"]);
+    let target = cid(&c.pins()[0]);
+    c.faults(r#"{"latency_ms":1000}"#);
+    let mut repin = c.spawn(&["repin", &target, "--meta", &format!("org={ORG}")]);
+    wait_until(PATIENCE, "the re-pin's intent recorded", || {
+        c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 1
+    });
+    // The POST and the read after it are held; the simulator goes away under them.
+    c.faults(r#"{"latency_ms":10000}"#);
+    c.stop_sim();
+    repin.assert_alive("the answer");
+    let out = repin.wait(PATIENCE);
+    assert_errored(&out, "repin");
+    assert!(out.stderr.contains(&format!("the re-pin of {target} was failed")), "{out:?}");
+    assert_eq!(c.runs(), [run_row(1, "repin", "failed")]);
+    assert_eq!(
+        c.sql("SELECT status, outcome, http_status FROM repins"),
+        [["failed", "failed", "NULL"]]
+    );
+    c.assert_none_running("repin");
+}
+
+/// The cluster answers the POST of `ledger repin` with a 500: the run records `failed`, the re-pin
+/// `failed` with the status; exit 2. A clean run after it records `done`.
+#[test]
+fn repin_answered_500_fails_and_a_clean_one_is_done() {
+    let c = Case::start(&["--peers", "1", "--pins", "3", "--seed", "23", "--lag", "0"]);
+    let target = cid(&c.pins()[0]);
+    let meta = format!("org={ORG}");
+    c.faults(r#"{"errors":[{"endpoint":"pin","status":500,"count":1}]}"#);
+    let out = c.run(&["repin", &target, "--meta", &meta]);
+    assert_errored(&out, "repin");
+    assert_eq!(c.runs(), [run_row(1, "repin", "failed")]);
+    assert_eq!(
+        c.sql("SELECT status, outcome, http_status FROM repins"),
+        [["failed", "failed", "500"]]
+    );
+
+    let out = c.run(&["repin", &target, "--meta", &meta]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.runs(), [run_row(1, "repin", "failed"), run_row(2, "repin", "done")]);
+    assert_eq!(c.sql("SELECT status, outcome FROM repins WHERE run_id = 2"), [["sent", "applied"]]);
+    c.assert_none_running("repin");
+}
+
+// ------------------------------------------------------------------------------------------------
+// restore
+
+/// A one-peer simulator of `pins` pins whose ledger holds a complete snapshot (1), then a second
+/// (2) after the first `lose` pins were re-pinned bare, losing their names: `restore --from 1`
+/// re-pins those. Returns their CIDs.
+fn restore_case(seed: &str, pins: usize, lose: usize) -> (Case, Vec<String>) {
+    let c =
+        Case::start(&["--peers", "1", "--pins", &pins.to_string(), "--seed", seed, "--lag", "0"]);
+    assert_eq!(c.run(&["snapshot"]).code, 0, "the first snapshot");
+    let lost: Vec<String> = c
+        .pins()
+        .iter()
+        .filter(|p| p["name"] != "" && p["expire_at"] == ZERO_TIME)
+        .take(lose)
+        .map(cid)
+        .collect();
+    assert_eq!(lost.len(), lose, "pins with a name to lose: {:?}", c.pins());
+    for p in &lost {
+        let r = raw(c.sim.url(0), "POST", &format!("/pins/{p}"), &[], b"");
+        assert_eq!(r.status, 200, "a bare re-pin of {p}: {}", r.text());
+        assert_eq!(c.pin(p)["name"], "", "the bare re-pin wiped the name of {p}");
+    }
+    assert_eq!(c.run(&["snapshot"]).code, 0, "the second snapshot");
+    (c, lost)
+}
+
+/// SIGINT while a restore's two POSTs are in flight (held by latency, and answered 500 should they
+/// arrive: never applied): exit 2, the run `interrupted` and finished, both re-pins left `pending`.
+/// The next restore reconciles both (`not-applied`), restores both and records `done`.
+#[test]
+fn restore_stopped_by_sigint_mid_request_is_interrupted_and_reconciled() {
+    let (c, lost) = restore_case("31", 6, 2);
+    let writes = c.writes();
+    c.faults(&held(1000));
+    let mut restore = c.spawn(&["restore", "--from", "1"]);
+    wait_until(PATIENCE, "both re-pins' intents recorded", || {
+        c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 2
+    });
+    c.faults(&held(10_000));
+    restore.assert_alive("the signal");
+    restore.signal("INT");
+    let out = restore.wait(Duration::from_secs(15));
+    assert_signalled(&out, "restore");
+    assert_eq!(c.runs(), [run_row(1, "restore", "interrupted")]);
+    assert_eq!(c.count("SELECT count(*) FROM repins WHERE status = 'pending'"), 2);
+
+    c.clear_faults();
+    assert_eq!(c.writes(), writes, "an interrupted re-pin was applied");
+    let out = c.run(&["restore", "--from", "1", "--json"]);
+    assert_eq!(out.code, 0, "the next restore: {out:?}");
+    let mut restored: Vec<String> = serde_json::from_value(out.json()["restored"].clone()).unwrap();
+    restored.sort();
+    let mut want = lost.clone();
+    want.sort();
+    assert_eq!(restored, want, "{out:?}");
+    assert_eq!(c.runs(), [run_row(1, "restore", "interrupted"), run_row(2, "restore", "done")]);
+    let rows =
+        c.sql("SELECT run_id, status, outcome, coalesce(error LIKE '%reconciled%', 0) FROM repins ORDER BY id");
+    assert_eq!(
+        rows,
+        [
+            ["1", "failed", "not-applied", "1"],
+            ["1", "failed", "not-applied", "1"],
+            ["2", "sent", "applied", "0"],
+            ["2", "sent", "applied", "0"]
+        ],
+        "both pending re-pins reconciled, then restored by the next run"
+    );
+    c.assert_none_running("restore");
+}
+
+/// One of a restore's two POSTs is answered 500: that re-pin is `failed`, the other applied, and
+/// the run records `attention` (exit 1) with the failure in its report. A clean restore after it
+/// records `done`.
+#[test]
+fn restore_with_a_failed_repin_needs_attention_and_a_clean_one_is_done() {
+    let (c, lost) = restore_case("32", 6, 2);
+    c.faults(r#"{"errors":[{"endpoint":"pin","status":500,"count":1}]}"#);
+    let out = c.run(&["restore", "--from", "1", "--json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["failed"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(report["restored"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(c.runs(), [run_row(1, "restore", "attention")]);
+    let rows = c.sql("SELECT status, outcome, http_status FROM repins ORDER BY status");
+    assert_eq!(rows, [["failed", "failed", "500"], ["sent", "applied", "200"]]);
+    c.assert_none_running("restore");
+
+    // Once a snapshot has seen the restored pin, the same restore puts back the failed one.
+    assert_eq!(c.run(&["snapshot"]).code, 0);
+    let out = c.run(&["restore", "--from", "1", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let failed = &report["failed"][0]["cid"];
+    assert_eq!(out.json()["restored"], serde_json::json!([failed]), "{out:?}");
+    assert!(lost.iter().any(|p| p == failed));
+    assert_eq!(c.runs(), [run_row(1, "restore", "attention"), run_row(2, "restore", "done")]);
+    c.assert_none_running("restore");
+}
