@@ -93,10 +93,18 @@ impl Default for Pace {
 type Limiter = governor::DefaultDirectRateLimiter;
 
 impl Pace {
-    /// At most one request per `1/rate` seconds, no burst (`None`: no limit).
+    /// One request per `1/rate` seconds (`None`: no limit, also for a period under a nanosecond). A limiter that allows no burst at all
+    /// loses every wake-up's lateness for good (the timer wakes up to a millisecond late, which at 500
+    /// re-pins/s is half a period): it allows as many requests as 4 ms hold, so a late wake-up is made
+    /// up and the long-run rate is the one asked for.
     fn limiter(&self) -> Option<Limiter> {
         let rate = self.rate.filter(|r| r.is_finite() && *r > 0.0)?;
-        let quota = governor::Quota::with_period(std::time::Duration::from_secs_f64(1.0 / rate))?;
+        // A rate too small for a `Duration` waits as long as one can hold in practice (136 years).
+        let period = std::time::Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(std::time::Duration::from_secs(u32::MAX.into()));
+        let burst = (rate * 0.004).ceil().clamp(1.0, 1_000.0) as u32;
+        let quota = governor::Quota::with_period(period)?
+            .allow_burst(std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN));
         Some(governor::RateLimiter::direct(quota))
     }
 }
@@ -431,4 +439,35 @@ pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<RepinOutcom
         _ => RunState::Failed,
     })?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_positive_rate_gets_a_limiter_and_none_panics() {
+        for rate in [1e-30, 1e-3, 0.5, 1.0, 500.0, 1e6] {
+            let pace = Pace { concurrency: 16, rate: Some(rate) };
+            let l = pace.limiter().unwrap_or_else(|| panic!("no limiter for {rate}"));
+            // The first request may always go.
+            assert!(l.check().is_ok(), "{rate}");
+        }
+        // No limit: none asked, nonsense, or faster than a period of a nanosecond.
+        for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN), Some(f64::INFINITY), Some(1e30)] {
+            assert!(Pace { concurrency: 16, rate }.limiter().is_none(), "{rate:?}");
+        }
+    }
+
+    #[test]
+    fn the_burst_holds_four_milliseconds_of_requests() {
+        let burst = |rate: f64| {
+            let l = Pace { concurrency: 16, rate: Some(rate) }.limiter().unwrap();
+            (0..10_000).take_while(|_| l.check().is_ok()).count()
+        };
+        assert_eq!(burst(1.0), 1);
+        assert_eq!(burst(250.0), 1);
+        assert_eq!(burst(500.0), 2);
+        assert_eq!(burst(1000.0), 4);
+    }
 }
