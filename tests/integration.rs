@@ -21,5 +21,6 @@ mod sim_faults;
 mod sim_process;
 mod sim_seed;
 mod snapshot;
+mod soak;
 mod tag;
 mod thirdparty;
