@@ -7,6 +7,7 @@ mod demo;
 mod differential;
 mod export;
 mod field_report;
+mod identity;
 mod layout;
 mod lost;
 mod realcluster;
