@@ -13,7 +13,7 @@ use crate::render;
 
 #[derive(Debug, Args)]
 pub struct ConvergenceArgs {
-    /// The run (default: the latest tag run).
+    /// The run (default: the latest tag run that was not a dry run).
     pub run: Option<i64>,
     /// JSON instead of a table.
     #[arg(long)]

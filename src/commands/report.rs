@@ -13,7 +13,7 @@ use crate::{render, report};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The tag run (default: the latest tag run).
+    /// The tag run (default: the latest that was not a dry run).
     pub run: Option<i64>,
     /// Write report.html, convergence.svg and the CSV files (convergence, passes, stragglers,
     /// conflicts, owners) into this directory; created if missing, files in it replaced.

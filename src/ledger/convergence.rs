@@ -18,18 +18,25 @@ pub struct Convergence {
     pub converged_after: BTreeMap<String, Option<f64>>,
 }
 
-/// The run `id` (default: the latest tag run) and how it converged.
+/// The run `id` (default: the latest tag run that was not a dry run) and how it converged.
 pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Convergence> {
     let id = match id {
         Some(id) => id,
         None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
             Some(id) => id,
-            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
+            None => bail!(
+                "the ledger has no tag run yet (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
+            ),
         },
     };
     let Some(run) = runs::get(conn, id)? else {
         bail!("there is no run {id}");
     };
+    if run.dry_run {
+        bail!(
+            "run {id} is a dry run: it sent nothing, so there is no convergence to show (`ledger convergence` alone shows the latest tag run that was not)"
+        );
+    }
     let passes = runs::passes(conn, id)?;
     let curve = runs::probes(conn, id)?;
     let peers: std::collections::BTreeSet<&str> = curve.iter().map(|p| p.peer.as_str()).collect();

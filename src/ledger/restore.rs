@@ -66,6 +66,26 @@ impl Tracked {
         }
     }
 
+    /// These values with `edit` made: what the pin holds once a restore has put them back.
+    fn with(&self, edit: &PinEdit) -> Tracked {
+        let mut t = self.clone();
+        t.metadata.extend(edit.set.clone());
+        for k in &edit.unset {
+            t.metadata.remove(k);
+        }
+        let o = &edit.overrides;
+        if let Some(n) = &o.name {
+            t.name = n.clone();
+        }
+        if let Some((min, max)) = o.replication {
+            t.replication = (min.into(), max.into());
+        }
+        if let Some(e) = &o.expire_at {
+            t.expire_at = e.clone();
+        }
+        t
+    }
+
     fn of_pin(p: &CanonicalPin) -> Tracked {
         Tracked {
             name: p.name.clone(),
@@ -179,8 +199,9 @@ pub struct Report {
 
 struct Plan {
     edits: HashMap<String, PinEdit>,
-    /// Per CID, the version the ledger last saw: the pin must still look like it when written.
-    expect: HashMap<String, Tracked>,
+    /// Per CID, the values the ledger last saw and the values once restored: the pin must show the
+    /// one (nothing happened since) or the other (a restore already put them back: nothing to do).
+    expect: HashMap<String, (Tracked, Tracked)>,
     restored: Vec<Restored>,
     conflicts: Vec<Skipped>,
     unpinned: Vec<String>,
@@ -250,7 +271,9 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
             });
             continue;
         }
-        p.expect.insert(had.cid.clone(), Tracked::of_row(&now));
+        let seen = Tracked::of_row(&now);
+        let restored = seen.with(&edit);
+        p.expect.insert(had.cid.clone(), (seen, restored));
         p.edits.insert(had.cid.clone(), edit);
         p.restored.push(Restored { cid: had.cid, fields });
     }
@@ -317,19 +340,22 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
 }
 
 /// The re-pins of a restore: each pin gets its own edit, and is left alone if it no longer looks
-/// as the ledger last saw it (unless forced).
+/// as the ledger last saw it (unless forced). A pin that already holds the values to put back (an
+/// earlier restore, or one stopped midway, put them back) is done: its re-pin would change nothing,
+/// so none is sent.
 async fn put_back(
     ctx: &Context,
     client: &Client,
     run: i64,
     opts: &Options,
     plan: &[Restored],
-    (edits, expect): (HashMap<String, PinEdit>, HashMap<String, Tracked>),
+    (edits, expect): (HashMap<String, PinEdit>, HashMap<String, (Tracked, Tracked)>),
 ) -> anyhow::Result<Vec<repin::RepinOutcome>> {
     let force = opts.force;
     let guard = move |pin: &CanonicalPin| -> Option<String> {
-        let want = expect.get(&pin.cid)?;
-        (!force && Tracked::of_pin(pin) != *want).then(|| {
+        let (seen, restored) = expect.get(&pin.cid)?;
+        let now = Tracked::of_pin(pin);
+        (!force && now != *seen && now != *restored).then(|| {
             "changed since the latest snapshot: a value set since then would be overwritten (--force restores anyway)".to_string()
         })
     };

@@ -154,6 +154,17 @@ fn ownership_guard(opts: &Options) -> impl Fn(&CanonicalPin) -> Option<String> +
     }
 }
 
+/// The peer's ID as its `/id` says, or `None` when it cannot be asked now.
+async fn peer_id(client: &Client) -> Option<String> {
+    match client.id().await {
+        Ok(me) => Some(me.id),
+        Err(e) => {
+            tracing::debug!("cannot ask {} for its ID: {e}", client.base());
+            None
+        }
+    }
+}
+
 /// Counts the targets each peer shows tagged now, by reading its pin set (a probe).
 async fn probe(
     client: &Client,
@@ -279,8 +290,9 @@ struct Migration<'a> {
     to_tag: Vec<String>,
     /// Pins that cannot be tagged (a conflict or a refusal): not retried, not waited for.
     gave_up: HashSet<String>,
-    /// Each peer's ID, asked once, for the samples taken while a pass settles.
-    peer_ids: Vec<String>,
+    /// Each peer's ID, for the samples taken while a pass settles: asked once, and again before a
+    /// sample while unknown (`None`: `/id` failed); a peer's samples are keyed by its ID only.
+    peer_ids: Vec<Option<String>>,
     set: BTreeMap<String, String>,
 }
 
@@ -295,7 +307,11 @@ impl<'a> Migration<'a> {
     ) -> anyhow::Result<Migration<'a>> {
         let mut peer_ids = Vec::with_capacity(clients.len());
         for c in clients {
-            peer_ids.push(c.id().await.map(|i| i.id).unwrap_or_else(|_| c.base().to_string()));
+            let id = peer_id(c).await;
+            if id.is_none() {
+                tracing::warn!("{} did not say its ID: no sample of it until it does", c.base());
+            }
+            peer_ids.push(id);
         }
         Ok(Migration {
             ctx,
@@ -373,13 +389,18 @@ impl<'a> Migration<'a> {
 
     /// Step 2: waits `--settle`, sampling every peer every `--probe-every` meanwhile (the
     /// time-resolved convergence curve).
-    async fn settle(&self, pass: u32) -> anyhow::Result<()> {
+    async fn settle(&mut self, pass: u32) -> anyhow::Result<()> {
         let wanted = self.wanted();
         let every = self.opts.probe_every;
         let settle_end = tokio::time::Instant::now() + self.opts.settle;
         while !every.is_zero() && tokio::time::Instant::now() + every < settle_end {
             tokio::time::sleep(every).await;
-            for (client, peer) in self.clients.iter().zip(&self.peer_ids) {
+            for (i, client) in self.clients.iter().enumerate() {
+                if self.peer_ids[i].is_none() {
+                    self.peer_ids[i] = peer_id(client).await;
+                }
+                // Whose pin set it is, unknown until the peer says: no sample until then.
+                let Some(peer) = &self.peer_ids[i] else { continue };
                 let Ok((n, _)) = probe(client, &wanted, &self.opts.org).await else { continue };
                 self.add_probe(pass, peer, n, wanted.len())?;
             }
@@ -418,6 +439,7 @@ impl<'a> Migration<'a> {
                     continue;
                 }
             };
+            self.peer_ids[i] = Some(s.peer.clone());
             self.add_probe(pass, &s.peer, n, wanted.len())?;
             pr.tagged.insert(s.peer.clone(), n);
             let mut missing: Vec<String> = wanted.difference(&tagged).cloned().collect();

@@ -39,13 +39,15 @@ pub struct Report {
     pub owners: Vec<PeerOwners>,
 }
 
-/// The run a report is about: the one asked for, or the latest tag run.
+/// The run a report is about: the one asked for, or the latest tag run that was not a dry run.
 pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow> {
     let id = match run {
         Some(id) => id,
         None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
             Some(id) => id,
-            None => bail!("the ledger has no tag run yet: run `ledger tag --org ORG` first"),
+            None => bail!(
+                "the ledger has no tag run yet (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
+            ),
         },
     };
     let Some(row) = runs::get(conn, id)? else {
@@ -53,6 +55,11 @@ pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow
     };
     if row.kind != crate::domain::RunKind::Tag {
         bail!("run {id} is a {} run; reports are made of tag runs", row.kind);
+    }
+    if row.dry_run {
+        bail!(
+            "run {id} is a dry run: it sent nothing, so there is no report to make (`ledger report` alone reports the latest tag run that was not)"
+        );
     }
     Ok(row)
 }
@@ -67,13 +74,14 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
     let org = run.org.clone().unwrap_or_default();
     let stragglers = q::stragglers(conn, id, &org)?;
     let conflicts = q::conflicts(conn, id)?;
-    let mut owners = incident::owners(conn)?;
-    owners.retain(|o| o.cluster == run.cluster);
     let plan = q::plan_counts(conn, id)?.into_iter().collect();
     let mut peers: Vec<String> = probes.iter().map(|p| p.peer.clone()).collect();
     peers.extend(verified.iter().map(|v| v.peer.clone()));
     peers.sort();
     peers.dedup();
+    // The run's cluster: its peers, by ID, and the series recorded under its name.
+    let mut owners = incident::owners(conn)?;
+    owners.retain(|o| o.cluster == run.cluster || peers.binary_search(&o.peer).is_ok());
     if let Some(w) = &write_peer
         && let Some(i) = peers.iter().position(|p| p == w)
     {

@@ -258,9 +258,10 @@ pub fn add_probe(
     Ok(())
 }
 
-/// The latest run of a kind, if any.
+/// The latest run of a kind that was not a dry run (a dry run records its plan and sends nothing),
+/// if any.
 pub fn latest(conn: &Connection, kind: RunKind) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT max(id) FROM runs WHERE kind = ?1", [kind], |r| r.get(0))
+    conn.query_row("SELECT max(id) FROM runs WHERE kind = ?1 AND dry_run = 0", [kind], |r| r.get(0))
 }
 
 /// A run's header.

@@ -8,8 +8,25 @@ use serde::Serialize;
 use crate::domain::SnapshotState;
 use crate::pin::CanonicalPin;
 
-/// Finds or creates the series of (cluster, peer).
+/// The series a snapshot of `peer` (its ID, from `/id`) goes into: the peer's own, whatever the
+/// cluster is called this time. A peer is who its ID says it is, so the cluster's name (a profile, or
+/// the first URL of `--cluster`) does not start a new history: the series of that peer that holds
+/// its latest complete snapshot goes on (a ledger written before this rule may hold several series
+/// of one peer, one per name it was given). A peer never seen gets a new series named `cluster`.
 pub fn series_id(conn: &Connection, cluster: &str, peer: &str) -> rusqlite::Result<i64> {
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT se.id FROM series se WHERE se.peer = ?2
+             ORDER BY (SELECT max(s.id) FROM snapshots s WHERE s.series_id = se.id AND s.state = 'complete') DESC NULLS LAST,
+                      se.cluster = ?1 DESC, se.id DESC
+             LIMIT 1",
+            params![cluster, peer],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
     conn.execute(
         "INSERT INTO series (cluster, peer) VALUES (?1, ?2) ON CONFLICT (cluster, peer) DO NOTHING",
         params![cluster, peer],
@@ -716,4 +733,41 @@ pub fn version(conn: &Connection, cid_id: i64, digest: &[u8]) -> rusqlite::Resul
         "SELECT {PIN_COLUMNS} FROM pin_versions v JOIN cids c ON c.id = v.cid_id WHERE v.cid_id = ?1 AND v.digest = ?2"
     );
     conn.prepare_cached(&sql)?.query_row(params![cid_id, digest], pin_row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete snapshot in `series`.
+    fn complete(conn: &Connection, series: i64) -> i64 {
+        let id = begin(conn, series, "http://127.0.0.1:1/", None, "2026-01-01T00:00:00Z").unwrap();
+        finish(conn, id, true, None, &Counts::default(), None).unwrap();
+        id
+    }
+
+    #[test]
+    fn a_peer_keeps_its_series_whatever_the_cluster_is_called() {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let conn = &store.conn;
+        let a = series_id(conn, "127.0.0.1:9094", "peerA").unwrap();
+        let b = series_id(conn, "127.0.0.1:9094", "peerB").unwrap();
+        assert_ne!(a, b, "two peers, two series");
+        // The same peers named by another URL, another order or a profile: the same series.
+        assert_eq!(series_id(conn, "127.0.0.1:9095", "peerA").unwrap(), a);
+        assert_eq!(series_id(conn, "localhost:9094", "peerB").unwrap(), b);
+        assert_eq!(series_id(conn, "lab", "peerA").unwrap(), a);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM series", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2, "no series was created for a new name");
+        // A ledger written before holds two series of peerA (one per name): the one with the
+        // latest complete snapshot goes on, whatever name is used now.
+        conn.execute("INSERT INTO series (cluster, peer) VALUES ('old-name', 'peerA')", [])
+            .unwrap();
+        let old = conn.last_insert_rowid();
+        complete(conn, a);
+        complete(conn, old);
+        assert_eq!(series_id(conn, "127.0.0.1:9094", "peerA").unwrap(), old);
+        complete(conn, a);
+        assert_eq!(series_id(conn, "old-name", "peerA").unwrap(), a);
+    }
 }
