@@ -34,7 +34,7 @@ pub struct LedgerArgs {
     pub config: Option<PathBuf>,
     /// Longest wait for the cluster: to connect, for a whole request, and between two reads of a
     /// stream (Go duration: 30s, 2m).
-    #[arg(long, global = true, default_value = "60s", value_parser = crate::ids::parse_go_duration, value_name = "DURATION")]
+    #[arg(long, global = true, default_value = "60s", value_parser = crate::cli::parse_positive_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: std::time::Duration,
 }
 

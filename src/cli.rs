@@ -40,15 +40,16 @@ pub struct Peers {
 impl Peers {
     /// The peers' URLs.
     pub fn urls(&self, ctx: &crate::context::Context) -> anyhow::Result<Vec<url::Url>> {
+        use anyhow::Context as _;
         Ok(if !self.peer.is_empty() {
             self.peer
                 .iter()
-                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u))
+                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u).context("--peer"))
                 .collect::<anyhow::Result<_>>()?
         } else if self.all_peers {
             ctx.target()?.peers.clone()
         } else {
-            ctx.target()?.peers[..1].to_vec()
+            ctx.target()?.peers.iter().take(1).cloned().collect()
         })
     }
 }
@@ -85,26 +86,84 @@ pub enum Command {
     #[command(subcommand)]
     Db(crate::commands::db::DbCommand),
     /// The built-in IPFS Cluster simulator (multi-peer, CRDT, real REST API).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        arg(crate::commands::sim::not_for_sim("db")),
+        arg(crate::commands::sim::not_for_sim("cluster")),
+        arg(crate::commands::sim::not_for_sim("profile")),
+        arg(crate::commands::sim::not_for_sim("config")),
+        arg(crate::commands::sim::not_for_sim("timeout"))
+    )]
     Sim(Box<crate::commands::sim::SimCommand>),
     /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.
     Demo(crate::commands::demo::DemoArgs),
 }
 
-/// Value parsers that several commands' arguments share (`sim serve`, `demo`).
-/// A rate per second: 0 (no limit) or a positive number.
+/// Value parsers that several commands' arguments share. A flag that takes a duration also takes
+/// values that start with `-` (`allow_hyphen_values`), so that `--settle -1s` is told that a
+/// duration cannot be negative instead of being read as an unknown flag `-1`.
+///
+/// A Go duration (`30s`, `2m`, `1h30m`) that is not negative.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match crate::ids::parse_signed_go_duration(s)? {
+        (true, d) if !d.is_zero() => Err("durations cannot be negative".to_string()),
+        (_, d) => Ok(d),
+    }
+}
+
+/// A duration longer than zero (`--timeout`, `--every`).
+pub fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("give a duration longer than 0s".to_string());
+    }
+    Ok(d)
+}
+
+/// The slowest rate ledger accepts: one a thousand seconds. Anything slower is a run that never ends
+/// (and a period no timer can hold).
+pub const MIN_PER_SECOND: f64 = 0.001;
+
+/// A rate per second: 0 (no limit) or at least [`MIN_PER_SECOND`].
 pub fn parse_per_second(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number per second")),
+        Ok(0.0) => Ok(0.0),
+        Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not 0 (no limit) or a number per second of at least {MIN_PER_SECOND}"
+        )),
+    }
+}
+
+/// A rate of re-pins per second (`tag --rate`): at least [`MIN_PER_SECOND`].
+pub fn parse_repin_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
+        _ => {
+            Err(format!("{s:?} is not a number of re-pins per second of at least {MIN_PER_SECOND}"))
+        }
+    }
+}
+
+/// The most pins a simulated cluster holds (`--pins`, `--owned`): ten times the largest benchmark.
+pub const MAX_PINS: usize = 10_000_000;
+
+/// A number of pins for a simulated cluster: 0 to [`MAX_PINS`].
+pub fn parse_pin_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_PINS => Ok(n),
+        Ok(_) => {
+            Err(format!("{s} pins is more than a simulated cluster holds ({MAX_PINS} at most)"))
+        }
+        Err(_) => Err(format!("{s:?} is not a number of pins")),
     }
 }
 
 /// A lag range `MIN..MAX` of Go durations (one value: both ends).
 pub fn parse_lag(s: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
     let (a, b) = s.split_once("..").unwrap_or((s, s));
-    let a = crate::ids::parse_go_duration(a)?;
-    let b = crate::ids::parse_go_duration(b)?;
+    let a = parse_duration(a)?;
+    let b = parse_duration(b)?;
     if b < a {
         return Err(format!("the lag range {s:?} ends before it starts"));
     }
