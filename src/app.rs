@@ -1,6 +1,8 @@
 //! What commands share: the ledger database path, the cluster target, the async runtime, and the output
 //! helpers (aligned tables on stdout, progress on stderr only when it is a terminal).
 
+#![warn(clippy::indexing_slicing)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -180,7 +182,10 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.width());
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(c.width()),
+                None => widths.push(c.width()),
+            }
         }
     }
     let line = |cells: Vec<&str>| -> String {
@@ -192,7 +197,8 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
             }
             s.push_str(c);
             if i + 1 < n {
-                s.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.width())));
+                let w = widths.get(i).copied().unwrap_or(0);
+                s.extend(std::iter::repeat_n(' ', w.saturating_sub(c.width())));
             }
         }
         s
@@ -276,6 +282,7 @@ impl Shutdown {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use unicode_width::UnicodeWidthStr;
 
@@ -302,6 +309,12 @@ mod tests {
             assert_eq!(starts(line, &r[1], &r[2]), header, "{lines:#?}");
         }
         assert_eq!(lines[3], "ascii-peer  three  z", "the last column is not padded");
+    }
+
+    #[test]
+    fn a_row_longer_than_the_headers_is_laid_out() {
+        let rows = vec![vec!["a".to_string(), "bb".to_string(), "extra".to_string()]];
+        assert_eq!(table_lines(&["h1", "h2"], &rows), ["h1  h2", "a   bb  extra"]);
     }
 
     #[test]

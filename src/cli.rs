@@ -1,6 +1,8 @@
 //! The command-line tree (clap derive). Each command's arguments live with the command in
 //! `src/commands/`; this file only assembles them. Help text is the doc comments.
 
+#![warn(clippy::indexing_slicing)]
+
 use clap::{Args, Parser, Subcommand};
 
 /// An audit and migration ledger for IPFS Cluster pin metadata.

@@ -1,6 +1,8 @@
 //! `ledger sim serve`: runs the built-in multi-peer IPFS Cluster simulator until SIGINT or SIGTERM.
 //! See docs/simulator.md for the behaviour and the `/_sim/` control API.
 
+#![warn(clippy::indexing_slicing)]
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
