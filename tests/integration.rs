@@ -7,6 +7,7 @@ mod demo;
 mod differential;
 mod export;
 mod field_report;
+mod hostile_user;
 mod layout;
 mod lost;
 mod realcluster;
