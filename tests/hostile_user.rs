@@ -174,7 +174,8 @@ fn a_bad_address_with_userinfo_is_named_without_it() {
     let flag = bad("pw-flag");
     let env = bad("pw-env");
     let peer = bad("pw-peer");
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], vec!["--cluster", &flag, "snapshot"], "pw-flag", "--cluster"),
         (vec![("LEDGER_CLUSTER", &env)], vec!["snapshot"], "pw-env", "LEDGER_CLUSTER"),
         (vec![], vec!["snapshot"], "pw-profile", "ledger.toml"),

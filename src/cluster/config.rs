@@ -255,14 +255,19 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
         auth = Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?);
     } else if let Some(f) = creds_file {
-        let text = std::fs::read_to_string(&f)
-            .with_context(|| format!("cannot read the credentials file {}", f.display()))?;
-        if let Some(warning) = exposed(&f) {
-            eprintln!("ledger: warning: {warning}");
-        }
-        auth = Some(Auth::parse(&text).with_context(|| format!("in {}", f.display()))?);
+        auth = Some(read_credentials(&f)?);
     }
     Ok(Target { name, peers, auth })
+}
+
+/// The credentials in file `f`, with a warning on stderr when other users can read it.
+fn read_credentials(f: &Path) -> anyhow::Result<Auth> {
+    let text = std::fs::read_to_string(f)
+        .with_context(|| format!("cannot read the credentials file {}", f.display()))?;
+    if let Some(warning) = exposed(f) {
+        eprintln!("ledger: warning: {warning}");
+    }
+    Auth::parse(&text).with_context(|| format!("in {}", f.display()))
 }
 
 /// Why the credentials file `f` is not private, if it is not: other users can read or change it.
