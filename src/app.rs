@@ -41,10 +41,25 @@ pub struct LedgerArgs {
     pub timeout: std::time::Duration,
 }
 
+/// Set for a command that only reads the ledger (see [`open_existing_only`]).
+static EXISTING_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From here on, [`LedgerArgs::store`] opens only a ledger that exists: set by `commands::run` for
+/// the commands that only read it, so that none of them creates one.
+pub fn open_existing_only(on: bool) {
+    EXISTING_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl LedgerArgs {
     /// Opens the ledger database, creating the file if it is missing but never a missing directory
     /// (a mistyped `--db` path is an error, not a new tree of directories).
     pub fn store(&self) -> anyhow::Result<Store> {
+        if EXISTING_ONLY.load(std::sync::atomic::Ordering::Relaxed) && !self.db.exists() {
+            anyhow::bail!(
+                "there is no ledger at {}: nothing has been recorded there (no snapshot, no tag run yet). `ledger snapshot` starts one; --db FILE or LEDGER_DB names another",
+                self.db.display()
+            );
+        }
         if let Some(dir) = self.db.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {

@@ -24,7 +24,8 @@ use crate::cli::{Cli, Command};
 use crate::context::Context;
 
 /// Commands that only read the ledger: they never create one. On a path where there is none they
-/// say so (exit 2); `db status` lists every migration as pending.
+/// say so when they open it, after their own arguments are checked (exit 2); `db status` lists
+/// every migration as pending.
 fn reads_only(c: &Command) -> bool {
     matches!(
         c,
@@ -42,13 +43,7 @@ fn reads_only(c: &Command) -> bool {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
-    let db = &g.ledger.db;
-    if reads_only(&cli.command) && !db.exists() {
-        anyhow::bail!(
-            "there is no ledger at {}: nothing has been recorded there (no snapshot, no tag run yet). `ledger snapshot` starts one; --db FILE or LEDGER_DB names another",
-            db.display()
-        );
-    }
+    crate::app::open_existing_only(reads_only(&cli.command));
     let ctx = &Context::new(g.ledger.clone(), g.quiet);
     match cli.command {
         Command::Snapshot(a) => snapshot::run(a, ctx),
