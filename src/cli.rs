@@ -132,7 +132,7 @@ pub fn parse_per_second(s: &str) -> Result<f64, String> {
         Ok(0.0) => Ok(0.0),
         Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
         _ => Err(format!(
-            "{s:?} is not 0 (no limit) or a number per second of at least {MIN_PER_SECOND}"
+            "{s:?} is not 0 (no limit) or a positive number per second, at least {MIN_PER_SECOND}"
         )),
     }
 }
@@ -141,9 +141,9 @@ pub fn parse_per_second(s: &str) -> Result<f64, String> {
 pub fn parse_repin_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
-        _ => {
-            Err(format!("{s:?} is not a number of re-pins per second of at least {MIN_PER_SECOND}"))
-        }
+        _ => Err(format!(
+            "{s:?} is not a positive number of re-pins per second, at least {MIN_PER_SECOND}"
+        )),
     }
 }
 
@@ -212,5 +212,43 @@ mod tests {
         assert!(Cli::try_parse_from(["ledger", "report", "x"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--lag", "2s..1s"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--rate", "-3"]).is_err());
+    }
+
+    #[test]
+    fn durations_rates_and_pin_counts_have_bounds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("-0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("-1s"), Err("durations cannot be negative".to_string()));
+        assert!(parse_positive_duration("0s").unwrap_err().contains("longer than 0s"));
+        assert_eq!(parse_positive_duration("1ns"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_per_second("0"), Ok(0.0));
+        assert_eq!(parse_per_second("0.001"), Ok(0.001));
+        for bad in ["0.0009", "1e-30", "-1", "NaN", "inf", "x"] {
+            assert!(parse_per_second(bad).is_err(), "{bad}");
+            assert!(parse_repin_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_repin_rate("0").is_err());
+        assert_eq!(parse_pin_count("10000000"), Ok(MAX_PINS));
+        assert!(parse_pin_count("10000001").unwrap_err().contains("at most"));
+        assert!(parse_pin_count("18446744073709551616").is_err());
+    }
+
+    #[test]
+    fn ledger_options_parse_before_and_after_every_command_but_sim() {
+        for args in [
+            &["ledger", "--db", "x.db", "--timeout", "5s", "snapshots"][..],
+            &["ledger", "snapshots", "--db", "x.db", "--timeout", "5s"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.global.ledger.db.to_str(), Some("x.db"), "{args:?}");
+            assert_eq!(cli.global.ledger.timeout, std::time::Duration::from_secs(5));
+        }
+        assert!(Cli::try_parse_from(["ledger", "--db", "x.db", "sim", "serve"]).is_ok());
+        assert!(Cli::try_parse_from(["ledger", "sim", "serve", "--db", "x.db"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ledger", "sim", "--cluster", "http://a:1", "serve"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["ledger", "sim", "serve", "-v", "--peers", "2"]).is_ok());
     }
 }
