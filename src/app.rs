@@ -1,6 +1,8 @@
 //! What commands share: the ledger database path, the cluster target, the async runtime, and the output
 //! helpers (aligned tables on stdout, progress on stderr only when it is a terminal).
 
+#![warn(clippy::indexing_slicing)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -12,7 +14,8 @@ use crate::store::Store;
 /// Where the ledger is and which cluster to talk to. Global: every command accepts them.
 #[derive(Debug, Args, Clone)]
 pub struct LedgerArgs {
-    /// The ledger database (SQLite). Created if missing.
+    /// The ledger database (SQLite). Commands that write create it if missing (not its directory);
+    /// commands that only read need it to exist.
     #[arg(
         long,
         global = true,
@@ -34,13 +37,38 @@ pub struct LedgerArgs {
     pub config: Option<PathBuf>,
     /// Longest wait for the cluster: to connect, for a whole request, and between two reads of a
     /// stream (Go duration: 30s, 2m).
-    #[arg(long, global = true, default_value = "60s", value_parser = crate::ids::parse_go_duration, value_name = "DURATION")]
+    #[arg(long, global = true, default_value = "60s", value_parser = crate::cli::parse_positive_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: std::time::Duration,
 }
 
+/// Set for a command that only reads the ledger (see [`open_existing_only`]).
+static EXISTING_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From here on, [`LedgerArgs::store`] opens only a ledger that exists: set by `commands::run` for
+/// the commands that only read it, so that none of them creates one.
+pub fn open_existing_only(on: bool) {
+    EXISTING_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl LedgerArgs {
-    /// Opens the ledger database.
+    /// Opens the ledger database, creating the file if it is missing but never a missing directory
+    /// (a mistyped `--db` path is an error, not a new tree of directories).
     pub fn store(&self) -> anyhow::Result<Store> {
+        if EXISTING_ONLY.load(std::sync::atomic::Ordering::Relaxed) && !self.db.exists() {
+            anyhow::bail!(
+                "there is no ledger at {}: nothing has been recorded there (no snapshot, no tag run yet). `ledger snapshot` starts one; --db FILE or LEDGER_DB names another",
+                self.db.display()
+            );
+        }
+        if let Some(dir) = self.db.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "cannot create the ledger {}: the directory {} does not exist (create it first, or give another --db)",
+                self.db.display(),
+                dir.display()
+            );
+        }
         Store::open(&self.db)
     }
 
@@ -56,14 +84,66 @@ impl LedgerArgs {
     }
 }
 
-/// `println!` that returns the write error instead of panicking, so a closed pipe (`ledger … | head`)
-/// reaches `main` as an error and ends the program quietly with exit 0.
+/// `println!` through [`stdout`]: a closed pipe (`ledger … | head`) ends the output quietly and the
+/// command still exits with its own code; any other write error is returned.
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)?;
+        writeln!($crate::app::stdout(), $($arg)*)?;
     }};
+}
+
+/// Set once a write to stdout found the pipe closed: nothing more is written.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdout's reader has gone (a write found the pipe closed).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Stdout for everything a command prints. When the reader has gone (a broken pipe), the output
+/// ends there: that write and every later one is dropped and reported as done, so that the
+/// command runs to its end and exits with the code it means (`ledger diff 1 8 | head -1` still
+/// exits 1). Other write errors are returned.
+pub fn stdout() -> PipeSafe<std::io::StdoutLock<'static>> {
+    PipeSafe(std::io::stdout().lock())
+}
+
+/// A writer that treats a broken pipe as the end of the output (see [`stdout`]).
+pub struct PipeSafe<W>(pub W);
+
+impl<W: Write> PipeSafe<W> {
+    fn guard<T>(
+        &mut self,
+        done: T,
+        op: impl FnOnce(&mut W) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        if stdout_closed() {
+            return Ok(done);
+        }
+        match op(&mut self.0) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(done)
+            }
+            r => r,
+        }
+    }
+}
+
+impl<W: Write> Write for PipeSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.guard(buf.len(), |w| w.write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.guard((), |w| w.write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.guard((), |w| w.flush())
+    }
 }
 
 /// A current-thread runtime: HTTP runs here while SQLite stays synchronous on the same thread.
@@ -102,7 +182,7 @@ pub fn progress(quiet: bool, len: Option<u64>) -> indicatif::ProgressBar {
 
 /// Prints rows as an aligned table (the last column is not padded).
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     for line in table_lines(headers, rows) {
         writeln!(out, "{line}")?;
     }
@@ -117,7 +197,10 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.width());
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(c.width()),
+                None => widths.push(c.width()),
+            }
         }
     }
     let line = |cells: Vec<&str>| -> String {
@@ -129,7 +212,8 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
             }
             s.push_str(c);
             if i + 1 < n {
-                s.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.width())));
+                let w = widths.get(i).copied().unwrap_or(0);
+                s.extend(std::iter::repeat_n(' ', w.saturating_sub(c.width())));
             }
         }
         s
@@ -154,8 +238,8 @@ pub fn short_peer(peer: &str) -> String {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    // serde_json wraps write errors; unwrap them so a broken pipe is seen as one.
+    let mut out = stdout();
+    // serde_json wraps write errors; unwrap them so that the kind is kept.
     serde_json::to_writer_pretty(&mut out, v).map_err(|e| match e.io_error_kind() {
         Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
         None => e.into(),
@@ -167,7 +251,7 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 /// A CSV writer on a file, or on stdout for `-`.
 pub fn csv_writer(path: &str) -> anyhow::Result<csv::Writer<Box<dyn Write>>> {
     let sink: Box<dyn Write> = if path == "-" {
-        Box::new(std::io::stdout().lock())
+        Box::new(stdout())
     } else {
         if let Some(parent) =
             std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty())
@@ -213,6 +297,7 @@ impl Shutdown {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use unicode_width::UnicodeWidthStr;
 
@@ -239,6 +324,12 @@ mod tests {
             assert_eq!(starts(line, &r[1], &r[2]), header, "{lines:#?}");
         }
         assert_eq!(lines[3], "ascii-peer  three  z", "the last column is not padded");
+    }
+
+    #[test]
+    fn a_row_longer_than_the_headers_is_laid_out() {
+        let rows = vec![vec!["a".to_string(), "bb".to_string(), "extra".to_string()]];
+        assert_eq!(table_lines(&["h1", "h2"], &rows), ["h1  h2", "a   bb  extra"]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The command-line tree (clap derive). Each command's arguments live with the command in
 //! `src/commands/`; this file only assembles them. Help text is the doc comments.
 
+#![warn(clippy::indexing_slicing)]
+
 use clap::{Args, Parser, Subcommand};
 
 /// An audit and migration ledger for IPFS Cluster pin metadata.
@@ -40,15 +42,16 @@ pub struct Peers {
 impl Peers {
     /// The peers' URLs.
     pub fn urls(&self, ctx: &crate::context::Context) -> anyhow::Result<Vec<url::Url>> {
+        use anyhow::Context as _;
         Ok(if !self.peer.is_empty() {
             self.peer
                 .iter()
-                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u))
+                .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u).context("--peer"))
                 .collect::<anyhow::Result<_>>()?
         } else if self.all_peers {
             ctx.target()?.peers.clone()
         } else {
-            ctx.target()?.peers[..1].to_vec()
+            ctx.target()?.peers.iter().take(1).cloned().collect()
         })
     }
 }
@@ -85,26 +88,84 @@ pub enum Command {
     #[command(subcommand)]
     Db(crate::commands::db::DbCommand),
     /// The built-in IPFS Cluster simulator (multi-peer, CRDT, real REST API).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        arg(crate::commands::sim::not_for_sim("db")),
+        arg(crate::commands::sim::not_for_sim("cluster")),
+        arg(crate::commands::sim::not_for_sim("profile")),
+        arg(crate::commands::sim::not_for_sim("config")),
+        arg(crate::commands::sim::not_for_sim("timeout"))
+    )]
     Sim(Box<crate::commands::sim::SimCommand>),
     /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.
     Demo(crate::commands::demo::DemoArgs),
 }
 
-/// Value parsers that several commands' arguments share (`sim serve`, `demo`).
-/// A rate per second: 0 (no limit) or a positive number.
+/// Value parsers that several commands' arguments share. A flag that takes a duration also takes
+/// values that start with `-` (`allow_hyphen_values`), so that `--settle -1s` is told that a
+/// duration cannot be negative instead of being read as an unknown flag `-1`.
+///
+/// A Go duration (`30s`, `2m`, `1h30m`) that is not negative.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match crate::ids::parse_signed_go_duration(s)? {
+        (true, d) if !d.is_zero() => Err("durations cannot be negative".to_string()),
+        (_, d) => Ok(d),
+    }
+}
+
+/// A duration longer than zero (`--timeout`, `--every`).
+pub fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("give a duration longer than 0s".to_string());
+    }
+    Ok(d)
+}
+
+/// The slowest rate ledger accepts: one a thousand seconds. Anything slower is a run that never ends
+/// (and a period no timer can hold).
+pub const MIN_PER_SECOND: f64 = 0.001;
+
+/// A rate per second: 0 (no limit) or at least [`MIN_PER_SECOND`].
 pub fn parse_per_second(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("{s:?} is not 0 (no limit) or a positive number per second")),
+        Ok(0.0) => Ok(0.0),
+        Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not 0 (no limit) or a positive number per second, at least {MIN_PER_SECOND}"
+        )),
+    }
+}
+
+/// A rate of re-pins per second (`tag --rate`): at least [`MIN_PER_SECOND`].
+pub fn parse_repin_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= MIN_PER_SECOND => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of re-pins per second, at least {MIN_PER_SECOND}"
+        )),
+    }
+}
+
+/// The most pins a simulated cluster holds (`--pins`, `--owned`): ten times the largest benchmark.
+pub const MAX_PINS: usize = 10_000_000;
+
+/// A number of pins for a simulated cluster: 0 to [`MAX_PINS`].
+pub fn parse_pin_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_PINS => Ok(n),
+        Ok(_) => {
+            Err(format!("{s} pins is more than a simulated cluster holds ({MAX_PINS} at most)"))
+        }
+        Err(_) => Err(format!("{s:?} is not a number of pins")),
     }
 }
 
 /// A lag range `MIN..MAX` of Go durations (one value: both ends).
 pub fn parse_lag(s: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
     let (a, b) = s.split_once("..").unwrap_or((s, s));
-    let a = crate::ids::parse_go_duration(a)?;
-    let b = crate::ids::parse_go_duration(b)?;
+    let a = parse_duration(a)?;
+    let b = parse_duration(b)?;
     if b < a {
         return Err(format!("the lag range {s:?} ends before it starts"));
     }
@@ -151,5 +212,43 @@ mod tests {
         assert!(Cli::try_parse_from(["ledger", "report", "x"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--lag", "2s..1s"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--rate", "-3"]).is_err());
+    }
+
+    #[test]
+    fn durations_rates_and_pin_counts_have_bounds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("-0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("-1s"), Err("durations cannot be negative".to_string()));
+        assert!(parse_positive_duration("0s").unwrap_err().contains("longer than 0s"));
+        assert_eq!(parse_positive_duration("1ns"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_per_second("0"), Ok(0.0));
+        assert_eq!(parse_per_second("0.001"), Ok(0.001));
+        for bad in ["0.0009", "1e-30", "-1", "NaN", "inf", "x"] {
+            assert!(parse_per_second(bad).is_err(), "{bad}");
+            assert!(parse_repin_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_repin_rate("0").is_err());
+        assert_eq!(parse_pin_count("10000000"), Ok(MAX_PINS));
+        assert!(parse_pin_count("10000001").unwrap_err().contains("at most"));
+        assert!(parse_pin_count("18446744073709551616").is_err());
+    }
+
+    #[test]
+    fn ledger_options_parse_before_and_after_every_command_but_sim() {
+        for args in [
+            &["ledger", "--db", "x.db", "--timeout", "5s", "snapshots"][..],
+            &["ledger", "snapshots", "--db", "x.db", "--timeout", "5s"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.global.ledger.db.to_str(), Some("x.db"), "{args:?}");
+            assert_eq!(cli.global.ledger.timeout, std::time::Duration::from_secs(5));
+        }
+        assert!(Cli::try_parse_from(["ledger", "--db", "x.db", "sim", "serve"]).is_ok());
+        assert!(Cli::try_parse_from(["ledger", "sim", "serve", "--db", "x.db"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ledger", "sim", "--cluster", "http://a:1", "serve"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["ledger", "sim", "serve", "-v", "--peers", "2"]).is_ok());
     }
 }

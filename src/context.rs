@@ -80,7 +80,7 @@ impl Context {
     pub fn peers(&self, write: Option<&str>) -> anyhow::Result<Vec<url::Url>> {
         let mut urls = self.target()?.peers.clone();
         if let Some(p) = write {
-            let (u, _) = cluster::config::parse_address(p)?;
+            let (u, _) = cluster::config::parse_address(p).context("--peer")?;
             urls.retain(|x| *x != u);
             urls.insert(0, u);
         }

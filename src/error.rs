@@ -1,5 +1,7 @@
-//! Exit codes and how errors reach the user: `ledger: error: …` on stderr and exit 2, except a broken
-//! pipe, which is a normal way for a reader such as `head` to stop us.
+//! Exit codes and how errors reach the user: `ledger: error: …` on stderr and exit 2. A broken pipe on
+//! stdout is a normal way for a reader such as `head` to stop reading: [`crate::app::stdout`] ends
+//! the output there and the command exits with its own code; one that still reaches here as an
+//! error ends the command quietly, with exit 0.
 
 use std::process::ExitCode;
 

@@ -1,5 +1,6 @@
 //! The `ledger` binary: parse arguments, set up logging, run the command, map the outcome to an exit
-//! code (0 ok, 1 needs attention, 2 error). A broken pipe on stdout counts as success.
+//! code (0 ok, 1 needs attention, 2 error). A broken pipe on stdout ends the output, not the
+//! command: its exit code is the one it means.
 
 use std::process::ExitCode;
 

@@ -1425,11 +1425,22 @@ fn db_status_lists_migrations_and_default_path() {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 
-    // Default path ./ledger.db, and LEDGER_DB.
+    // Default path ./ledger.db, and LEDGER_DB: a command that writes creates the ledger there, and
+    // a command that reads then finds it (a reading command creates none: issue 12).
     let dir = tempfile::tempdir().unwrap();
-    let o = ledger().current_dir(dir.path()).args(["snapshots"]).output().unwrap();
+    let o = ledger().current_dir(dir.path()).args(["db", "migrate"]).output().unwrap();
     assert!(o.status.success(), "{o:?}");
     assert!(dir.path().join("ledger.db").exists(), "default ./ledger.db");
+    let o = ledger().current_dir(dir.path()).args(["snapshots"]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let o = ledger()
+        .current_dir(dir.path())
+        .env("LEDGER_DB", dir.path().join("env.db"))
+        .args(["db", "migrate"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(dir.path().join("env.db").exists(), "LEDGER_DB");
     let o = ledger()
         .current_dir(dir.path())
         .env("LEDGER_DB", dir.path().join("env.db"))
@@ -1437,7 +1448,6 @@ fn db_status_lists_migrations_and_default_path() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    assert!(dir.path().join("env.db").exists(), "LEDGER_DB");
 }
 
 #[test]

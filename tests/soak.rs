@@ -32,7 +32,7 @@ fn moment(command: u64, trial: u64, max: Duration) -> Duration {
         x ^= x >> 7;
         x ^= x << 17;
     }
-    max.mul_f64((x % 10_000) as f64 / 10_000.0)
+    max * (x % 10_000) as u32 / 10_000
 }
 
 fn ledger(dir: &Path, sim: &Sim, args: &[&str]) -> Command {

@@ -174,7 +174,13 @@ impl Client {
             .without_max_delay()
             .with_max_times(self.settings.retries as usize)
             .build()
-            .map(move |d| if jitter { d.mul_f64(rand::rng().random_range(0.5..1.5)) } else { d })
+            .map(move |d| {
+                if !jitter {
+                    return d;
+                }
+                let f: f64 = rand::rng().random_range(0.5..1.5);
+                Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(d)
+            })
     }
 
     fn transport_error(&self, e: reqwest::Error) -> Error {
@@ -452,14 +458,8 @@ mod tests {
             assert_eq!(waits.len(), 6);
             for (k, got) in waits.iter().enumerate() {
                 let base = Duration::from_millis(100) * 2u32.pow(k as u32);
-                assert!(
-                    *got >= base.mul_f64(0.5) - Duration::from_micros(1),
-                    "{got:?} < {base:?}/2"
-                );
-                assert!(
-                    *got < base.mul_f64(1.5) + Duration::from_micros(1),
-                    "{got:?} ≥ 1.5 × {base:?}"
-                );
+                assert!(*got >= base / 2 - Duration::from_micros(1), "{got:?} < {base:?}/2");
+                assert!(*got < base * 3 / 2 + Duration::from_micros(1), "{got:?} ≥ 1.5 × {base:?}");
                 if *got < base {
                     below += 1;
                 } else {

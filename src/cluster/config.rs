@@ -1,6 +1,9 @@
 //! Where the cluster is and how to authenticate: `--cluster`, `LEDGER_CLUSTER`, or a profile in
 //! `ledger.toml`; credentials from `LEDGER_BASIC_AUTH`, `LEDGER_TOKEN`, or the profile's credentials
-//! file. Credentials are held only in memory, never printed (their `Debug` is redacted).
+//! file. Credentials are held only in memory, never printed (their `Debug` is redacted), and an
+//! address that cannot be read is named in messages with its userinfo replaced by `***`.
+
+#![warn(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +45,32 @@ impl Auth {
             Some(_) => bail!("the credentials have an empty user name; expected user:password"),
             None => Ok(Auth::Bearer(s.to_string())),
         }
+    }
+
+    /// `user:password`, as `LEDGER_BASIC_AUTH` must be: never taken for a token. The message never
+    /// holds the value.
+    pub fn basic(s: &str) -> anyhow::Result<Auth> {
+        match s.trim().split_once(':') {
+            Some((user, password)) if !user.is_empty() => {
+                Ok(Auth::Basic { user: user.to_string(), password: password.to_string() })
+            }
+            Some(_) => bail!("the user name is empty; it must be user:password"),
+            None => bail!(
+                "it must be user:password, and it has no ':' (a Bearer token goes in LEDGER_TOKEN)"
+            ),
+        }
+    }
+}
+
+/// An address as messages may show it: any userinfo (`user:password@`) replaced by `***`, whether
+/// or not the address parses — everything between the scheme (or the start) and the last `@`.
+pub fn redact(s: &str) -> String {
+    match s.rsplit_once('@') {
+        None => s.to_string(),
+        Some((before, after)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{after}"),
+            None => format!("***@{after}"),
+        },
     }
 }
 
@@ -88,6 +117,8 @@ pub struct Target {
 /// is removed from the URL.
 pub fn parse_address(s: &str) -> anyhow::Result<(Url, Option<Auth>)> {
     let s = s.trim();
+    // Every message names the address with its userinfo hidden.
+    let shown = redact(s);
     if s.starts_with('/') {
         let parts: Vec<&str> = s.split('/').skip(1).collect();
         let (host, rest) = match parts.as_slice() {
@@ -97,23 +128,35 @@ pub fn parse_address(s: &str) -> anyhow::Result<(Url, Option<Auth>)> {
             ["ip6", h, rest @ ..] => (format!("[{h}]"), rest),
             ["dns6", h, rest @ ..] => (h.to_string(), rest),
             _ => bail!(
-                "cannot read the multiaddr {s:?}: expected /ip4|/ip6|/dns4|/dns6|/dns/HOST/tcp/PORT"
+                "cannot read the multiaddr {shown:?}: expected /ip4|/ip6|/dns4|/dns6|/dns/HOST/tcp/PORT"
             ),
         };
         let (port, scheme) = match rest {
             ["tcp", port] | ["tcp", port, "http"] => (*port, "http"),
             ["tcp", port, "https"] | ["tcp", port, "tls", "http"] => (*port, "https"),
-            _ => bail!("cannot read the multiaddr {s:?}: expected …/tcp/PORT[/http|/https]"),
+            _ => bail!("cannot read the multiaddr {shown:?}: expected …/tcp/PORT[/http|/https]"),
         };
-        let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
-        let url = Url::parse(&format!("{scheme}://{host}:{port}"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("cannot read the multiaddr {shown:?}: bad port"))?;
+        let url = Url::parse(&format!("{scheme}://{host}:{port}"))
+            .with_context(|| format!("cannot read the multiaddr {shown:?}"))?;
+        // A host with `@`, `?` or `#` in it would turn into userinfo, a query or a fragment.
+        let plain = url.username().is_empty() && url.password().is_none();
+        if !plain
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || url.port_or_known_default() != Some(port)
+        {
+            bail!("cannot read the multiaddr {shown:?}: bad host");
+        }
         return Ok((url, None));
     }
     let mut url = Url::parse(s).with_context(|| {
-        format!("cannot read the cluster address {s:?}: give an http(s):// URL or a multiaddr such as /ip4/127.0.0.1/tcp/9094")
+        format!("cannot read the cluster address {shown:?}: give an http(s):// URL or a multiaddr such as /ip4/127.0.0.1/tcp/9094")
     })?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        bail!("the cluster address {s:?} must be http:// or https://");
+        bail!("the cluster address {shown:?} must be http:// or https://");
     }
     let auth = if url.username().is_empty() {
         None
@@ -146,13 +189,19 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let mut auth = None;
     let name;
     let mut creds_file = None;
-    if let Some(list) = src.cluster.map(str::to_string).or(env_cluster) {
+    let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
+    if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
         for a in list.split(',').filter(|a| !a.trim().is_empty()) {
-            let (url, a) = parse_address(a)?;
+            let (url, a) = parse_address(a).context(source)?;
             auth = auth.or(a);
             peers.push(url);
         }
-        name = src.profile.map(str::to_string).unwrap_or_else(|| host_port(&peers[0]));
+        let Some(first) = peers.first() else {
+            bail!(
+                "{source} names no peer: give http(s)://HOST:PORT URLs or multiaddrs, comma-separated"
+            );
+        };
+        name = src.profile.map(str::to_string).unwrap_or_else(|| host_port(first));
     } else {
         let path =
             src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("ledger.toml"));
@@ -182,7 +231,9 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
             bail!("the cluster {pname:?} in {} lists no peers", path.display());
         }
         for a in &profile.peers {
-            let (url, a) = parse_address(a)?;
+            let (url, a) = parse_address(a).with_context(|| {
+                format!("the peers of the cluster {pname:?} in {}", path.display())
+            })?;
             auth = auth.or(a);
             peers.push(url);
         }
@@ -202,13 +253,34 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
         auth = Some(Auth::Bearer(t));
     } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
-        auth = Some(Auth::parse(&b).context("LEDGER_BASIC_AUTH must be user:password")?);
+        auth = Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?);
     } else if let Some(f) = creds_file {
-        let text = std::fs::read_to_string(&f)
-            .with_context(|| format!("cannot read the credentials file {}", f.display()))?;
-        auth = Some(Auth::parse(&text).with_context(|| format!("in {}", f.display()))?);
+        auth = Some(read_credentials(&f)?);
     }
     Ok(Target { name, peers, auth })
+}
+
+/// The credentials in file `f`, with a warning on stderr when other users can read it.
+fn read_credentials(f: &Path) -> anyhow::Result<Auth> {
+    let text = std::fs::read_to_string(f)
+        .with_context(|| format!("cannot read the credentials file {}", f.display()))?;
+    if let Some(warning) = exposed(f) {
+        eprintln!("ledger: warning: {warning}");
+    }
+    Auth::parse(&text).with_context(|| format!("in {}", f.display()))
+}
+
+/// Why the credentials file `f` is not private, if it is not: other users can read or change it.
+pub fn exposed(f: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(f).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the credentials file {} can be read or changed by other users (mode {mode:03o}): `chmod 600 {}` makes it private",
+            f.display(),
+            f.display()
+        )
+    })
 }
 
 /// `host:port` of a URL, used as the cluster's name when no profile names it.
@@ -270,5 +342,107 @@ mod tests {
         .unwrap();
         assert_eq!(t.name, "x:1");
         assert!(matches!(t.auth, Some(Auth::Bearer(_))));
+    }
+
+    #[test]
+    fn userinfo_never_shows_in_an_address_error() {
+        assert_eq!(redact("http://alice:s3cret@[bad"), "http://***@[bad");
+        assert_eq!(redact("alice:s3cret@host:9094"), "***@host:9094");
+        assert_eq!(redact("http://host:9094"), "http://host:9094");
+        for bad in [
+            "http://alice:s3cret@[bad",
+            "alice:s3cret@host:9094",
+            "http://alice:s3cret@host:99999",
+            "ftp://alice:s3cret@host",
+            "http://alice:s3/cret@host",
+            "http://alice:s3cret@ho st",
+            "/ip4/alice:s3cret@1.2.3.4/tcp/1",
+        ] {
+            let err = format!("{:#}", parse_address(bad).expect_err(bad));
+            assert!(!err.contains("s3cret") && !err.contains("cret"), "{bad}: {err}");
+            assert!(err.contains("***"), "{bad}: the address is named: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_multiaddr_is_named() {
+        let err = format!("{:#}", parse_address("/ip4/999.1.1.1/tcp/1").err().unwrap());
+        assert!(err.contains("/ip4/999.1.1.1/tcp/1") && err.contains("IPv4"), "{err}");
+        let err = format!("{:#}", parse_address("/ip4/1.2.3.4/tcp/99999").err().unwrap());
+        assert!(err.contains("/ip4/1.2.3.4/tcp/99999") && err.contains("port"), "{err}");
+    }
+
+    /// Resolves with `LEDGER_CLUSTER` (and nothing else) in the environment.
+    fn resolve_env(cluster: Option<&str>, env_cluster: &str) -> anyhow::Result<Target> {
+        let v = env_cluster.to_string();
+        let env = move |k: &str| (k == "LEDGER_CLUSTER").then(|| v.clone());
+        resolve(&Sources { cluster, profile: None, config: None, env: &env })
+    }
+
+    #[test]
+    fn an_empty_cluster_list_is_an_error_naming_its_source() {
+        for (flag, env, source) in [
+            (Some(""), "", "--cluster"),
+            (Some(","), "", "--cluster"),
+            (Some(" , "), "", "--cluster"),
+            (None, ",", "LEDGER_CLUSTER"),
+            (None, " ,, ", "LEDGER_CLUSTER"),
+        ] {
+            let err = format!("{:#}", resolve_env(flag, env).expect_err(source));
+            assert!(err.contains(source) && err.contains("no peer"), "{flag:?} {env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_address_names_where_it_came_from() {
+        let err = format!("{:#}", resolve_env(Some("http://a:pw1@[x"), "").err().unwrap());
+        assert!(err.starts_with("--cluster: ") && !err.contains("pw1"), "{err}");
+        let err =
+            format!("{:#}", resolve_env(None, "http://ok:1,/ip4/999.1.1.1/tcp/1").err().unwrap());
+        assert!(err.starts_with("LEDGER_CLUSTER: ") && err.contains("999.1.1.1"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("ledger.toml");
+        std::fs::write(&cfg, "[clusters.lab]\npeers = [\"http://u:pw2@[x\"]\n").unwrap();
+        let no_env = |_: &str| None;
+        let err =
+            resolve(&Sources { cluster: None, profile: None, config: Some(&cfg), env: &no_env })
+                .err()
+                .unwrap();
+        let err = format!("{err:#}");
+        assert!(err.contains("\"lab\"") && err.contains("ledger.toml"), "{err}");
+        assert!(!err.contains("pw2"), "{err}");
+    }
+
+    #[test]
+    fn basic_auth_from_the_environment_must_be_user_and_password() {
+        let env = |k: &str| (k == "LEDGER_BASIC_AUTH").then(|| "alice".to_string());
+        let src = Sources { cluster: Some("http://x:1"), profile: None, config: None, env: &env };
+        let err = format!("{:#}", resolve(&src).expect_err("alice is not user:password"));
+        assert!(err.contains("LEDGER_BASIC_AUTH") && err.contains("user:password"), "{err}");
+        assert!(err.contains("LEDGER_TOKEN"), "says where a token goes: {err}");
+        assert!(!err.contains("alice"), "the value is not echoed: {err}");
+        assert!(Auth::basic(":pw").is_err());
+        assert!(
+            matches!(Auth::basic("alice:"), Ok(Auth::Basic { ref user, .. }) if user == "alice")
+        );
+    }
+
+    #[test]
+    fn a_credentials_file_others_can_read_is_named_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("creds");
+        std::fs::write(&f, "ops:pw\n").unwrap();
+        for (mode, exposed_) in
+            [(0o644, true), (0o640, true), (0o604, true), (0o600, false), (0o400, false)]
+        {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = exposed(&f);
+            assert_eq!(w.is_some(), exposed_, "mode {mode:o}: {w:?}");
+            if let Some(w) = w {
+                assert!(w.contains(&format!("chmod 600 {}", f.display())), "{w}");
+                assert!(w.contains(&format!("{mode:03o}")), "{w}");
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `ledger db status`: the schema migrations this binary carries and which the database has.
+//! `ledger db status`: the schema migrations this binary carries and which the database has; exit 1
+//! when the database has a migration history every other command refuses (a checksum mismatch).
 
 use std::process::ExitCode;
 
@@ -32,16 +33,28 @@ pub fn run(cmd: DbCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let store = crate::store::Store::open_unmigrated(ctx.db_path())?;
+    let path = ctx.db_path();
+    // No ledger there: every migration is pending, and nothing is created to say so.
+    let exists = path.exists();
+    let at = if exists { path } else { std::path::Path::new(":memory:") };
+    let store = crate::store::Store::open_unmigrated(at)?;
     let status = store.migration_status()?;
     if args.json {
-        print_json(&serde_json::json!({ "database": store.path, "migrations": status }))?;
+        print_json(
+            &serde_json::json!({ "database": path, "exists": exists, "migrations": status }),
+        )?;
     } else {
-        crate::out!("database: {}", store.path.display());
+        let note =
+            if exists { "" } else { " (none yet: the first command that writes creates it)" };
+        crate::out!("database: {}{note}", path.display());
         let rows: Vec<Vec<String>> = status
             .iter()
             .map(|m| {
-                let state = if m.applied_on.is_some() { "applied" } else { "pending" };
+                let state = match (&m.applied_on, m.checksum_mismatch) {
+                    (Some(_), true) => "checksum mismatch",
+                    (Some(_), false) => "applied",
+                    (None, _) => "pending",
+                };
                 vec![
                     format!("V{}", m.version),
                     m.name.clone(),
@@ -51,6 +64,11 @@ pub fn run(cmd: DbCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
             })
             .collect();
         print_table(&["version", "name", "state", "applied_on"], &rows)?;
+    }
+    // What every other command would refuse the database for, in the words they use: exit 1.
+    if let Err(e) = crate::store::check_history(&store.conn, path) {
+        eprintln!("ledger: {e:#}");
+        return Ok(ExitCode::from(crate::error::ATTENTION));
     }
     Ok(ExitCode::SUCCESS)
 }

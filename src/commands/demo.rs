@@ -13,7 +13,7 @@ use clap::Args;
 use ledger_sim::{self as sim, Faults, NetConfig, SimConfig, auth::Users};
 
 use crate::app::LedgerArgs;
-use crate::cli::{parse_lag, parse_per_second, parse_rate};
+use crate::cli::{parse_duration, parse_lag, parse_per_second, parse_pin_count, parse_rate};
 use crate::context::Context;
 use crate::ledger::{convergence, snapshot, tag};
 use crate::render;
@@ -31,22 +31,22 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Unowned pins (no `org`): the tag run's targets.
-    #[arg(long, default_value_t = 3512, help_heading = "Simulated cluster")]
+    #[arg(long, default_value_t = 3512, value_parser = parse_pin_count, help_heading = "Simulated cluster")]
     pub pins: usize,
     /// Pins owned by other organisations (conflicts the run must leave alone).
-    #[arg(long, default_value_t = 40, help_heading = "Simulated cluster")]
+    #[arg(long, default_value_t = 40, value_parser = parse_pin_count, help_heading = "Simulated cluster")]
     pub owned: usize,
     /// Number of peers.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Simulated cluster")]
     pub peers: u16,
     /// Propagation delay of each write to the other peers, uniform in MIN..MAX.
-    #[arg(long, default_value = "50ms..500ms", value_parser = parse_lag, value_name = "MIN..MAX", help_heading = "Simulated cluster")]
+    #[arg(long, default_value = "50ms..500ms", value_parser = parse_lag, allow_hyphen_values = true, value_name = "MIN..MAX", help_heading = "Simulated cluster")]
     pub lag: (Duration, Duration),
     /// Probability (0..1) that a broadcast to a peer is lost (it arrives at a rebroadcast tick).
     #[arg(long = "drop", default_value = "0", value_parser = parse_rate, value_name = "RATE", help_heading = "Simulated cluster")]
     pub drop_rate: f64,
     /// Rebroadcast interval of every peer (each tick ±30%).
-    #[arg(long, default_value = "10s", value_parser = crate::ids::parse_go_duration, help_heading = "Simulated cluster")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true, help_heading = "Simulated cluster")]
     pub rebroadcast: Duration,
     /// Deltas per second each peer applies from the others, one broadcast at a time (0: at once).
     /// 350 against the run's 500 re-pins/s is the field report's ratio (about 25 against 32/s),
@@ -56,14 +56,14 @@ pub struct DemoArgs {
     /// With --apply-rate: deliveries a busy peer holds; one more is lost.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Simulated cluster")]
     pub inbox: u32,
-    /// Re-pins per second of the tag run (0: as fast as the cluster answers).
+    /// Re-pins per second of the tag run (0: as fast as the cluster answers; else at least 0.001).
     #[arg(long, default_value_t = 500.0, value_parser = parse_per_second, allow_negative_numbers = true, help_heading = "Tag run")]
     pub rate: f64,
     /// Wait this long after each pass before verifying every peer.
-    #[arg(long, default_value = "5s", value_parser = crate::ids::parse_go_duration, help_heading = "Tag run")]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, allow_hyphen_values = true, help_heading = "Tag run")]
     pub settle: Duration,
     /// Sample every peer this often while a pass settles.
-    #[arg(long, default_value = "500ms", value_parser = crate::ids::parse_go_duration, help_heading = "Tag run")]
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, allow_hyphen_values = true, help_heading = "Tag run")]
     pub probe_every: Duration,
 }
 

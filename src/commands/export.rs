@@ -315,6 +315,10 @@ fn to_csv(path: &str, f: impl FnOnce(&mut CsvOut) -> anyhow::Result<()>) -> anyh
 }
 
 pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    // Checked before the ledger is opened: a wrong option is the first thing to say.
+    if args.snapshot.is_some() && !matches!(args.table, Table::Pins) {
+        bail!("--snapshot only applies to `export pins`");
+    }
     let store = ctx.store()?;
     let conn = &store.conn;
     let path = args.csv.as_str();
@@ -325,7 +329,6 @@ pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             let snap = pins_snapshot(conn, args.snapshot)?;
             to_csv(path, |w| export_pins(conn, &snap, w))?
         }
-        _ if args.snapshot.is_some() => bail!("--snapshot only applies to `export pins`"),
         Table::Repins => to_csv(path, |w| export_repins(conn, w))?,
         Table::Runs => to_csv(path, |w| export_query(conn, Query::Runs, w))?,
         Table::Passes => to_csv(path, |w| export_query(conn, Query::Passes, w))?,

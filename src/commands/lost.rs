@@ -27,8 +27,8 @@ pub struct LostArgs {
 }
 
 pub fn run(args: LostArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let store = ctx.store()?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
+    let store = ctx.store()?;
     if let Some(Since::Snapshot(id)) = since
         && crate::store::snapshots::get(&store.conn, id)?.is_none()
     {

@@ -23,9 +23,27 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 use crate::context::Context;
 
+/// Commands that only read the ledger: they never create one. On a path where there is none they
+/// say so when they open it, after their own arguments are checked (exit 2); `db status` lists
+/// every migration as pending.
+fn reads_only(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Snapshots(_)
+            | Command::Diff(_)
+            | Command::History(_)
+            | Command::Convergence(_)
+            | Command::Lost(_)
+            | Command::Owners(_)
+            | Command::Export(_)
+            | Command::Report(_)
+    )
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
+    crate::app::open_existing_only(reads_only(&cli.command));
     let ctx = &Context::new(g.ledger.clone(), g.quiet);
     match cli.command {
         Command::Snapshot(a) => snapshot::run(a, ctx),

@@ -1,16 +1,16 @@
 //! `ledger sim serve`: runs the built-in multi-peer IPFS Cluster simulator until SIGINT or SIGTERM.
 //! See docs/simulator.md for the behaviour and the `/_sim/` control API.
 
+#![warn(clippy::indexing_slicing)]
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{parse_lag, parse_per_second, parse_rate};
+use crate::cli::{parse_duration, parse_lag, parse_per_second, parse_pin_count, parse_rate};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ledger_sim::{Faults, NetConfig, SimConfig, auth::Users, control};
-
-use crate::ids::parse_go_duration;
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
@@ -30,7 +30,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Generate this many pins (a realistic mix; see docs/simulator.md).
-    #[arg(long, default_value_t = 0, conflicts_with = "from")]
+    #[arg(long, default_value_t = 0, value_parser = parse_pin_count, conflicts_with = "from")]
     pub pins: usize,
     /// Random seed for generated pins, peer IDs, lag and drops.
     #[arg(long, default_value_t = 1)]
@@ -40,13 +40,13 @@ pub struct ServeArgs {
     pub from: Option<String>,
     /// Propagation delay of each delivery to another peer, uniform in MIN..MAX (e.g. `50ms..2s`;
     /// `0` for none).
-    #[arg(long, default_value = "50ms..1s", value_parser = parse_lag, value_name = "MIN..MAX")]
+    #[arg(long, default_value = "50ms..1s", value_parser = parse_lag, allow_hyphen_values = true, value_name = "MIN..MAX")]
     pub lag: (Duration, Duration),
     /// Probability (0..1) that a delivery is lost; lost ones arrive at the next rebroadcast tick.
     #[arg(long = "drop", default_value_t = 0.0, value_parser = parse_rate, value_name = "RATE")]
     pub drop_rate: f64,
     /// Rebroadcast interval; each tick is randomised by ±30%.
-    #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub rebroadcast: Duration,
     /// Deltas per second a peer applies from the others, one broadcast at a time (0: at once). A
     /// real v1.1.6 peer applied about 50/s here (docs/simulator.md, "Throughput").
@@ -59,13 +59,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub batch_size: usize,
     /// CRDT batching: commit a batch this long after its first write.
-    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    #[arg(long, default_value = "0s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub batch_age: Duration,
     /// CRDT batching: writes waiting beyond this many are refused with 500.
     #[arg(long, default_value_t = 50_000)]
     pub batch_queue: usize,
     /// How often the state sync removes expired pins.
-    #[arg(long, default_value = "5m", value_parser = parse_go_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration, allow_hyphen_values = true)]
     pub state_sync: Duration,
     /// Cluster default replication factor min (replaces 0 in requests).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub quirk_partial_apply: bool,
     /// Fault: added latency before every API response.
-    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    #[arg(long, default_value = "0s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub latency: Duration,
     /// Fault: answer STATUS for a fraction RATE of requests to ENDPOINT (repeatable). Endpoints:
     /// health, id, version, peers, allocations, pins, pin, unpin, recover, token, monitor, or *.
@@ -92,6 +92,19 @@ pub struct ServeArgs {
     /// The version `/version` and `/id` report.
     #[arg(long, default_value = "1.1.6")]
     pub version_string: String,
+}
+
+/// A ledger option (`--db`, `--cluster`, …) under `ledger sim`, which serves a cluster and uses no
+/// ledger: hidden from its help, refused with the reason. An argument of the same name on `sim`
+/// keeps clap from handing the global one down to `sim` and `sim serve`.
+pub fn not_for_sim(name: &'static str) -> clap::Arg {
+    clap::Arg::new(name).long(name).hide(true).num_args(1).value_parser(
+        move |_: &str| -> Result<String, String> {
+            Err(format!(
+                "`ledger sim` serves a simulated cluster and uses no ledger: --{name} does not apply to it"
+            ))
+        },
+    )
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {

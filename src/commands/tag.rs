@@ -8,6 +8,7 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::app::print_json;
+use crate::cli::parse_duration;
 use crate::context::Context;
 use crate::ledger::tag;
 use crate::render;
@@ -30,22 +31,22 @@ pub struct TagArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Wait this long after each pass before verifying every peer.
-    #[arg(long, default_value = "10s", value_parser = crate::ids::parse_go_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub settle: Duration,
-    /// Give up after this many passes.
-    #[arg(long, default_value_t = 5)]
+    /// Give up after this many passes (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_passes: u32,
     /// Give up starting new passes after this long.
-    #[arg(long = "run-timeout", default_value = "30m", value_parser = crate::ids::parse_go_duration)]
+    #[arg(long = "run-timeout", default_value = "30m", value_parser = parse_duration, allow_hyphen_values = true)]
     pub run_timeout: Duration,
     /// Re-pins in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// While a pass settles, sample every peer this often (0s: only after the settle).
-    #[arg(long, default_value = "2s", value_parser = crate::ids::parse_go_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub probe_every: Duration,
-    /// At most this many re-pins per second.
-    #[arg(long, value_name = "PER_SECOND")]
+    /// At most this many re-pins per second (at least 0.001: one every 1000 s).
+    #[arg(long, value_name = "PER_SECOND", value_parser = crate::cli::parse_repin_rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -56,9 +57,6 @@ pub fn run(args: TagArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     crate::cluster::repin::check_key("org")?;
     if args.org.is_empty() || args.org.chars().any(char::is_control) {
         bail!("--org must be a non-empty name without control characters");
-    }
-    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        bail!("--rate must be a positive number of re-pins per second");
     }
     let opts = tag::Options {
         org: args.org.clone(),

@@ -16,7 +16,7 @@ use crate::render;
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Take a snapshot this often (Go duration: 30s, 5m, 1h), counted from the start of each round.
-    #[arg(long, value_parser = crate::ids::parse_go_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = crate::cli::parse_positive_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub every: Duration,
     #[command(flatten)]
     pub peers: Peers,
@@ -24,15 +24,12 @@ pub struct WatchArgs {
     /// of `ledger lost --json`, new losses only) on its stdin.
     #[arg(long, value_name = "CMD")]
     pub on_loss: Option<String>,
-    /// Stop after this many rounds (default: run until SIGTERM or SIGINT).
-    #[arg(long, value_name = "N")]
+    /// Stop after this many rounds, at least 1 (default: run until SIGTERM or SIGINT).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
 }
 
 pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    if args.every.is_zero() {
-        anyhow::bail!("--every must be longer than 0s");
-    }
     let opts = watch::Options {
         peers: args.peers.urls(ctx)?,
         every: args.every,

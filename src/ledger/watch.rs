@@ -46,7 +46,7 @@ pub async fn run(
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
             let losses = incident::lost(&ctx.store()?.conn, &filter)?;
-            report_losses(&losses, opts.on_loss.as_deref());
+            report_losses(&losses, opts.on_loss.as_deref(), ctx.db_path());
         }
         if opts.rounds.is_some_and(|n| round >= n) {
             return Ok(());
@@ -87,8 +87,27 @@ async fn snapshot_round(
     Ok(taken)
 }
 
-/// Logs each loss and hands the report to `--on-loss`. A failing hook is logged, never fatal.
-fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>) {
+/// What the `--on-loss` hook's environment holds besides `LEDGER_DB`: the variables a shell command
+/// needs to find programs and speak the user's language, nothing that can hold a credential
+/// (`LEDGER_BASIC_AUTH`, `LEDGER_TOKEN`, `LEDGER_CLUSTER` with a `user:pass@`, or anything else
+/// the service was started with).
+fn hook_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const KEEP: [&str; 8] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"];
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                KEEP.contains(&k)
+                    || k.starts_with("LC_")
+                    || k == "LEDGER_CONFIG"
+                    || k == "LEDGER_LOG"
+            })
+        })
+        .collect()
+}
+
+/// Logs each loss and hands the report to `--on-loss`, with [`hook_env`] and `LEDGER_DB` (the
+/// ledger being watched) as its whole environment. A failing hook is logged, never fatal.
+fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::path::Path) {
     if losses.is_empty() {
         return;
     }
@@ -108,8 +127,14 @@ fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>) {
         Err(e) => return tracing::error!("cannot render the loss report: {e}"),
     };
     let run = || -> std::io::Result<std::process::ExitStatus> {
-        let mut child =
-            std::process::Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).spawn()?;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env_clear()
+            .envs(hook_env())
+            .env("LEDGER_DB", db)
+            .stdin(Stdio::piped())
+            .spawn()?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(&json);

@@ -29,6 +29,9 @@ pub struct MigrationStatus {
     pub version: u32,
     pub name: String,
     pub applied_on: Option<String>,
+    /// Applied, but not the migration this binary carries under that version (every command
+    /// refuses the database).
+    pub checksum_mismatch: bool,
 }
 
 impl Store {
@@ -36,9 +39,10 @@ impl Store {
     /// whose schema is newer than this binary is refused untouched.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let mut store = Store::open_unmigrated(path)?;
+        check_history(&store.conn, path)?;
         embedded::migrations::runner()
             .run(&mut store.conn)
-            .with_context(|| format!("cannot migrate the ledger database {}", path.display()))?;
+            .map_err(|e| migration_error(&e, &store.conn, path))?;
         Ok(store)
     }
 
@@ -159,7 +163,8 @@ pub fn binary_schema_version() -> u32 {
         .unwrap_or(0)
 }
 
-fn applied(conn: &Connection) -> anyhow::Result<Vec<(u32, String, String)>> {
+/// The migration history: version, name, applied_on, checksum, as stored.
+fn applied(conn: &Connection) -> anyhow::Result<Vec<(u32, String, String, String)>> {
     let exists: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
         [],
@@ -169,17 +174,17 @@ fn applied(conn: &Connection) -> anyhow::Result<Vec<(u32, String, String)>> {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(
-        "SELECT version, name, applied_on FROM refinery_schema_history ORDER BY version",
+        "SELECT version, name, applied_on, checksum FROM refinery_schema_history ORDER BY version",
     )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 fn check_not_newer(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     let ours = binary_schema_version();
-    if let Some((theirs, name, _)) = applied(conn)?.into_iter().max_by_key(|m| m.0)
+    if let Some((theirs, name, ..)) = applied(conn)?.into_iter().max_by_key(|m| m.0)
         && theirs > ours
     {
         bail!(
@@ -195,14 +200,74 @@ fn status(conn: &Connection) -> anyhow::Result<Vec<MigrationStatus>> {
     let mut out: Vec<MigrationStatus> = embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| MigrationStatus {
-            version: m.version() as u32,
-            name: m.name().to_string(),
-            applied_on: applied.iter().find(|a| a.0 == m.version() as u32).map(|a| a.2.clone()),
+        .map(|m| {
+            let row = applied.iter().find(|a| a.0 == m.version() as u32);
+            MigrationStatus {
+                version: m.version() as u32,
+                name: m.name().to_string(),
+                applied_on: row.map(|a| a.2.clone()),
+                checksum_mismatch: row.is_some_and(|a| a.3 != m.checksum().to_string()),
+            }
         })
         .collect();
     out.sort_by_key(|m| m.version);
     Ok(out)
+}
+
+/// Refuses a migration history that does not match this binary's migrations (a checksum mismatch:
+/// the schema was changed by something other than this ledger) or that holds rows the migration
+/// runner cannot read (it would stop the process on them). `ledger db status` says the same.
+pub fn check_history(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    let db = path.display();
+    for (version, name, applied_on, checksum) in applied(conn)? {
+        if !written_by_refinery(&applied_on) || checksum.parse::<u64>().is_err() {
+            bail!(
+                "the ledger database {db} has a damaged migration history: the row of V{version} ({name}) in refinery_schema_history was not written by ledger; use another --db"
+            );
+        }
+    }
+    if let Some(m) = status(conn)?.into_iter().find(|m| m.checksum_mismatch) {
+        bail!(
+            "the ledger database {db} has a migration V{} ({}) that differs from this ledger's (checksum mismatch): its schema was written by another build of ledger or changed by hand; use the ledger that wrote it, or another --db",
+            m.version,
+            m.name
+        );
+    }
+    Ok(())
+}
+
+/// Whether `t` is a time as the migration runner writes it (`2026-11-24T00:26:04.444478973Z`,
+/// RFC 3339 with `T`, no leap second), which is also what it can read back.
+fn written_by_refinery(t: &str) -> bool {
+    use chrono::Timelike as _;
+    let shape = t.len() >= 20 && t.as_bytes().get(10) == Some(&b'T') && t.is_ascii();
+    shape
+        && chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|d| {
+            d.nanosecond() < 1_000_000_000 && d.offset().local_minus_utc().abs() < 86_400
+        })
+}
+
+/// A failed migration, said without its SQL: which migration failed, and SQLite's reason.
+fn migration_error(err: &refinery::Error, conn: &Connection, path: &Path) -> anyhow::Error {
+    let db = path.display();
+    let refinery::error::Kind::Connection(_, source) = err.kind() else {
+        return anyhow::anyhow!("cannot migrate the ledger database {db}: {err}");
+    };
+    let reason = match source.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqlInputError { msg, .. }) => msg.clone(),
+        Some(rusqlite::Error::SqliteFailure(_, Some(msg))) => msg.clone(),
+        Some(e) => e.to_string(),
+        None => source.to_string(),
+    };
+    // Each migration commits on its own: the failed one is the first still pending.
+    match status(conn).ok().and_then(|st| st.into_iter().find(|m| m.applied_on.is_none())) {
+        Some(m) => anyhow::anyhow!(
+            "cannot migrate the ledger database {db}: migration V{} ({}) failed: {reason}",
+            m.version,
+            m.name
+        ),
+        None => anyhow::anyhow!("cannot migrate the ledger database {db}: {reason}"),
+    }
 }
 
 /// Now, as stored in the ledger: UTC RFC 3339 with milliseconds.

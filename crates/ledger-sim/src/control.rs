@@ -65,6 +65,40 @@ fn one() -> f64 {
     1.0
 }
 
+/// The endpoint names a fault may name: those of the route table (`api.rs`), and `*` for all.
+pub const ENDPOINTS: [&str; 12] = [
+    "health",
+    "id",
+    "version",
+    "peers",
+    "allocations",
+    "pins",
+    "pin",
+    "unpin",
+    "recover",
+    "token",
+    "monitor",
+    "*",
+];
+
+impl ErrorFault {
+    /// Refuses an endpoint no route has (the fault would never fire) and a status that is not an
+    /// HTTP status.
+    pub fn check(&self) -> Result<(), String> {
+        if !ENDPOINTS.contains(&self.endpoint.as_str()) {
+            return Err(format!(
+                "no endpoint {:?}: faults apply to {}",
+                self.endpoint,
+                ENDPOINTS.join(", ")
+            ));
+        }
+        if !(100..=599).contains(&self.status) {
+            return Err(format!("{} is not an HTTP status (100 to 599)", self.status));
+        }
+        Ok(())
+    }
+}
+
 impl Faults {
     /// Parses `--error ENDPOINT:STATUS:RATE`.
     pub fn parse_error_flag(s: &str) -> Result<ErrorFault, String> {
@@ -81,7 +115,10 @@ impl Faults {
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("rate must be between 0 and 1 in {s:?}"));
         }
-        Ok(ErrorFault { endpoint: endpoint.to_string(), status, rate, count: None, peers: None })
+        let fault =
+            ErrorFault { endpoint: endpoint.to_string(), status, rate, count: None, peers: None };
+        fault.check()?;
+        Ok(fault)
     }
 
     /// Parses `--stream-cut K[:trailer|:drop]`.
@@ -236,6 +273,9 @@ fn state(c: &Cluster, now: Instant) -> Response {
 fn set_faults(c: &Cluster, body: &[u8]) -> Response {
     match serde_json::from_slice::<Faults>(body) {
         Ok(f) => {
+            if let Some(e) = f.errors.iter().find_map(|e| e.check().err()) {
+                return bad(&e);
+            }
             for name in f
                 .errors
                 .iter()
@@ -329,4 +369,22 @@ fn not_found(msg: &str) -> Response {
     let mut r = ok_json(serde_json::json!({ "code": 404, "message": msg }));
     r.status = 404;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_fault_names_a_real_endpoint_and_status() {
+        for ok in ["pin:500", "allocations:503:0.5", "*:429:1", "monitor:500:0"] {
+            assert!(Faults::parse_error_flag(ok).is_ok(), "{ok}");
+        }
+        let err = Faults::parse_error_flag("nosuch:500:1").unwrap_err();
+        assert!(err.contains("\"nosuch\"") && err.contains("allocations"), "{err}");
+        assert!(Faults::parse_error_flag("pins/x:500").is_err());
+        assert!(Faults::parse_error_flag("PIN:500").is_err());
+        assert!(Faults::parse_error_flag("pin:0").unwrap_err().contains("HTTP status"));
+        assert!(Faults::parse_error_flag("pin:999").is_err());
+    }
 }

@@ -47,10 +47,11 @@ fn random_pin(
     let (rmin, rmax, allocations) = random_allocations(rng, peers);
     let metadata = random_metadata(rng);
     let direct = rng.random_bool(0.02);
-    let expire_at =
-        rng.random_bool(0.02).then(|| expiry_base + Duration::days(rng.random_range(30..720)));
+    let expire_at = rng
+        .random_bool(0.02)
+        .then(|| expiry_base + Duration::try_days(rng.random_range(30..720)).unwrap_or_default());
     let origins = random_origins(rng, peers);
-    let age = Duration::seconds(rng.random_range(3_600..90 * 86_400));
+    let age = Duration::try_seconds(rng.random_range(3_600..90 * 86_400)).unwrap_or_default();
     Pin {
         cid,
         typ: PinType::Data,

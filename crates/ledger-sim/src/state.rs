@@ -499,7 +499,10 @@ impl World {
             self.credit[p] = 0.0;
         } else {
             let wait = (1.0 - self.credit[p].fract()).max(0.0) / rate;
-            self.next_apply[p] = Some(now + Duration::from_secs_f64(wait.max(1e-4)));
+            // At most a day: a rate too small for a timer still applies now and then.
+            let wait = Duration::try_from_secs_f64(wait.clamp(1e-4, 86_400.0))
+                .unwrap_or(Duration::from_secs(86_400));
+            self.next_apply[p] = Some(now + wait);
         }
     }
 
@@ -675,7 +678,7 @@ impl World {
 
 fn jitter(rng: &mut SmallRng, base: Duration) -> Duration {
     let f: f64 = rng.random_range(0.7..=1.3);
-    base.mul_f64(f)
+    Duration::try_from_secs_f64(base.as_secs_f64() * f).unwrap_or(base)
 }
 
 #[cfg(test)]
