@@ -1,13 +1,13 @@
-//! Crash soak: `tag`, `repin` and `snapshot` killed with SIGKILL at random moments, then
+//! Crash soak: `tag`, `restore`, `repin` and `snapshot` killed with SIGKILL at random moments, then
 //! checked: the database passes `PRAGMA integrity_check` and `foreign_key_check`; every re-pin the
 //! cluster received is in the ledger (its intent was recorded before it was sent); the rerun ends as
 //! an uninterrupted run would, settles what the killed one left pending, leaves no run or snapshot
 //! `running`, and re-pins nothing the cluster already had.
 //!
-//! `LEDGER_SOAK_TRIALS` sets the trials per command (default 17: 51 in all, in every `cargo test`);
+//! `LEDGER_SOAK_TRIALS` sets the trials per command (default 13: 52 in all, in every `cargo test`);
 //! `LEDGER_SOAK_SEED` moves the kill moments. The soak mode is the same test with more trials:
-//! `LEDGER_SOAK_TRIALS=334 cargo test --release --test integration soak:: -- --test-threads 1`
-//! (1,002 trials; figures in reports/RELIABILITY.md).
+//! `LEDGER_SOAK_TRIALS=250 cargo test --release --test integration soak:: -- --test-threads 1`
+//! (1,000 trials; figures in reports/RELIABILITY.md).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Sim, bin, sorted_pinset};
+use crate::util::{Sim, bin, raw, sorted_pinset};
 
 fn trials() -> u64 {
-    std::env::var("LEDGER_SOAK_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(17)
+    std::env::var("LEDGER_SOAK_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(13)
 }
 
 /// A kill moment in `0..max`, different for every trial and command (xorshift over the seed).
@@ -253,4 +253,74 @@ fn repin_killed_at_random_moments() {
         }
     }
     sim.control("DELETE", "/_sim/faults", "");
+}
+
+/// A pin's metadata without empty values (an empty value is no value: a restore does not bring it
+/// back).
+fn kept(meta: &Value) -> BTreeSet<(String, String)> {
+    meta.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            v.as_str().filter(|v| !v.is_empty()).map(|v| (k.clone(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn restore_killed_at_random_moments() {
+    for trial in 0..trials() {
+        let seed = (300 + trial).to_string();
+        let sim = Sim::start(&["--peers", "1", "--pins", "200", "--seed", &seed, "--lag", "0"]);
+        let dir = tempfile::tempdir().unwrap();
+        let what = format!("restore trial {trial}");
+        assert_eq!(run(dir.path(), &sim, &["snapshot"]).0, 0, "{what}");
+        // A careless script re-pins 60 pins bare: their names and metadata are gone.
+        let before = sorted_pinset(sim.url(0), &[]);
+        let wiped: Vec<&Value> =
+            before.iter().filter(|p| !kept(&p["metadata"]).is_empty()).take(60).collect();
+        assert!(wiped.len() >= 30, "{what}: the seed has too few pins with metadata");
+        for p in &wiped {
+            let r =
+                raw(sim.url(0), "POST", &format!("/pins/{}", p["cid"].as_str().unwrap()), &[], b"");
+            assert_eq!(r.status, 200, "{what}");
+        }
+        assert_eq!(run(dir.path(), &sim, &["snapshot"]).0, 0, "{what}");
+        let args = ["restore", "--from", "1", "--concurrency", "2"];
+        sim.control("POST", "/_sim/faults", r#"{"latency_ms": 5}"#);
+        kill_after(dir.path(), &sim, &args, moment(4, trial, Duration::from_millis(700)));
+        sim.control("DELETE", "/_sim/faults", "");
+        check_integrity(dir.path(), &what);
+        let now = sorted_pinset(sim.url(0), &[]);
+        let back: BTreeSet<String> = wiped
+            .iter()
+            .filter(|p| {
+                now.iter()
+                    .any(|n| n["cid"] == p["cid"] && kept(&n["metadata"]) == kept(&p["metadata"]))
+            })
+            .map(|p| p["cid"].as_str().unwrap().to_string())
+            .collect();
+        let recorded = intended(dir.path());
+        let unrecorded: Vec<&String> = back.difference(&recorded).collect();
+        assert!(
+            unrecorded.is_empty(),
+            "{what}: restores the ledger has no record of: {unrecorded:?}"
+        );
+        let (code, err) = run(dir.path(), &sim, &args);
+        assert_eq!(code, 0, "{what}: rerun exit {code}: {err}");
+        check_settled(dir.path(), &what);
+        let again = resent(dir.path(), &back);
+        assert!(again.is_empty(), "{what}: restored again: {again:?}");
+        let end = sorted_pinset(sim.url(0), &[]);
+        for p in &wiped {
+            let n = end.iter().find(|n| n["cid"] == p["cid"]).unwrap();
+            assert_eq!(
+                kept(&n["metadata"]),
+                kept(&p["metadata"]),
+                "{what}: {} not restored",
+                p["cid"]
+            );
+            assert_eq!(n["name"], p["name"], "{what}: {} name not restored", p["cid"]);
+        }
+    }
 }
