@@ -40,9 +40,7 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let mut store = Store::open_unmigrated(path)?;
         check_history(&store.conn, path)?;
-        embedded::migrations::runner()
-            .run(&mut store.conn)
-            .map_err(|e| migration_error(&e, &store.conn, path))?;
+        migrate(&mut store.conn).map_err(|e| migration_error(&e, &store.conn, path))?;
         Ok(store)
     }
 
@@ -63,7 +61,7 @@ impl Store {
     pub fn open_in_memory() -> anyhow::Result<Store> {
         let mut conn = Connection::open_in_memory()?;
         configure(&conn)?;
-        embedded::migrations::runner().run(&mut conn)?;
+        migrate(&mut conn)?;
         Ok(Store { conn, path: PathBuf::from(":memory:") })
     }
 
@@ -151,6 +149,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "cache_size", -16_384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
+}
+
+/// Applies the pending migrations, all of them in one transaction: refinery's default runs each
+/// migration's SQL and the row that records it in two transactions, so a process killed between them
+/// left a schema change that the next open tried to apply again ("view pin_history already exists").
+fn migrate(conn: &mut Connection) -> Result<refinery::Report, refinery::Error> {
+    embedded::migrations::runner().set_grouped(true).run(conn)
 }
 
 /// The newest migration version this binary carries.
@@ -278,6 +283,28 @@ pub fn now_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every pending migration and the rows that record them commit together, so no kill can land
+    /// between a schema change and its record.
+    #[test]
+    fn the_migrations_commit_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = commits.clone();
+        conn.commit_hook(Some(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        }))
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        // One for refinery's history table, one for every migration with its record.
+        let n = commits.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, 2, "migrations committed in {n} transactions");
+        let recorded: i64 = conn
+            .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(recorded as u32, binary_schema_version());
+    }
 
     #[test]
     fn every_migration_applies_to_an_empty_database() {
