@@ -90,8 +90,45 @@ impl LedgerArgs {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!($crate::app::stdout(), $($arg)*)?;
+        let line = format!($($arg)*);
+        writeln!($crate::app::stdout(), "{}", $crate::app::shown_lines(&line))?;
     }};
+}
+
+/// Text from the cluster made safe to show on a terminal or in a log: control characters (newlines
+/// included), and the invisible and direction-changing format characters, as escapes (`\n`,
+/// `\u{1b}`, `\u{202e}`), so a name or key can neither move the cursor, recolour the terminal,
+/// reorder a line nor break a table's layout. Everything else is shown as it is.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    shown_but(s, false)
+}
+
+/// [`shown`], but keeping line breaks: for whole lines of output.
+pub fn shown_lines(s: &str) -> std::borrow::Cow<'_, str> {
+    shown_but(s, true)
+}
+
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+fn shown_but(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let hide = |c: char| hidden(c) && !(keep_newlines && c == '\n');
+    if !s.chars().any(hide) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !hide(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Set once a write to stdout found the pipe closed: nothing more is written.
@@ -194,8 +231,11 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()
 /// not padded.
 pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     use unicode_width::UnicodeWidthStr;
+    let headers: Vec<std::borrow::Cow<str>> = headers.iter().map(|h| shown(h)).collect();
+    let rows: Vec<Vec<std::borrow::Cow<str>>> =
+        rows.iter().map(|r| r.iter().map(|c| shown(c)).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             match widths.get_mut(i) {
                 Some(w) => *w = (*w).max(c.width()),
@@ -218,8 +258,8 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         }
         s
     };
-    let mut lines = vec![line(headers.to_vec())];
-    lines.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    let mut lines = vec![line(headers.iter().map(|h| h.as_ref()).collect())];
+    lines.extend(rows.iter().map(|r| line(r.iter().map(|c| c.as_ref()).collect())));
     lines
 }
 
@@ -299,6 +339,18 @@ impl Shutdown {
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
+
+    #[test]
+    fn hostile_text_is_shown_escaped() {
+        assert_eq!(shown("plain 組織 🦀"), "plain 組織 🦀");
+        assert_eq!(shown("a\u{1b}[31mb\r\nc\td\u{0}"), "a\\u{1b}[31mb\\r\\nc\\td\\u{0}");
+        assert_eq!(shown("x\u{202e}y\u{200b}z"), "x\\u{202e}y\\u{200b}z");
+        assert_eq!(shown_lines("one\ntwo\u{7}"), "one\ntwo\\u{7}");
+        let lines = table_lines(&["name", "n"], &[vec!["a\nb".into(), "1".into()]]);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], "a\\nb  1");
+    }
+
     use unicode_width::UnicodeWidthStr;
 
     use super::*;

@@ -25,6 +25,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::from(OK);
     }
-    eprintln!("ledger: error: {err:#}");
+    // The chain may hold what a server answered: shown, never interpreted by the terminal.
+    eprintln!("ledger: error: {}", crate::app::shown(&format!("{err:#}")));
     ExitCode::from(ERROR)
 }

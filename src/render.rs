@@ -1,7 +1,7 @@
 //! What the terminal shows of a use case's result, shared by the commands and the demo: tables and
 //! lines on stdout (through [`crate::out!`], so a closed pipe ends the program quietly).
 
-use crate::app::print_table;
+use crate::app::{print_table, shown};
 use crate::ledger::convergence::Convergence;
 use crate::ledger::{snapshot, tag};
 use crate::store::runs::ProbeRow;
@@ -30,7 +30,7 @@ pub fn snapshot_summary(r: &snapshot::Report) -> std::io::Result<()> {
             r.vanished.unwrap_or(0)
         );
     }
-    let owners: Vec<String> = r.orgs.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let owners: Vec<String> = r.orgs.iter().map(|(o, n)| format!("{} {n}", shown(o))).collect();
     crate::out!(
         "  owners: {} · unowned {}",
         if owners.is_empty() { "none".to_string() } else { owners.join(", ") },
@@ -104,11 +104,11 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
     if !p.conflicts.is_empty() {
         crate::out!("conflicts (owned by another organisation, left alone): {}", p.conflicts.len());
         for (cid, owner) in p.conflicts.iter().take(10) {
-            crate::out!("  {cid} org={owner}");
+            crate::out!("  {cid} org={}", shown(owner));
         }
     }
     for (cid, why) in &r.not_tagged {
-        crate::out!("  not tagged {cid}: {why}");
+        crate::out!("  not tagged {cid}: {}", shown(why));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod differential;
 mod export;
 mod field_report;
 mod fuzz;
+mod hostile_data;
 mod hostile_user;
 mod identity;
 mod layout;

@@ -97,7 +97,7 @@ fn print_outcome(cid: &str, o: &repin::RepinOutcome) -> std::io::Result<()> {
         Outcome::Unchanged => crate::out!("{cid}: already as asked; nothing sent"),
         other => crate::out!(
             "{cid}: {other}{}",
-            o.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            o.error.as_deref().map(|e| format!(": {}", crate::app::shown(e))).unwrap_or_default()
         ),
     }
     Ok(())

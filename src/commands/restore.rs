@@ -79,7 +79,7 @@ fn print_report(r: &restore::Report) -> std::io::Result<()> {
     );
     for p in r.plan.iter().take(if r.dry_run { 50 } else { 10 }) {
         let fields: Vec<&str> = p.fields.iter().map(|f| f.field.as_str()).collect();
-        crate::out!("  {verb} {}: {}", p.cid, fields.join(", "));
+        crate::out!("  {verb} {}: {}", p.cid, crate::app::shown(&fields.join(", ")));
     }
     if r.plan.len() > 50 {
         crate::out!("  … and {} more", r.plan.len() - 50);
@@ -92,13 +92,13 @@ fn print_report(r: &restore::Report) -> std::io::Result<()> {
         r.failed.len()
     );
     for c in &r.conflicts {
-        crate::out!("  conflict {}: {}", c.cid, c.reason);
+        crate::out!("  conflict {}: {}", c.cid, crate::app::shown(&c.reason));
     }
     for c in &r.unpinned {
         crate::out!("  unpinned {c}");
     }
     for f in &r.failed {
-        crate::out!("  failed {}: {}", f.cid, f.error);
+        crate::out!("  failed {}: {}", f.cid, crate::app::shown(&f.error));
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::pat
             by = %l.attribution.kind,
             snapshot = l.first_lacking.snapshot,
             "lost {}",
-            fields.join(", ")
+            crate::app::shown(&fields.join(", "))
         );
     }
     let Some(cmd) = on_loss else { return };
