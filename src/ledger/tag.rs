@@ -409,7 +409,23 @@ impl<'a> Migration<'a> {
         report.stragglers.clear();
         for (i, client) in self.clients.iter().enumerate() {
             let snap_opts = snapshot::Options { run: Some((self.run, pass as i64)) };
-            let s = snapshot::take(self.store, client, cluster, &snap_opts, |_| {}).await?;
+            let s = match snapshot::take(self.store, client, cluster, &snap_opts, |_| {}).await {
+                Ok(s) => s,
+                // A peer other than the write peer that cannot be read (down, restarting) is a
+                // straggler for this pass: every wanted target counts as missing there.
+                Err(e) if i > 0 => {
+                    tracing::warn!(
+                        "cannot verify {}, its targets count as stragglers: {e:#}",
+                        client.base()
+                    );
+                    all_there = false;
+                    let mut missing: Vec<String> = wanted.iter().cloned().collect();
+                    missing.sort();
+                    report.stragglers.insert(self.peer_ids[i].clone(), missing);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (n, tagged) = match probe(client, &wanted, &self.opts.org).await {
                 Ok(x) => x,
                 Err(e) => {
