@@ -440,6 +440,7 @@ impl Client {
             buf: BytesMut::with_capacity(256 * 1024),
             scanned: 0,
             line_timeout: self.settings.read_timeout,
+            line_due: None,
             ended: empty,
             outcome: if empty { Some(StreamOutcome::Complete) } else { None },
             url,
@@ -499,6 +500,9 @@ pub struct AllocStream {
     scanned: usize,
     /// Longest wait for the next complete line.
     line_timeout: Duration,
+    /// When the line being waited for is due: set by the first wait for it, so that a call of
+    /// [`AllocStream::next_line`] dropped while it waits (a reader's own timeout) changes nothing.
+    line_due: Option<Instant>,
     ended: bool,
     outcome: Option<StreamOutcome>,
     url: String,
@@ -507,9 +511,9 @@ pub struct AllocStream {
 impl AllocStream {
     /// The next NDJSON line (without its newline), or `None` at the end of the stream; then
     /// [`AllocStream::outcome`] says whether the stream was whole. A line longer than [`MAX_LINE`],
-    /// or one that takes longer than the line timeout to arrive, breaks the stream.
+    /// or one that takes longer than the line timeout to arrive, breaks the stream. Cancel-safe:
+    /// dropped while it waits, the next call goes on where it stood.
     pub async fn next_line(&mut self) -> Option<bytes::Bytes> {
-        let deadline = Instant::now() + self.line_timeout;
         loop {
             if let Some(pos) = memchr(&self.buf[self.scanned..]).map(|p| p + self.scanned) {
                 self.scanned = 0;
@@ -518,6 +522,7 @@ impl AllocStream {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                self.line_due = None;
                 return Some(line);
             }
             self.scanned = self.buf.len();
@@ -538,7 +543,8 @@ impl AllocStream {
                 self.scanned = 0;
                 return None;
             }
-            let frame = match tokio::time::timeout_at(deadline, self.body.frame()).await {
+            let due = *self.line_due.get_or_insert_with(|| Instant::now() + self.line_timeout);
+            let frame = match tokio::time::timeout_at(due, self.body.frame()).await {
                 Ok(frame) => frame,
                 Err(_) => {
                     self.stop(format!(

@@ -665,6 +665,24 @@ fn spawn_reader(client: Client, known: Arc<LineIndex>) -> (Receiver<Msg>, JoinHa
     (rx, handle)
 }
 
+/// The stream's next line. While it waits, lines read before it are handed over after 100 ms, so
+/// that the writer holds what a stream that stalls has sent (kept if the snapshot is interrupted).
+async fn next_line(
+    stream: &mut crate::cluster::AllocStream,
+    batch: &mut Vec<Item>,
+    tx: &SyncSender<Msg>,
+) -> Option<bytes::Bytes> {
+    if !batch.is_empty() {
+        match tokio::time::timeout(Duration::from_millis(100), stream.next_line()).await {
+            Ok(line) => return line,
+            Err(_) => {
+                let _ = tx.send(Msg::Batch(std::mem::take(batch)));
+            }
+        }
+    }
+    stream.next_line().await
+}
+
 /// The reader thread's work: sends the lines in batches of 1024, then how the stream ended. Stops
 /// at the first line that is not a pin, or when the receiver is gone.
 async fn read_allocations(client: Client, known: Arc<LineIndex>, tx: SyncSender<Msg>) {
@@ -678,7 +696,7 @@ async fn read_allocations(client: Client, known: Arc<LineIndex>, tx: SyncSender<
     let url = stream.url().to_string();
     let mut batch = Vec::with_capacity(1024);
     let mut n = 0i64;
-    while let Some(line) = stream.next_line().await {
+    while let Some(line) = next_line(&mut stream, &mut batch, &tx).await {
         n += 1;
         let hash = xxhash_rust::xxh3::xxh3_128(&line);
         if known.get(hash).is_some() {
