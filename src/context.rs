@@ -6,6 +6,8 @@
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -136,16 +138,19 @@ impl Context {
     }
 
     /// Runs `work` until it ends or SIGTERM/SIGINT arrives. On a signal the work is dropped where it
-    /// stands (a run records itself `interrupted` as it is dropped) and an error says so.
+    /// stands (a run or a snapshot records itself `interrupted` as it is dropped) and an error says
+    /// so. The signals are watched on a thread of their own, so that work busy on this thread
+    /// (a snapshot writing to SQLite) sees [`stop_requested`] at once.
     pub fn until_signal<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         F: Future<Output = anyhow::Result<T>>,
     {
         let flag = self.interrupted.clone();
+        let watcher = SignalWatcher::start()?;
+        let notify = watcher.notify.clone();
         self.block_on(async move {
-            let mut shutdown = crate::app::Shutdown::new()?;
             let signalled = async {
-                shutdown.wait().await;
+                notify.notified().await;
                 // Set before the work is dropped, so that what it drops sees it.
                 flag.set(true);
             };
@@ -158,7 +163,7 @@ impl Context {
 
     /// Whether a signal stopped the work.
     pub fn interrupted(&self) -> bool {
-        self.interrupted.get()
+        self.interrupted.get() || stop_requested()
     }
 
     /// Now, by the context's clock.
@@ -169,5 +174,68 @@ impl Context {
     /// The ledger's path (for messages).
     pub fn db_path(&self) -> &std::path::Path {
         &self.args.db
+    }
+}
+
+/// Set once SIGTERM or SIGINT has arrived during [`Context::until_signal`]: the process is stopping.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether SIGTERM or SIGINT has asked the process to stop (for work that runs synchronously and
+/// cannot be dropped at an `.await`: it checks this and stops itself).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// A thread that waits for SIGTERM or SIGINT on a runtime of its own, then sets [`STOP`] and
+/// notifies; it ends when dropped.
+struct SignalWatcher {
+    notify: Arc<tokio::sync::Notify>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalWatcher {
+    /// Starts the thread and returns once its signal handlers are installed.
+    fn start() -> anyhow::Result<SignalWatcher> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (done, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let n = notify.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = match crate::app::runtime() {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            rt.block_on(async move {
+                let mut shutdown = match crate::app::Shutdown::new() {
+                    Ok(s) => s,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                tokio::select! {
+                    () = shutdown.wait() => {
+                        STOP.store(true, Ordering::SeqCst);
+                        n.notify_one();
+                    }
+                    _ = &mut done_rx => {}
+                }
+            });
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the signal watcher did not start"))?
+            .context("cannot watch for signals")?;
+        Ok(SignalWatcher { notify, done: Some(done), thread: Some(thread) })
+    }
+}
+
+impl Drop for SignalWatcher {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

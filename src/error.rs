@@ -26,6 +26,35 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(OK);
     }
     // The chain may hold what a server answered: shown, never interpreted by the terminal.
-    eprintln!("ledger: error: {}", crate::app::shown(&format!("{err:#}")));
+    eprintln!("ledger: error: {}", crate::app::shown(&chain(err)));
     ExitCode::from(ERROR)
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, each said once: a cause whose text holds
+/// its parent's, or is held in it (a library repeating itself), is left out.
+pub fn chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text) || text.contains(last.as_str())) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_repeated_by_its_neighbour_is_said_once() {
+        let sql = std::io::Error::other("Error code 13: database or disk is full");
+        let e = anyhow::Error::new(sql)
+            .context("database or disk is full")
+            .context("cannot snapshot http://127.0.0.1:9094/");
+        assert_eq!(chain(&e), "cannot snapshot http://127.0.0.1:9094/: database or disk is full");
+        let e = anyhow::anyhow!("tcp connect error").context("cannot reach the cluster");
+        assert_eq!(chain(&e), "cannot reach the cluster: tcp connect error");
+    }
 }

@@ -16,6 +16,7 @@ mod lost;
 mod realcluster;
 mod repin;
 mod report;
+mod robust;
 mod run_lifecycle;
 mod sim_api;
 mod sim_auth;

@@ -1,6 +1,11 @@
 //! The REST client: one `reqwest::Client` per peer URL with connect and read timeouts and a user
 //! agent, retries with backoff for idempotent requests, and the `/allocations` stream read frame by
 //! frame so that the `X-Stream-Error` trailer is seen (docs/cluster-api.md §5).
+//!
+//! `--timeout` bounds every request as a whole, its retries included: a try starts only while the
+//! deadline is ahead, and gets what is left of it. A stream gets the same time per complete line
+//! (a peer that trickles bytes without ever finishing a line is cut off) and no line may be longer
+//! than [`MAX_LINE`].
 
 use std::time::Duration;
 
@@ -8,35 +13,46 @@ use backon::{BackoffBuilder, Retryable};
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 use rand::Rng;
+use tokio::time::Instant;
 use url::Url;
 
 use super::config::Auth;
+
+/// The longest line an `/allocations` stream may send (one pin): 16 MiB. A longer one ends the
+/// stream as broken, so a peer sending an endless line cannot fill the memory.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// What went wrong talking to a peer. Every message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "cannot reach the cluster at {url}: {source}. Is the peer running and the address right?"
+        "cannot reach the cluster at {url}: {detail}. Is the peer running and the address right?"
     )]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    Connect { url: String, detail: String },
     #[error(
-        "the cluster at {url} refused the credentials ({message}): set LEDGER_BASIC_AUTH=user:password or LEDGER_TOKEN=<jwt>, or name a credentials file in the ledger.toml profile"
+        "the TLS handshake with {url} failed: the port answers plain HTTP, not HTTPS; use http:// for this peer"
     )]
-    Unauthorized { url: String, message: String },
-    #[error("the cluster at {url} answered {status}: {message}")]
-    Status { url: String, status: u16, message: String },
+    PlainHttp { url: String },
+    #[error(
+        "the TLS handshake with {url} failed: {detail}. Is this port HTTPS, and its certificate valid for this name?"
+    )]
+    Tls { url: String, detail: String },
+    #[error(
+        "no answer from the cluster at {url} within {} (--timeout): is the peer overloaded or stuck? A slow peer needs a longer --timeout",
+        crate::ids::format_duration(*.after)
+    )]
+    Timeout { url: String, after: Duration },
+    #[error(
+        "the cluster at {url} refused the credentials{}: set LEDGER_BASIC_AUTH=user:password or LEDGER_TOKEN=<jwt>, or name a credentials file in the ledger.toml profile",
+        .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+    )]
+    Unauthorized { url: String, message: Option<String> },
+    #[error("the cluster at {url} answered {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Status { url: String, status: u16, message: Option<String> },
     #[error("the cluster at {url} sent something that is not the IPFS Cluster API: {message}")]
     Decode { url: String, message: String },
-    #[error("request to {url} failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("request to {url} failed: {detail}")]
+    Http { url: String, detail: String, retry: bool },
 }
 
 impl Error {
@@ -45,19 +61,57 @@ impl Error {
         match self {
             Error::Connect { .. } => true,
             Error::Status { status, .. } => *status == 429 || *status >= 500,
-            Error::Http { source, .. } => source.is_timeout() || source.is_request(),
+            Error::Http { retry, .. } => *retry,
             _ => false,
         }
     }
+}
+
+/// The causes of `e`, each once: reqwest's own message (which repeats the URL) is left out when
+/// there is more to say, and a cause whose text its parent already holds is not repeated.
+fn detail(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    parts.join(": ")
+}
+
+/// Whether a rustls error is among the causes of `e` (the TLS handshake failed), looking inside
+/// the I/O errors that wrap it too.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && is_tls(inner)
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Timeouts and retries.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub connect_timeout: Duration,
-    /// Overall timeout of a non-streaming request.
+    /// Longest time a request may take as a whole, its retries included (for a stream: until its
+    /// head has arrived).
     pub request_timeout: Duration,
-    /// Longest silence while reading a response body (streams included).
+    /// Longest silence while reading a response body, and longest wait for a complete line of a
+    /// stream.
     pub read_timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
@@ -92,6 +146,14 @@ impl std::fmt::Debug for Client {
             .finish()
     }
 }
+
+/// backon's `adjust`: no further try unless it would start before `deadline`.
+fn before<E>(deadline: Instant) -> impl FnMut(&E, Option<Duration>) -> Option<Duration> {
+    move |_, wait| wait.filter(|w| Instant::now() + *w < deadline)
+}
+
+/// How long an https try may wait before [`Client::answers_plain_http`] is asked.
+const PLAIN_HTTP_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 impl Client {
     pub fn new(base: Url, auth: Option<Auth>, settings: Settings) -> anyhow::Result<Client> {
@@ -134,27 +196,104 @@ impl Client {
         }
     }
 
+    /// One try of `rb`, ended at `deadline`: with `whole`, reading the body included; with `check`,
+    /// an error status is turned into an [`Error`]. An https try still waiting after a second
+    /// checks whether the port speaks plain HTTP (a TLS handshake sent to it may never be answered).
+    async fn try_once(
+        &self,
+        rb: reqwest::RequestBuilder,
+        deadline: Instant,
+        whole: bool,
+        check: bool,
+    ) -> Result<reqwest::Response, Error> {
+        let rb =
+            if whole { rb.timeout(deadline.saturating_duration_since(Instant::now())) } else { rb };
+        let attempt = async {
+            match rb.send().await {
+                Ok(resp) if check => self.check(resp).await,
+                Ok(resp) => Ok(resp),
+                Err(e) => Err(self.transport_error(e).await),
+            }
+        };
+        let watched = async {
+            if self.base.scheme() != "https" {
+                return attempt.await;
+            }
+            tokio::select! {
+                r = attempt => r,
+                () = self.plain_http_watch() => Err(Error::PlainHttp { url: self.base.to_string() }),
+            }
+        };
+        match tokio::time::timeout_at(deadline, watched).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_error()),
+        }
+    }
+
+    /// Returns once the peer is found to answer plain HTTP on its https port; never otherwise.
+    async fn plain_http_watch(&self) {
+        tokio::time::sleep(PLAIN_HTTP_CHECK_AFTER).await;
+        if !self.answers_plain_http().await {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the peer's port answers a plain HTTP request with HTTP (and not with the "plain HTTP
+    /// sent to an HTTPS port" 400 that TLS servers give).
+    async fn answers_plain_http(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = match self.base.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => return false,
+        };
+        let Some(port) = self.base.port_or_known_default() else { return false };
+        let end = Instant::now() + Duration::from_secs(2);
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout_at(end, tokio::net::TcpStream::connect((host.as_str(), port)))
+                .await
+        else {
+            return false;
+        };
+        let head = format!("GET /id HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; 1024];
+        let mut n = 0;
+        while n < buf.len() {
+            match tokio::time::timeout_at(end, s.read(&mut buf[n..])).await {
+                Ok(Ok(k)) if k > 0 => n += k,
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        let tls_refusal = text.get(9..12) == Some("400") && text.contains("https");
+        text.starts_with("http/") && !tls_refusal
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout { url: self.base.to_string(), after: self.settings.request_timeout }
+    }
+
     /// Sends an idempotent request, retrying connection errors, 429 and 5xx with exponential backoff
-    /// and jitter. Returns the response once its status is below 400 (or a 404, which callers read).
+    /// and jitter while the `--timeout` deadline allows. Returns the response once its status is
+    /// below 400 (or a 404, which callers read).
     pub async fn send_idempotent(
         &self,
         method: reqwest::Method,
         path_and_query: &str,
         whole_timeout: bool,
     ) -> Result<reqwest::Response, Error> {
+        let deadline = Instant::now() + self.settings.request_timeout;
         let mut attempt = 0u32;
-        let once = || async {
-            let mut rb = self.request(method.clone(), path_and_query);
-            if whole_timeout {
-                rb = rb.timeout(self.settings.request_timeout);
-            }
-            match rb.send().await {
-                Ok(resp) => self.check(resp).await,
-                Err(e) => Err(self.transport_error(e)),
-            }
+        let once = || {
+            let rb = self.request(method.clone(), path_and_query);
+            self.try_once(rb, deadline, whole_timeout, true)
         };
         once.retry(self.backoff(true))
             .when(Error::retryable)
+            .adjust(before(deadline))
             .notify(|e, _| {
                 attempt += 1;
                 tracing::debug!(%e, attempt, "retrying");
@@ -183,12 +322,20 @@ impl Client {
             })
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> Error {
+    async fn transport_error(&self, e: reqwest::Error) -> Error {
         let url = self.base.to_string();
-        if e.is_connect() {
-            Error::Connect { url, source: e }
+        if e.is_timeout() && !e.is_connect() {
+            self.timeout_error()
+        } else if is_tls(&e) {
+            if self.answers_plain_http().await {
+                Error::PlainHttp { url }
+            } else {
+                Error::Tls { url, detail: detail(&e) }
+            }
+        } else if e.is_connect() {
+            Error::Connect { url, detail: detail(&e) }
         } else {
-            Error::Http { url, source: e }
+            Error::Http { url, detail: detail(&e), retry: e.is_request() }
         }
     }
 
@@ -199,17 +346,12 @@ impl Client {
             return Ok(resp);
         }
         let url = strip_query(resp.url());
-        let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-            .unwrap_or_else(|| body.trim().chars().take(200).collect());
+        let message = message_of(&resp.text().await.unwrap_or_default());
         if status == 401 {
             return Err(Error::Unauthorized { url, message });
         }
         Err(Error::Status { url, status, message })
     }
-
     /// `GET /id`: the answering peer's ID and name.
     pub async fn id(&self) -> Result<PeerIdentity, Error> {
         let resp = self.send_idempotent(reqwest::Method::GET, "/id", true).await?;
@@ -240,45 +382,48 @@ impl Client {
             return Ok(None);
         }
         let url = self.base.to_string();
-        resp.bytes().await.map(Some).map_err(|e| Error::Http { url, source: e })
+        let retry = false;
+        resp.bytes().await.map(Some).map_err(|e| Error::Http { url, detail: detail(&e), retry })
     }
 
     /// `POST {path_and_query}` with no body: a (re-)pin. Returns the status and the body, whatever the
-    /// status; connection failures and 429/503 before the cluster took the request are retried.
+    /// status; connection failures and 429/503 before the cluster took the request are retried
+    /// while the `--timeout` deadline allows.
     pub async fn post_pin(&self, path_and_query: &str) -> Result<(u16, String), Error> {
         /// A try that is worth another: the cluster was busy, or the connection never opened.
         enum Retry {
             Busy(reqwest::Response),
-            Transport(reqwest::Error),
+            Failed(Error),
         }
+        let deadline = Instant::now() + self.settings.request_timeout;
         let once = || async {
-            let rb = self
-                .request(reqwest::Method::POST, path_and_query)
-                .timeout(self.settings.request_timeout);
-            match rb.send().await {
+            let rb = self.request(reqwest::Method::POST, path_and_query);
+            match self.try_once(rb, deadline, true, false).await {
                 Ok(resp) if matches!(resp.status().as_u16(), 429 | 503) => Err(Retry::Busy(resp)),
                 Ok(resp) => Ok(resp),
-                Err(e) => Err(Retry::Transport(e)),
+                Err(e) => Err(Retry::Failed(e)),
             }
         };
         let resp = once
             .retry(self.backoff(false))
             .when(|r| match r {
                 Retry::Busy(_) => true,
-                Retry::Transport(e) => e.is_connect(),
+                Retry::Failed(e) => matches!(e, Error::Connect { .. }),
             })
+            .adjust(before(deadline))
             .await;
         // Out of retries, a busy answer is the answer.
         let resp = match resp {
             Ok(resp) | Err(Retry::Busy(resp)) => resp,
-            Err(Retry::Transport(e)) => return Err(self.transport_error(e)),
+            Err(Retry::Failed(e)) => return Err(e),
         };
         let status = resp.status().as_u16();
         if status == 401 {
-            return Err(self.check(resp).await.err().unwrap_or(Error::Unauthorized {
-                url: self.base.to_string(),
-                message: "unauthorized".into(),
-            }));
+            return Err(self
+                .check(resp)
+                .await
+                .err()
+                .unwrap_or(Error::Unauthorized { url: self.base.to_string(), message: None }));
         }
         let body = resp.text().await.unwrap_or_default();
         Ok((status, body))
@@ -299,11 +444,31 @@ impl Client {
         Ok(AllocStream {
             body: resp.into_body(),
             buf: BytesMut::with_capacity(256 * 1024),
+            scanned: 0,
+            line_timeout: self.settings.read_timeout,
+            line_due: None,
             ended: empty,
             outcome: if empty { Some(StreamOutcome::Complete) } else { None },
             url,
         })
     }
+}
+
+/// What an error answer says, for a message: the cluster's `message` (or a body that is a JSON
+/// string, or text), else the JSON as sent; `None` when it says nothing (empty, `{}`, `null`).
+fn message_of(body: &str) -> Option<String> {
+    let text = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => match v.get("message").and_then(|m| m.as_str()) {
+            Some(m) => m.to_string(),
+            None if v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) => String::new(),
+            None if v.as_array().is_some_and(|a| a.is_empty()) => String::new(),
+            None => v.to_string(),
+        },
+        Err(_) => body.to_string(),
+    };
+    let text: String = text.trim().chars().take(200).collect();
+    (!text.is_empty()).then_some(text)
 }
 
 fn strip_query(u: &Url) -> String {
@@ -328,7 +493,8 @@ pub enum StreamOutcome {
     Complete,
     /// The trailer carried an error.
     TrailerError(String),
-    /// The body ended without the trailer, or the connection broke, or a read timed out.
+    /// The body ended without the trailer, or the connection broke, or a read timed out, or a line
+    /// was too long or too slow.
     Broken(String),
 }
 
@@ -336,6 +502,13 @@ pub enum StreamOutcome {
 pub struct AllocStream {
     body: reqwest::Body,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
+    /// Longest wait for the next complete line.
+    line_timeout: Duration,
+    /// When the line being waited for is due: set by the first wait for it, so that a call of
+    /// [`AllocStream::next_line`] dropped while it waits (a reader's own timeout) changes nothing.
+    line_due: Option<Instant>,
     ended: bool,
     outcome: Option<StreamOutcome>,
     url: String,
@@ -343,16 +516,28 @@ pub struct AllocStream {
 
 impl AllocStream {
     /// The next NDJSON line (without its newline), or `None` at the end of the stream; then
-    /// [`AllocStream::outcome`] says whether the stream was whole.
+    /// [`AllocStream::outcome`] says whether the stream was whole. A line longer than [`MAX_LINE`],
+    /// or one that takes longer than the line timeout to arrive, breaks the stream. Cancel-safe:
+    /// dropped while it waits, the next call goes on where it stood.
     pub async fn next_line(&mut self) -> Option<bytes::Bytes> {
         loop {
-            if let Some(pos) = memchr(&self.buf) {
+            if let Some(pos) = memchr(&self.buf[self.scanned..]).map(|p| p + self.scanned) {
+                self.scanned = 0;
                 let line = self.buf.split_to(pos + 1).freeze();
                 let line = line.slice(..pos);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                self.line_due = None;
                 return Some(line);
+            }
+            self.scanned = self.buf.len();
+            if !self.ended && self.buf.len() > MAX_LINE {
+                self.stop(format!(
+                    "a line longer than {} MiB (the most one pin may take): the peer sent {} bytes without a newline",
+                    MAX_LINE >> 20,
+                    self.buf.len()
+                ));
             }
             if self.ended {
                 if !self.buf.is_empty() && self.outcome.is_none() {
@@ -361,9 +546,21 @@ impl AllocStream {
                         Some(StreamOutcome::Broken("the stream ended inside a line".into()));
                 }
                 self.buf.clear();
+                self.scanned = 0;
                 return None;
             }
-            match self.body.frame().await {
+            let due = *self.line_due.get_or_insert_with(|| Instant::now() + self.line_timeout);
+            let frame = match tokio::time::timeout_at(due, self.body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    self.stop(format!(
+                        "no complete line within {} (--timeout): the peer is stuck or too slow",
+                        crate::ids::format_duration(self.line_timeout)
+                    ));
+                    continue;
+                }
+            };
+            match frame {
                 None => {
                     self.ended = true;
                     if self.outcome.is_none() {
@@ -374,39 +571,28 @@ impl AllocStream {
                 }
                 Some(Err(e)) => {
                     self.ended = true;
-                    let mut msg = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        msg.push_str(&format!(": {s}"));
-                        src = s.source();
-                    }
+                    let (top, more) = (e.to_string(), detail(&e));
+                    let msg = if more == top { top } else { format!("{top}: {more}") };
                     self.outcome = Some(StreamOutcome::Broken(msg));
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => self.buf.extend_from_slice(data.chunk()),
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            let errors: Vec<String> = trailers
-                                .get_all("x-stream-error")
-                                .iter()
-                                .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
-                                .filter(|v| !v.is_empty())
-                                .collect();
-                            let present = trailers.contains_key("x-stream-error");
-                            self.outcome = Some(if !present {
-                                StreamOutcome::Broken(
-                                    "the stream ended without its X-Stream-Error trailer".into(),
-                                )
-                            } else if errors.is_empty() {
-                                StreamOutcome::Complete
-                            } else {
-                                StreamOutcome::TrailerError(errors.join("; "))
-                            });
+                            self.outcome = Some(trailer_outcome(&trailers));
                         }
                     }
                 },
             }
         }
+    }
+
+    /// Ends the stream as broken, with why.
+    fn stop(&mut self, why: String) {
+        self.ended = true;
+        self.outcome = Some(StreamOutcome::Broken(why));
+        self.buf.clear();
+        self.scanned = 0;
     }
 
     /// How the stream ended; `None` until [`AllocStream::next_line`] has returned `None`.
@@ -416,6 +602,23 @@ impl AllocStream {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+}
+
+/// What the trailers say: complete when `X-Stream-Error` is present and empty.
+fn trailer_outcome(trailers: &http::HeaderMap) -> StreamOutcome {
+    let errors: Vec<String> = trailers
+        .get_all("x-stream-error")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if !trailers.contains_key("x-stream-error") {
+        StreamOutcome::Broken("the stream ended without its X-Stream-Error trailer".into())
+    } else if errors.is_empty() {
+        StreamOutcome::Complete
+    } else {
+        StreamOutcome::TrailerError(errors.join("; "))
     }
 }
 

@@ -25,16 +25,28 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.json {
         ctx.silence();
     }
-    let mut reports = Vec::new();
-    for url in &args.peers.urls(ctx)? {
-        let report = ctx
-            .block_on(snapshot::of_peer(ctx, url))?
-            .with_context(|| format!("cannot snapshot {url}"))?;
-        if !args.json {
-            render::snapshot_summary(&report)?;
+    let urls = args.peers.urls(ctx)?;
+    let reports = ctx.until_signal(async {
+        let mut reports = Vec::new();
+        for url in &urls {
+            let report = snapshot::of_peer(ctx, url)
+                .await
+                .with_context(|| format!("cannot snapshot {url}"))?;
+            if ctx.interrupted() {
+                anyhow::bail!(
+                    "{}: snapshot {} of {url} is recorded incomplete, with the {} pins it read",
+                    snapshot::INTERRUPTED,
+                    report.id,
+                    report.pins
+                );
+            }
+            if !args.json {
+                render::snapshot_summary(&report)?;
+            }
+            reports.push(report);
         }
-        reports.push(report);
-    }
+        Ok(reports)
+    })?;
     if args.json {
         print_json(&reports)?;
     }

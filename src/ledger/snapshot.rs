@@ -145,7 +145,9 @@ impl Orgs {
 
 /// Takes one snapshot of the peer behind `client`. Errors before the stream starts (unreachable
 /// peer, bad credentials) return `Err` and record nothing; once a snapshot row exists, every failure
-/// is recorded in it and returned in the report.
+/// is recorded in it: a broken stream in the report, an error of the ledger itself (a full disk) as
+/// `incomplete` with the reason before the error is returned, SIGTERM/SIGINT as `incomplete`,
+/// "interrupted by a signal", at once.
 pub async fn take(
     store: &Store,
     client: &Client,
@@ -161,23 +163,78 @@ pub async fn take(
     let me = client.id().await?;
     let conn = &store.conn;
     let mut snapshot = Pipeline::begin(conn, client, cluster, &me.id, opts, started)?;
-    snapshot.load_open_intervals(conn)?;
+    let unstored = Unstored { conn, id: snapshot.snap, settled: false };
+    match snapshot.store(conn, client, &mut progress) {
+        Ok(end) => {
+            unstored.settle();
+            Ok(match end {
+                Stored::NotStarted(msg) => snapshot.failed_to_start(msg),
+                Stored::Stream(failure, counts) => snapshot.into_report(failure, counts),
+            })
+        }
+        Err(e) => Err(unstored.failed(e, snapshot.report.pins)),
+    }
+}
 
-    // Reading and parsing run on their own thread while this one writes to SQLite.
-    let (rx, reader) = spawn_reader(client.fresh()?, snapshot.by_line.clone());
-    let first = next_msg(&rx);
-    if let Msg::Failed(msg) = first {
-        let _ = reader.join();
-        return snapshot.failed_to_start(conn, msg);
+/// Why a snapshot stopped when SIGTERM or SIGINT arrived, as recorded.
+pub const INTERRUPTED: &str = "interrupted by a signal";
+
+/// A snapshot row not yet finished: [`Unstored::settle`] once it is, [`Unstored::failed`] on an
+/// error of the ledger; dropped otherwise (its future dropped on a signal, a panic), it records the
+/// snapshot `incomplete` itself.
+struct Unstored<'c> {
+    conn: &'c Connection,
+    id: i64,
+    settled: bool,
+}
+
+impl Unstored<'_> {
+    fn settle(mut self) {
+        self.settled = true;
     }
 
-    db::size_cache_for_snapshot(conn, snapshot.open.len())?;
-    let checks = db::ForeignKeysOff::new(conn)?;
-    let stored = snapshot.write(conn, first, rx, reader, &mut progress);
-    checks.restore()?;
-    let (failure, counts) = stored?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "committed");
-    Ok(snapshot.into_report(failure, counts))
+    /// Records the snapshot incomplete with `e` as the reason (the transaction that failed has been
+    /// rolled back); if even that fails, the error says so.
+    fn failed(mut self, e: anyhow::Error, pins: i64) -> anyhow::Error {
+        self.settled = true;
+        let why = format!("the ledger could not store the snapshot: {}", crate::error::chain(&e));
+        match self.record(&why, pins) {
+            Ok(()) => e.context(format!("cannot store snapshot {} (recorded incomplete)", self.id)),
+            Err(e2) => e.context(format!(
+                "snapshot {} could not be recorded incomplete either ({e2}); the next snapshot marks it",
+                self.id
+            )),
+        }
+    }
+
+    fn record(&self, why: &str, pins: i64) -> rusqlite::Result<()> {
+        let counts = db::Counts { pins, ..Default::default() };
+        db::finish(self.conn, self.id, false, None, &counts, Some(why))
+    }
+}
+
+impl Drop for Unstored<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let why =
+            if std::thread::panicking() { "stopped by a defect (a panic)" } else { INTERRUPTED };
+        match self.record(why, 0) {
+            Ok(()) => tracing::warn!(snapshot = self.id, "snapshot recorded incomplete: {why}"),
+            Err(e) => {
+                tracing::error!(snapshot = self.id, "cannot record the snapshot incomplete: {e}")
+            }
+        }
+    }
+}
+
+/// How the stream went into the ledger.
+enum Stored {
+    /// The request failed before any line (recorded incomplete, with why).
+    NotStarted(String),
+    /// Stored: why the stream was not whole (`None`: it was), and the counts.
+    Stream(Option<String>, db::Counts),
 }
 
 /// One snapshot of the peer at `url`, with a spinner on stderr while it reads.
@@ -293,12 +350,37 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The request failed before any line: the snapshot is stored incomplete, with why.
-    fn failed_to_start(mut self, conn: &Connection, msg: String) -> anyhow::Result<Report> {
-        db::finish(conn, self.snap, false, None, &db::Counts::default(), Some(&msg))?;
+    /// Steps 2 to 4: the open intervals, then the stream into one transaction (on a thread of its
+    /// own, the reader reads and parses while this one writes to SQLite).
+    fn store(
+        &mut self,
+        conn: &Connection,
+        client: &Client,
+        progress: &mut impl FnMut(i64),
+    ) -> anyhow::Result<Stored> {
+        self.load_open_intervals(conn)?;
+        let (rx, reader) = spawn_reader(client.fresh()?, self.by_line.clone());
+        let first = next_msg(&rx);
+        if let Msg::Failed(msg) = first {
+            let _ = reader.join();
+            db::finish(conn, self.snap, false, None, &db::Counts::default(), Some(&msg))?;
+            return Ok(Stored::NotStarted(msg));
+        }
+        db::size_cache_for_snapshot(conn, self.open.len())?;
+        let checks = db::ForeignKeysOff::new(conn)?;
+        let stored = self.write(conn, first, rx, reader, progress);
+        checks.restore()?;
+        let (failure, counts) = stored?;
+        tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), "committed");
+        Ok(Stored::Stream(failure, counts))
+    }
+
+    /// The report of a snapshot whose request failed before any line (recorded by
+    /// [`Pipeline::store`]).
+    fn failed_to_start(mut self, msg: String) -> Report {
         self.report.error = Some(msg);
         self.report.seconds = self.started.elapsed().as_secs_f64();
-        Ok(self.report)
+        self.report
     }
 
     /// Step 3: the whole stream, in one transaction: every line, then the interval changes (a whole
@@ -317,7 +399,9 @@ impl Pipeline {
         let mut changes = Changes::default();
         let failure = self.read_stream(&mut w, &mut changes, first, &rx, progress)?;
         drop(rx); // a reader still sending (after a bad line) stops at its next send
-        let _ = reader.join();
+        if failure.as_deref() != Some(INTERRUPTED) {
+            let _ = reader.join(); // (after a signal it may be waiting on the peer: left to end)
+        }
         progress(self.report.pins);
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::debug!(pins = self.report.pins, seconds, "stream read");
@@ -516,9 +600,22 @@ impl Pipeline {
     }
 }
 
-/// The reader's next message; a reader gone without a word ends the stream as broken.
+/// The reader's next message; a reader gone without a word ends the stream as broken, and
+/// SIGTERM/SIGINT ends it as [`INTERRUPTED`] (checked every 50 ms while the reader is silent).
 fn next_msg(rx: &Receiver<Msg>) -> Msg {
-    rx.recv().unwrap_or(Msg::End(Some("the reader stopped".into())))
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        if crate::context::stop_requested() {
+            return Msg::End(Some(INTERRUPTED.into()));
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(msg) => return msg,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Msg::End(Some("the reader stopped".into()));
+            }
+        }
+    }
 }
 
 /// One line of the stream, as the reader thread hands it over.
@@ -568,6 +665,24 @@ fn spawn_reader(client: Client, known: Arc<LineIndex>) -> (Receiver<Msg>, JoinHa
     (rx, handle)
 }
 
+/// The stream's next line. While it waits, lines read before it are handed over after 100 ms, so
+/// that the writer holds what a stream that stalls has sent (kept if the snapshot is interrupted).
+async fn next_line(
+    stream: &mut crate::cluster::AllocStream,
+    batch: &mut Vec<Item>,
+    tx: &SyncSender<Msg>,
+) -> Option<bytes::Bytes> {
+    if !batch.is_empty() {
+        match tokio::time::timeout(Duration::from_millis(100), stream.next_line()).await {
+            Ok(line) => return line,
+            Err(_) => {
+                let _ = tx.send(Msg::Batch(std::mem::take(batch)));
+            }
+        }
+    }
+    stream.next_line().await
+}
+
 /// The reader thread's work: sends the lines in batches of 1024, then how the stream ended. Stops
 /// at the first line that is not a pin, or when the receiver is gone.
 async fn read_allocations(client: Client, known: Arc<LineIndex>, tx: SyncSender<Msg>) {
@@ -581,7 +696,7 @@ async fn read_allocations(client: Client, known: Arc<LineIndex>, tx: SyncSender<
     let url = stream.url().to_string();
     let mut batch = Vec::with_capacity(1024);
     let mut n = 0i64;
-    while let Some(line) = stream.next_line().await {
+    while let Some(line) = next_line(&mut stream, &mut batch, &tx).await {
         n += 1;
         let hash = xxhash_rust::xxh3::xxh3_128(&line);
         if known.get(hash).is_some() {

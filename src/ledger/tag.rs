@@ -430,7 +430,25 @@ impl<'a> Migration<'a> {
         report.stragglers.clear();
         for (i, client) in self.clients.iter().enumerate() {
             let snap_opts = snapshot::Options { run: Some((self.run, pass as i64)) };
-            let s = snapshot::take(self.store, client, cluster, &snap_opts, |_| {}).await?;
+            let s = match snapshot::take(self.store, client, cluster, &snap_opts, |_| {}).await {
+                Ok(s) => s,
+                // A peer other than the write peer that cannot be read (down, restarting) is a
+                // straggler for this pass: every wanted target counts as missing there.
+                Err(e) if i > 0 => {
+                    tracing::warn!(
+                        "cannot verify {}, its targets count as stragglers: {e:#}",
+                        client.base()
+                    );
+                    all_there = false;
+                    let mut missing: Vec<String> = wanted.iter().cloned().collect();
+                    missing.sort();
+                    // By its ID when known; a peer that never told its ID is named by its URL here.
+                    let who = self.peer_ids[i].clone().unwrap_or_else(|| client.base().to_string());
+                    report.stragglers.insert(who, missing);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (n, tagged) = match probe(client, &wanted, &self.opts.org).await {
                 Ok(x) => x,
                 Err(e) => {

@@ -21,6 +21,9 @@ mod embedded {
 pub struct Store {
     pub conn: Connection,
     pub path: PathBuf,
+    /// The file (or its directory) cannot be written: the ledger was opened for reading only, and
+    /// [`Store::write_lock`] and [`Store::run_lock`] refuse with a message that says so.
+    pub read_only: bool,
 }
 
 /// One migration and whether the database has it.
@@ -36,25 +39,61 @@ pub struct MigrationStatus {
 
 impl Store {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date. A database
-    /// whose schema is newer than this binary is refused untouched.
+    /// whose schema is newer than this binary is refused untouched. A ledger that cannot be written
+    /// is opened read-only when its schema is current. First opens by several processes at once
+    /// take turns (`<db>.open.lock`), so a fresh database is created and migrated once.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let mut store = Store::open_unmigrated(path)?;
+        let (mut store, lock) = Store::connect(path)?;
         check_history(&store.conn, path)?;
+        if store.read_only {
+            let pending = status(&store.conn)?.iter().filter(|m| m.applied_on.is_none()).count();
+            if pending > 0 {
+                bail!(
+                    "the ledger database {} cannot be written (the file or its directory is read-only) and {pending} schema migration(s) are pending: run `ledger db migrate` once where it can be written",
+                    path.display()
+                );
+            }
+            return Ok(store);
+        }
         migrate(&mut store.conn).map_err(|e| migration_error(&e, &store.conn, path))?;
+        drop(lock);
         Ok(store)
     }
 
     /// Opens the ledger without applying pending migrations (for `ledger db status`).
     pub fn open_unmigrated(path: &Path) -> anyhow::Result<Store> {
+        Ok(Store::connect(path)?.0)
+    }
+
+    /// Opens the ledger, holding the open lock (returned; `None` when it cannot be created beside a
+    /// database that cannot be written either): read-write, or read-only when the file or its
+    /// directory cannot be written.
+    fn connect(path: &Path) -> anyhow::Result<(Store, Option<std::fs::File>)> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the directory {}", parent.display()))?;
         }
+        let lock = open_lock(path)?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the ledger database {}", path.display()))?;
-        configure(&conn).with_context(|| format!("cannot set up {}", path.display()))?;
+        let read_only = match conn.is_readonly(rusqlite::MAIN_DB) {
+            Ok(true) => true,
+            _ => match configure(&conn) {
+                Ok(()) => false,
+                Err(e) if path.exists() && is_read_only_error(&e) => true,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot set up {}", path.display()));
+                }
+            },
+        };
+        let conn = if read_only {
+            drop(conn);
+            open_read_only(path)?
+        } else {
+            conn
+        };
         check_not_newer(&conn, path)?;
-        Ok(Store { conn, path: path.to_path_buf() })
+        Ok((Store { conn, path: path.to_path_buf(), read_only }, lock))
     }
 
     /// An in-memory ledger with the full schema (tests).
@@ -62,7 +101,7 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store { conn, path: PathBuf::from(":memory:") })
+        Ok(Store { conn, path: PathBuf::from(":memory:"), read_only: false })
     }
 
     /// Waits for, then holds, the exclusive right to write snapshots and runs to this ledger (a lock
@@ -71,6 +110,7 @@ impl Store {
         if self.path.as_os_str() == ":memory:" {
             return Ok(None);
         }
+        self.refuse_read_only()?;
         let (f, lock_path) = self.lock_file("write")?;
         match f.try_lock() {
             Ok(()) => {}
@@ -94,6 +134,7 @@ impl Store {
         if self.path.as_os_str() == ":memory:" {
             return Ok(None);
         }
+        self.refuse_read_only()?;
         let (f, _) = self.lock_file("run")?;
         if f.try_lock().is_err() {
             anyhow::bail!(
@@ -102,6 +143,17 @@ impl Store {
             );
         }
         Ok(Some(f))
+    }
+
+    /// A writing command on a read-only ledger: an error that says so.
+    fn refuse_read_only(&self) -> anyhow::Result<()> {
+        if self.read_only {
+            bail!(
+                "the ledger database {} is read-only (the file or its directory cannot be written), and this command writes to it: make it writable, or give --db a writable copy",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Opens (creating it if needed) the lock file `<db>.WHAT.lock`, unlocked.
@@ -124,6 +176,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
         let _ = self.conn.execute_batch("PRAGMA optimize;");
     }
 }
@@ -133,6 +188,63 @@ pub fn lock_path(db: &Path, what: &str) -> PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".{what}.lock"));
     db.with_file_name(name)
+}
+
+/// Waits for, then holds, `<db>.open.lock`: the turn to open (create, migrate) the ledger. `None`
+/// when the lock file cannot be created because its directory cannot be written: then neither can
+/// the database, which is opened read-only, and nothing needs the turn.
+fn open_lock(db: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let path = lock_path(db, "open");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if is_read_only_io(&e) && db.exists() => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the lock file {}", path.display()));
+        }
+    };
+    f.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(Some(f))
+}
+
+/// An I/O error that says the place cannot be written.
+fn is_read_only_io(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(1) // EPERM: an immutable directory
+}
+
+/// An SQLite error that says the database (or the files beside it) cannot be written.
+fn is_read_only_error(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+/// Opens a ledger that cannot be written, for reading. When the WAL's shared-memory file is
+/// missing and cannot be created beside it, the file is read as immutable: as it is now.
+fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let what = || format!("cannot open the read-only ledger database {}", path.display());
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(what)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => return Ok(conn),
+        Err(e) if is_read_only_error(&e) => drop(conn),
+        Err(e) => return Err(e).with_context(what),
+    }
+    let abs = std::path::absolute(path).with_context(what)?;
+    let mut uri = url::Url::from_file_path(&abs)
+        .map_err(|()| anyhow::anyhow!("{} is not a file path", abs.display()))?;
+    uri.set_query(Some("immutable=1"));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(uri.as_str(), flags).with_context(what)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .with_context(what)?;
+    Ok(conn)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
