@@ -408,9 +408,6 @@ fn a_full_disk_during_a_snapshot_records_it_incomplete_with_the_reason() {
     let (out, _) =
         run_in(dir.path(), &["--db", db_arg, "--cluster", sim.url(0), "snapshot"], PATIENCE);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("disk is full"), "the right error: {}", out.stderr);
-    assert_eq!(out.stderr.matches("disk is full").count(), 1, "said once: {}", out.stderr);
-    assert!(out.stderr.contains("recorded incomplete"), "{}", out.stderr);
     let snap = row(&db, "SELECT state, error, finished_at IS NOT NULL FROM snapshots").unwrap();
     assert_eq!(snap[0], "incomplete", "not left running: {snap:?}");
     assert!(
@@ -418,6 +415,9 @@ fn a_full_disk_during_a_snapshot_records_it_incomplete_with_the_reason() {
         "{snap:?}"
     );
     assert_eq!(snap[2], "1", "finished: {snap:?}");
+    assert!(out.stderr.contains("disk is full"), "the right error: {}", out.stderr);
+    assert_eq!(out.stderr.matches("disk is full").count(), 1, "said once: {}", out.stderr);
+    assert!(out.stderr.contains("recorded incomplete"), "{}", out.stderr);
     // The next command reads the same record (not "interrupted").
     let (list, _) = run_in(dir.path(), &["--db", db_arg, "snapshots", "--json"], PATIENCE);
     assert_eq!(list.code, 0, "{list:?}");

@@ -521,17 +521,9 @@ impl AllocStream {
     /// dropped while it waits, the next call goes on where it stood.
     pub async fn next_line(&mut self) -> Option<bytes::Bytes> {
         loop {
-            if let Some(pos) = memchr(&self.buf[self.scanned..]).map(|p| p + self.scanned) {
-                self.scanned = 0;
-                let line = self.buf.split_to(pos + 1).freeze();
-                let line = line.slice(..pos);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                self.line_due = None;
+            if let Some(line) = self.buffered_line() {
                 return Some(line);
             }
-            self.scanned = self.buf.len();
             if !self.ended && self.buf.len() > MAX_LINE {
                 self.stop(format!(
                     "a line longer than {} MiB (the most one pin may take): the peer sent {} bytes without a newline",
@@ -587,6 +579,22 @@ impl AllocStream {
         }
     }
 
+    /// The next line if it has arrived whole already (no waiting); `None` says nothing about the
+    /// end of the stream.
+    pub fn buffered_line(&mut self) -> Option<bytes::Bytes> {
+        while let Some(pos) = memchr(&self.buf[self.scanned..]).map(|p| p + self.scanned) {
+            self.scanned = 0;
+            let line = self.buf.split_to(pos + 1).freeze();
+            let line = line.slice(..pos);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                self.line_due = None;
+                return Some(line);
+            }
+        }
+        self.scanned = self.buf.len();
+        None
+    }
+
     /// Ends the stream as broken, with why.
     fn stop(&mut self, why: String) {
         self.ended = true;
@@ -638,6 +646,26 @@ mod tests {
     /// Within a microsecond: backon doubles in f32 seconds.
     fn close(a: Duration, b: Duration) -> bool {
         a.abs_diff(b) < Duration::from_micros(1)
+    }
+
+    #[test]
+    fn an_error_answer_says_the_clusters_message_or_nothing() {
+        let m = |b: &str| message_of(b);
+        assert_eq!(
+            m(r#"{"code":401,"message":"unauthorized: access denied"}"#).as_deref(),
+            Some("unauthorized: access denied")
+        );
+        assert_eq!(
+            m(r#""unauthorized: invalid token""#).as_deref(),
+            Some("unauthorized: invalid token")
+        );
+        assert_eq!(m("  plain text\n").as_deref(), Some("plain text"));
+        assert_eq!(m(r#"{"error":"x"}"#).as_deref(), Some(r#"{"error":"x"}"#));
+        for nothing in ["", " ", "{}", "[]", "null", r#""""#, r#"{"message":""}"#] {
+            assert_eq!(m(nothing), None, "{nothing:?}");
+        }
+        let e = Error::Unauthorized { url: "http://127.0.0.1:1/".into(), message: None };
+        assert!(e.to_string().contains("refused the credentials: set LEDGER_BASIC_AUTH"), "{e}");
     }
 
     #[test]

@@ -672,6 +672,9 @@ async fn next_line(
     batch: &mut Vec<Item>,
     tx: &SyncSender<Msg>,
 ) -> Option<bytes::Bytes> {
+    if let Some(line) = stream.buffered_line() {
+        return Some(line);
+    }
     if !batch.is_empty() {
         match tokio::time::timeout(Duration::from_millis(100), stream.next_line()).await {
             Ok(line) => return line,
