@@ -68,11 +68,7 @@ impl Case {
     fn spawn(&self, args: &[&str]) -> Spawned {
         let stderr = self.dir.path().join(format!("stderr-{}.txt", args[0]));
         let mut cmd = Command::new(bin());
-        cmd.env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd.env("TZ", "UTC")
+        crate::util::clean_env(&mut cmd)
             .current_dir(self.dir.path())
             .args(["--db", "ledger.db", "--cluster", &self.sim.all_urls()])
             .args(args)

@@ -917,11 +917,7 @@ impl Drop for Child {
 
 fn spawn_watch(lab: &Lab, on_loss: &Path, stderr: &Path) -> Child {
     let mut cmd = std::process::Command::new(bin());
-    cmd.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd.env("TZ", "UTC")
+    crate::util::clean_env(&mut cmd)
         .current_dir(lab.dir.path())
         .args(["--db", "ledger.db", "--cluster", &lab.urls()])
         .args(["watch", "--every", "1s", "--all-peers", "--on-loss"])
@@ -934,11 +930,7 @@ fn spawn_watch(lab: &Lab, on_loss: &Path, stderr: &Path) -> Child {
 
 /// Sends a signal with kill(1) and waits for the process to end: its exit code.
 fn signal_and_wait(child: &mut Child, sig: &str, log: &Path) -> Option<i32> {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    crate::util::signal(child.0.id(), sig);
     let start = Instant::now();
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {

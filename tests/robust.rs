@@ -53,11 +53,7 @@ impl Proc {
                 c
             }
         };
-        cmd.env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd.env("TZ", "UTC")
+        crate::util::clean_env(&mut cmd)
             .current_dir(dir)
             .args(args)
             .stdin(Stdio::null())
@@ -89,11 +85,7 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -{sig} {}", self.child.id());
+        crate::util::signal(self.child.id(), sig);
     }
 }
 

@@ -60,11 +60,7 @@ impl Case {
     fn spawn(&self, args: &[&str]) -> Ledger {
         let stderr = self.dir.path().join(format!("stderr-{}.txt", args[0]));
         let mut cmd = Command::new(bin());
-        cmd.env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd.env("TZ", "UTC")
+        crate::util::clean_env(&mut cmd)
             .current_dir(self.dir.path())
             .args(["--db", "ledger.db", "--cluster", &self.urls()])
             .args(args)
@@ -139,11 +135,7 @@ struct Ledger {
 impl Ledger {
     /// Sends `sig` (`TERM`, `INT`) with kill(1).
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -{sig} {}", self.child.id());
+        crate::util::signal(self.child.id(), sig);
     }
 
     /// Fails if the process has ended: the chosen point must be reached with the run still going.

@@ -6,11 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill").success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -24,7 +19,7 @@ fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process:
 
 #[test]
 fn sigterm_and_sigint_stop_it_cleanly() {
-    for sig in ["-TERM", "-INT"] {
+    for sig in ["TERM", "INT"] {
         let mut sim = Sim::start(&["--peers", "2", "--pins", "10"]);
         let r = raw(sim.url(0), "GET", "/version", &[], b"");
         assert_eq!(r.status, 200);

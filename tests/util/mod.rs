@@ -85,6 +85,22 @@ pub fn bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin!("ledger").to_path_buf()
 }
 
+/// A child process's environment: nothing of the test's but `PATH`, and `TZ=UTC`.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear();
+    scrub(cmd);
+    cmd
+}
+
+/// Sends `sig` (`TERM`, `INT`, …) to process `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
 fn scrub<T: EnvSetter>(cmd: &mut T) {
     if let Ok(path) = std::env::var("PATH") {
         cmd.set("PATH", &path);
