@@ -30,120 +30,75 @@ macro_rules! from_sql_text {
     )*};
 }
 
-/// What a run does (`runs.kind`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum RunKind {
-    Tag,
-    Repin,
-    Restore,
+/// A domain enum: copyable, ordered, and written as its variant in kebab-case — by serde (JSON),
+/// strum (`Display`, `AsRef<str>`, `FromStr`) and [`FromSql`] (reading the database).
+macro_rules! domain_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($body:tt)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[derive(strum::AsRefStr, strum::Display, strum::EnumString)]
+        #[serde(rename_all = "kebab-case")]
+        #[strum(serialize_all = "kebab-case")]
+        pub enum $name { $($body)* }
+        from_sql_text!($name);
+    };
 }
 
-/// How a run stands or ended (`runs.state`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum RunState {
-    /// Begun, not yet ended (or its process died: the next run marks it interrupted).
-    Running,
-    /// Ended with nothing left to look at.
-    Done,
-    /// Ended, with something a person must look at: conflicts, stragglers, failed re-pins.
-    Attention,
-    /// Ended by an error.
-    Failed,
-    /// Stopped by a signal, or found `running` after its process died.
-    Interrupted,
+domain_enum! {
+    /// What a run does (`runs.kind`).
+    pub enum RunKind {
+        Tag,
+        Repin,
+        Restore,
+    }
 }
 
-/// How a snapshot stands or ended (`snapshots.state`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum SnapshotState {
-    Running,
-    /// The stream ended with an empty `X-Stream-Error` trailer: a record of every pin.
-    Complete,
-    /// The stream broke: a partial observation, never evidence that a pin vanished.
-    Incomplete,
+domain_enum! {
+    /// How a run stands or ended (`runs.state`).
+    pub enum RunState {
+        /// Begun, not yet ended (or its process died: the next run marks it interrupted).
+        Running,
+        /// Ended with nothing left to look at.
+        Done,
+        /// Ended, with something a person must look at: conflicts, stragglers, failed re-pins.
+        Attention,
+        /// Ended by an error.
+        Failed,
+        /// Stopped by a signal, or found `running` after its process died.
+        Interrupted,
+    }
 }
 
-/// What became of one re-pin (`repins.outcome`, and the reports).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum Outcome {
-    /// Sent, and the pin as read back is the intended one.
-    Applied,
-    /// Sent, answered, but the pin as read back differs from the intended one.
-    Mismatch,
-    /// Left pending by a process that stopped; reconciled by reading the pin, which lacks the change.
-    NotApplied,
-    /// Not sent: the request could not be built (a bad key, an expired pin, too long).
-    Refused,
-    /// Not sent, or sent and not applied: the cluster or the network failed.
-    Failed,
-    /// Not sent: the pin already is as asked. Never stored (there is no request to record).
-    Unchanged,
-    /// Not sent: the pin as read now belongs to someone else. Stored as `refused`, with its reason.
-    Conflict,
+domain_enum! {
+    /// How a snapshot stands or ended (`snapshots.state`).
+    pub enum SnapshotState {
+        Running,
+        /// The stream ended with an empty `X-Stream-Error` trailer: a record of every pin.
+        Complete,
+        /// The stream broke: a partial observation, never evidence that a pin vanished.
+        Incomplete,
+    }
+}
+
+domain_enum! {
+    /// What became of one re-pin (`repins.outcome`, and the reports).
+    pub enum Outcome {
+        /// Sent, and the pin as read back is the intended one.
+        Applied,
+        /// Sent, answered, but the pin as read back differs from the intended one.
+        Mismatch,
+        /// Left pending by a process that stopped; reconciled by reading the pin, which lacks the change.
+        NotApplied,
+        /// Not sent: the request could not be built (a bad key, an expired pin, too long).
+        Refused,
+        /// Not sent, or sent and not applied: the cluster or the network failed.
+        Failed,
+        /// Not sent: the pin already is as asked. Never stored (there is no request to record).
+        Unchanged,
+        /// Not sent: the pin as read now belongs to someone else. Stored as `refused`, with its reason.
+        Conflict,
+    }
 }
 
 impl Outcome {
@@ -162,87 +117,41 @@ impl Outcome {
     }
 }
 
-/// A re-pin's place in its life (`repins.status`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum RepinStatus {
-    /// The intent is recorded; the request may or may not have gone out.
-    Pending,
-    Sent,
-    Failed,
-    Refused,
+domain_enum! {
+    /// A re-pin's place in its life (`repins.status`).
+    pub enum RepinStatus {
+        /// The intent is recorded; the request may or may not have gone out.
+        Pending,
+        Sent,
+        Failed,
+        Refused,
+    }
 }
 
-/// How a tag or restore plan classed a pin (`run_targets.class`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum PlanClass {
-    Target,
-    Already,
-    Conflict,
+domain_enum! {
+    /// How a tag or restore plan classed a pin (`run_targets.class`).
+    pub enum PlanClass {
+        Target,
+        Already,
+        Conflict,
+    }
 }
 
-/// Who changed a pin that lost values (`lost_metadata.attribution`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::AsRefStr,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum Attribution {
-    /// A re-pin of one of ledger's runs.
-    Ours,
-    /// Someone else: the pin's timestamp moved with no re-pin of ours to explain it.
-    Outside,
-    /// The cluster itself: the values changed with the same timestamp.
-    Cluster,
-    /// The pin was unpinned.
-    Unpinned,
+domain_enum! {
+    /// Who changed a pin that lost values (`lost_metadata.attribution`).
+    pub enum Attribution {
+        /// A re-pin of one of ledger's runs.
+        Ours,
+        /// Someone else: the pin's timestamp moved with no re-pin of ours to explain it.
+        Outside,
+        /// The cluster itself: the values changed with the same timestamp.
+        Cluster,
+        /// The pin was unpinned.
+        Unpinned,
+    }
 }
 
 to_sql_text!(RunKind, RunState, SnapshotState, RepinStatus, PlanClass, Attribution);
-from_sql_text!(RunKind, RunState, SnapshotState, Outcome, RepinStatus, PlanClass, Attribution);
 
 impl ToSql for Outcome {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
