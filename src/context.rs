@@ -5,7 +5,6 @@
 
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -40,8 +39,6 @@ pub struct Context {
     store: OnceCell<Store>,
     target: OnceCell<Target>,
     runtime: OnceCell<tokio::runtime::Runtime>,
-    /// Set once SIGTERM or SIGINT has stopped the work (see [`Context::until_signal`]).
-    interrupted: Rc<Cell<bool>>,
     pub clock: Clock,
 }
 
@@ -54,7 +51,6 @@ impl Context {
             store: OnceCell::new(),
             target: OnceCell::new(),
             runtime: OnceCell::new(),
-            interrupted: Rc::new(Cell::new(false)),
             clock: Clock::System,
         }
     }
@@ -145,15 +141,11 @@ impl Context {
     where
         F: Future<Output = anyhow::Result<T>>,
     {
-        let flag = self.interrupted.clone();
         let watcher = SignalWatcher::start()?;
         let notify = watcher.notify.clone();
         self.block_on(async move {
-            let signalled = async {
-                notify.notified().await;
-                // Set before the work is dropped, so that what it drops sees it.
-                flag.set(true);
-            };
+            // The watcher sets STOP before it notifies, so what the work drops sees it.
+            let signalled = notify.notified();
             tokio::select! {
                 r = work => r,
                 () = signalled => Err(anyhow::anyhow!("interrupted by a signal")),
@@ -163,7 +155,7 @@ impl Context {
 
     /// Whether a signal stopped the work.
     pub fn interrupted(&self) -> bool {
-        self.interrupted.get() || stop_requested()
+        stop_requested()
     }
 
     /// Now, by the context's clock.
