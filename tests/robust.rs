@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::util::case::{Mounted, can_mount};
 use crate::util::*;
 
 /// How long any awaited condition may take on a loaded machine.
@@ -123,44 +124,6 @@ fn row(db: &Path, q: &str) -> Option<Vec<String>> {
             .collect())
     })
     .ok()
-}
-
-/// Whether this process may mount file systems (root with mount(8)); otherwise skips with why.
-fn can_mount(dir: &Path) -> bool {
-    let probe = dir.join("mount-probe");
-    std::fs::create_dir_all(&probe).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&probe)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        drop(Mounted(probe));
-        return true;
-    }
-    skip("root and mount(8) (a tmpfs, a read-only bind mount)", "sudo cargo test")
-}
-
-/// A mount point, unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn mount(args: &[&str], at: &Path) -> Mounted {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount").args(args).arg(at).status().expect("run mount");
-        assert!(st.success(), "mount {args:?} {}", at.display());
-        Mounted(at.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let st = Command::new("umount").arg(&self.0).status();
-        if !st.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
 }
 
 /// A stored-form pin line as a v1.1.6 cluster serves it.

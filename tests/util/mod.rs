@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod case;
 pub mod realcluster;
 
 pub use backend::{Backend, Cluster, cid_of, enc, every_kind};
