@@ -65,8 +65,9 @@ enum Fault {
     Paused,
     /// peer2 partitioned from peer0 and peer1.
     Partition,
-    /// Batching on. A writing command: peer0 restarted (its uncommitted batch lost) once the first
-    /// re-pin was answered. A reading one: peer2 restarting, down for 6 s, when it starts.
+    /// Batching on (a batch commits after 50 writes or 1 s). A writing command: peer0 restarted
+    /// while its batch holds a re-pin, which is lost. A reading one: peer2 restarting, down for 6 s,
+    /// when it starts.
     Restarted,
     /// The ledger's file system full, 64 KiB left, when the command starts.
     DiskFull,
@@ -81,8 +82,9 @@ struct Expect {
     code: Option<i32>,
     /// Said on stderr (or in the JSON on stdout).
     says: &'static [&'static str],
-    /// The state of its run (writing commands) or of its snapshots (`snapshot`, `watch`), sorted.
-    states: &'static [&'static str],
+    /// The state of its run (writing commands) or of its snapshots (`snapshot`, `watch`), sorted:
+    /// one of these.
+    states: &'static [&'static [&'static str]],
 }
 
 /// The matrix. Every entry was checked against what the cluster did (see the module's checks).
@@ -113,7 +115,7 @@ fn sim_args(fault: Fault, seed: u64) -> Vec<String> {
         .collect();
     a.push(seed.to_string());
     if fault == Fault::Restarted {
-        a.extend(["--batch-size", "50", "--batch-age", "500ms"].map(String::from));
+        a.extend(["--batch-size", "50", "--batch-age", "1s"].map(String::from));
     }
     a
 }
@@ -150,6 +152,9 @@ fn scene(cmd: Cmd, fault: Fault, seed: u64) -> Option<Scene> {
     }
     case.sim.wait_converged(PATIENCE);
     let lost = if cmd == Cmd::Restore { lose_some(&case) } else { Vec::new() };
+    if fault == Fault::DiskFull {
+        assert_eq!(case.run(&["db", "migrate"]).code, 0, "a ledger before the disk fills");
+    }
     let before = pinset_values(case.sim.url(0));
     let proxy = (fault == Fault::Dropped).then(|| {
         let p = Proxy::start(case.sim.url(0));
@@ -258,7 +263,7 @@ fn faulted_run(s: &Scene, cmd: Cmd, fault: Fault) -> Out {
     let mut p = c.spawn(&args);
     wait_until(PATIENCE, "the point the fault strikes", || {
         if is_writer(cmd) && fault == Fault::Restarted {
-            c.count("SELECT count(*) FROM repins WHERE status = 'sent'") > 0
+            c.sim.state()["peers"][0]["batch_pending"].as_u64() > Some(0)
         } else if is_writer(cmd) {
             c.count("SELECT count(*) FROM repins") > 0
         } else if cmd == Cmd::Watch {
@@ -318,19 +323,19 @@ fn run_cell(cmd: Cmd, fault: Fault) {
     let Some(s) = scene(cmd, fault, seed) else { return };
     let out = faulted_run(&s, cmd, fault);
     let states = recorded_states(&s.case, cmd);
+    let what = format!("{cmd:?} × {fault:?}");
     match expect(cmd, fault) {
-        Some(e) => check_expected(&e, &out, &states, cmd, fault),
+        Some(e) => check_expected(&e, &out, &states, &what),
         None => eprintln!(
-            "CELL {cmd:?} × {fault:?}: exit {} states {states:?}\n  stdout: {}\n  stderr: {}",
+            "CELL {what}: exit {} states {states:?}\n  stdout: {}\n  stderr: {}",
             out.code,
             out.stdout.trim().chars().take(600).collect::<String>(),
             out.stderr.trim().lines().filter(|l| !l.contains(" INFO ")).collect::<Vec<_>>().join("\n          ")
         ),
     }
-    let what = format!("{cmd:?} × {fault:?}");
     check_whole(&s.case, &what);
-    check_agrees(&s, &what);
     clear(&s, fault);
+    check_agrees(&s, &what);
     let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
     let again = s.case.run(&args);
     assert_eq!(again.code, 0, "{what}: the rerun: {again:?}");
@@ -353,14 +358,17 @@ fn recorded_states(c: &Case, cmd: Cmd) -> Vec<String> {
     c.sql(q).into_iter().map(|r| r[0].clone()).collect()
 }
 
-fn check_expected(e: &Expect, out: &Out, states: &[String], cmd: Cmd, fault: Fault) {
-    let what = format!("{cmd:?} × {fault:?}");
+fn check_expected(e: &Expect, out: &Out, states: &[String], what: &str) {
     let code = (out.code != -1).then_some(out.code);
     assert_eq!(code, e.code, "{what}: exit code: {out:?}");
     for s in e.says {
         assert!(out.all().contains(s), "{what}: says {s:?}: {out:?}");
     }
-    assert_eq!(states, e.states, "{what}: recorded states; {out:?}");
+    assert!(
+        e.states.iter().any(|want| states == *want),
+        "{what}: recorded states {states:?}, expected one of {:?}; {out:?}",
+        e.states
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -414,11 +422,30 @@ fn check_agrees(s: &Scene, what: &str) {
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{what}: applied more than once: {twice:?}");
-    c.sim.wait_converged(PATIENCE);
+    // A re-pin left pending (its process stopped before the answer was recorded) may or may not
+    // have been applied: the ledger says so, and the next run settles it.
+    let mut pending: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    let rows = c.sql(
+        "SELECT c.cid, r.intended FROM repins r JOIN cids c ON c.id = r.cid_id
+         WHERE r.status = 'pending'",
+    );
+    for row in rows {
+        let intended: Value = serde_json::from_str(&row[1]).unwrap();
+        let value = (intended["name"].clone(), intended["metadata"].clone());
+        pending.entry(row[0].clone()).or_default().push(value);
+    }
     let now = pinset_values(c.sim.url(0));
     for (cid, value) in &now {
         let want = last.get(cid).or(s.before.get(cid)).unwrap();
-        assert_eq!(value, want, "{what}: {cid} on the cluster is not what the ledger recorded");
+        let maybe = pending.get(cid).is_some_and(|p| p.contains(value));
+        let history = c.sql(&format!(
+            "SELECT r.id, r.status, r.outcome, r.http_status, r.error FROM repins r
+             JOIN cids c ON c.id = r.cid_id WHERE c.cid = '{cid}' ORDER BY r.id"
+        ));
+        assert!(
+            value == want || maybe,
+            "{what}: {cid} on the cluster is {value:?}, the ledger recorded {want:?}; its re-pins: {history:?}"
+        );
     }
 }
 
@@ -451,6 +478,7 @@ fn snapshot_contents(c: &Case) -> Vec<(String, String, Vec<String>)> {
 /// The rerun reached the command's goal on every peer.
 fn check_goal(s: &Scene, cmd: Cmd, what: &str) {
     let c = &s.case;
+    c.sim.wait_converged(PATIENCE);
     let peers: Vec<BTreeMap<String, (Value, Value)>> =
         (0..3).map(|i| pinset_values(c.sim.url(i))).collect();
     match cmd {

@@ -37,10 +37,20 @@ fn run_row(id: i64, kind: &str, state: &str) -> Vec<String> {
     vec![id.to_string(), kind.to_string(), state.to_string(), "finished".to_string()]
 }
 
-/// Faults that hold every request `ms` milliseconds and answer every re-pin 500: a POST in flight
-/// never applies, whenever the ledger stops waiting for it.
-fn held(ms: u64) -> String {
-    format!(r#"{{"latency_ms":{ms},"errors":[{{"endpoint":"pin","status":500}}]}}"#)
+/// Faults that hold every request `ms` milliseconds and answer the next `posts` re-pins 500. The
+/// simulator looks at its faults once a request's latency is over, so a POST held in flight applies
+/// if the 500 is gone by then: [`answered`] waits until every one has had its 500.
+fn held(ms: u64, posts: usize) -> String {
+    format!(
+        r#"{{"latency_ms":{ms},"errors":[{{"endpoint":"pin","status":500,"count":{posts}}}]}}"#
+    )
+}
+
+/// Waits until the 500s of [`held`] are spent: every held POST was answered 500 and never applied.
+fn answered(c: &Case) {
+    wait_until(PATIENCE, "the held re-pins answered 500", || {
+        c.sim.control("GET", "/_sim/faults", "")["errors"].as_array().is_some_and(|e| e.is_empty())
+    });
 }
 
 /// The CID of a pin as the cluster serves it.
@@ -137,10 +147,9 @@ fn tag_whose_cluster_goes_away_while_settling_fails() {
 // ------------------------------------------------------------------------------------------------
 // repin
 
-/// SIGTERM while the POST of `ledger repin` is in flight (held by latency; the simulator would
-/// answer it 500, so it never applies, whenever the signal lands): exit 2, the run `interrupted` and
-/// finished, the re-pin left `pending`. The next run reconciles it by reading the pin
-/// (`not-applied`), then re-pins and records `done`.
+/// SIGTERM while the POST of `ledger repin` is in flight (held by latency, then answered 500: it
+/// never applies): exit 2, the run `interrupted` and finished, the re-pin left `pending`. The next
+/// run reconciles it by reading the pin (`not-applied`), then re-pins and records `done`.
 #[test]
 fn repin_stopped_by_sigterm_mid_request_is_interrupted_and_reconciled() {
     let c = Case::start(&["--peers", "1", "--pins", "3", "--seed", "21", "--lag", "0"]);
@@ -148,13 +157,13 @@ fn repin_stopped_by_sigterm_mid_request_is_interrupted_and_reconciled() {
     let meta = format!("org={ORG}");
     let writes = c.writes();
     // Each request is held 1 s (/id, the pin read before the POST), and the POST answered 500.
-    c.faults(&held(1000));
+    c.faults(&held(1000, 1));
     let mut repin = c.spawn(&["repin", &target, "--meta", &meta]);
     wait_until(PATIENCE, "the re-pin's intent recorded", || {
         c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 1
     });
     // From here on every request is held far longer than the signal takes to arrive.
-    c.faults(&held(10_000));
+    c.faults(&held(3000, 1));
     repin.assert_alive("the signal");
     repin.signal("TERM");
     let out = repin.wait(Duration::from_secs(15));
@@ -162,9 +171,10 @@ fn repin_stopped_by_sigterm_mid_request_is_interrupted_and_reconciled() {
     assert_eq!(c.runs(), [run_row(1, "repin", "interrupted")]);
     assert_eq!(c.sql("SELECT id, status, outcome FROM repins"), [["1", "pending", "NULL"]]);
 
+    answered(&c);
     c.clear_faults();
     assert_eq!(c.writes(), writes, "the interrupted re-pin was applied");
-    let out = c.run(&["repin", &target, "--meta", &meta]);
+    let out = c.run(&["--timeout", "2s", "repin", &target, "--meta", &meta]);
     assert_eq!(out.code, 0, "the next run: {out:?}");
     assert_eq!(c.runs(), [run_row(1, "repin", "interrupted"), run_row(2, "repin", "done")]);
     let rows = c.sql(
@@ -177,6 +187,35 @@ fn repin_stopped_by_sigterm_mid_request_is_interrupted_and_reconciled() {
     );
     assert_eq!(c.pin(&target)["metadata"]["org"], ORG);
     c.assert_none_running("repin");
+}
+
+/// SIGTERM while the POST of `ledger repin` is held in flight, and this time the cluster takes it
+/// once its latency is over, after the process is gone. The next run, started at once, reads the
+/// pin until it shows or until `--timeout` after the request was sent: it records the re-pin
+/// `applied` (not `not-applied` from a read made before the request landed) and sends no second
+/// one.
+#[test]
+fn a_repin_that_lands_after_its_process_stopped_is_recorded_applied() {
+    let c = Case::start(&["--peers", "1", "--pins", "3", "--seed", "22", "--lag", "0"]);
+    let target = cid(&c.pins()[0]);
+    let meta = format!("org={ORG}");
+    c.faults(r#"{"latency_ms":1500}"#);
+    let mut repin = c.spawn(&["repin", &target, "--meta", &meta]);
+    wait_until(PATIENCE, "the re-pin's intent recorded", || {
+        c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 1
+    });
+    repin.assert_alive("the signal");
+    repin.signal("TERM");
+    assert_signalled(&repin.wait(Duration::from_secs(15)), "repin");
+    c.clear_faults();
+    let out = c.run(&["--timeout", "10s", "repin", &target, "--meta", &meta]);
+    assert_eq!(out.code, 0, "the next run: {out:?}");
+    assert_eq!(c.pin(&target)["metadata"]["org"], ORG, "the held re-pin landed");
+    let rows = c.sql(
+        "SELECT id, run_id, status, outcome, coalesce(error LIKE '%reconciled%', 0) FROM repins",
+    );
+    assert_eq!(rows, [["1", "1", "sent", "applied", "1"]], "settled as applied, not sent again");
+    assert_eq!(c.runs(), [run_row(1, "repin", "interrupted"), run_row(2, "repin", "done")]);
 }
 
 /// The simulator process stops while the POST of `ledger repin` is held: the re-pin fails (no
@@ -255,19 +294,19 @@ fn restore_case(seed: &str, pins: usize, lose: usize) -> (Case, Vec<String>) {
     (c, lost)
 }
 
-/// SIGINT while a restore's two POSTs are in flight (held by latency, and answered 500 should they
-/// arrive: never applied): exit 2, the run `interrupted` and finished, both re-pins left `pending`.
+/// SIGINT while a restore's two POSTs are in flight (held by latency, then answered 500: never
+/// applied): exit 2, the run `interrupted` and finished, both re-pins left `pending`.
 /// The next restore reconciles both (`not-applied`), restores both and records `done`.
 #[test]
 fn restore_stopped_by_sigint_mid_request_is_interrupted_and_reconciled() {
     let (c, lost) = restore_case("31", 6, 2);
     let writes = c.writes();
-    c.faults(&held(1000));
+    c.faults(&held(1000, 2));
     let mut restore = c.spawn(&["restore", "--from", "1"]);
     wait_until(PATIENCE, "both re-pins' intents recorded", || {
         c.count("SELECT count(*) FROM repins WHERE status = 'pending'") == 2
     });
-    c.faults(&held(10_000));
+    c.faults(&held(3000, 2));
     restore.assert_alive("the signal");
     restore.signal("INT");
     let out = restore.wait(Duration::from_secs(15));
@@ -275,9 +314,10 @@ fn restore_stopped_by_sigint_mid_request_is_interrupted_and_reconciled() {
     assert_eq!(c.runs(), [run_row(1, "restore", "interrupted")]);
     assert_eq!(c.count("SELECT count(*) FROM repins WHERE status = 'pending'"), 2);
 
+    answered(&c);
     c.clear_faults();
     assert_eq!(c.writes(), writes, "an interrupted re-pin was applied");
-    let out = c.run(&["restore", "--from", "1", "--json"]);
+    let out = c.run(&["--timeout", "2s", "restore", "--from", "1", "--json"]);
     assert_eq!(out.code, 0, "the next restore: {out:?}");
     let mut restored: Vec<String> = serde_json::from_value(out.json()["restored"].clone()).unwrap();
     restored.sort();

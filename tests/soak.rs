@@ -38,7 +38,8 @@ fn moment(command: u64, trial: u64, max: Duration) -> Duration {
 fn ledger(dir: &Path, sim: &Sim, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(dir)
-        .args(["--db", "ledger.db", "--cluster", &urls(sim)])
+        // A rerun waits up to --timeout for a re-pin the killed run may have had in flight.
+        .args(["--db", "ledger.db", "--cluster", &urls(sim), "--timeout", "2s"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -174,6 +174,11 @@ impl Client {
     }
 
     /// The peer's URL (never with credentials).
+    /// `--timeout`: the longest wait for one request, its retries included.
+    pub fn timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
     pub fn base(&self) -> &Url {
         &self.base
     }

@@ -162,6 +162,8 @@ struct Planned {
     out: RepinOutcome,
     id: i64,
     cid_id: i64,
+    /// The digest of the pin as read before the request.
+    before: [u8; 16],
     request: repin::Request,
 }
 
@@ -251,7 +253,7 @@ impl Chunk<'_> {
             },
         )?;
         out.repin_id = Some(id);
-        Ok(Ok(Planned { out, id, cid_id, request }))
+        Ok(Ok(Planned { out, id, cid_id, before: before.digest(), request }))
     }
 
     /// The request for one pin, decided by the pin as it is now (not as planned: it may have changed
@@ -273,8 +275,8 @@ impl Chunk<'_> {
         .map_err(|e| (Outcome::Refused, e.to_string()))
     }
 
-    /// Sends every planned request (paced), then reads each pin back from the same peer
-    /// (read-your-writes holds there).
+    /// Sends every planned request (paced), then reads each pin back from the same peer (see
+    /// [`read_back`]).
     async fn send(&self, planned: &[Planned], limiter: Option<&Limiter>) -> Vec<Answer> {
         let client = self.batch.client;
         futures::stream::iter(planned)
@@ -283,7 +285,8 @@ impl Chunk<'_> {
                     l.until_ready().await;
                 }
                 let answer = client.post_pin(&p.request.path_and_query()).await;
-                let after = read_pin(client, &p.out.cid).await;
+                let accepted = matches!(answer, Ok((200, _)));
+                let after = read_back(client, p, accepted).await;
                 (answer, after)
             })
             .buffered(self.batch.pace.concurrency.max(1))
@@ -321,6 +324,59 @@ impl Chunk<'_> {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Reads a re-pinned pin back from the peer that took the write. Without CRDT batching that peer
+/// shows the write at once; with batching it answers 200 as soon as the write is queued and shows
+/// it, even there, only once the batch commits, and a restart before that loses it
+/// (docs/cluster-api.md §7). So an accepted re-pin that still reads back exactly as it was before is
+/// read again for as long as `--timeout` allows: `applied` means the cluster shows it, never only
+/// that it said 200.
+async fn read_back(
+    client: &Client,
+    p: &Planned,
+    accepted: bool,
+) -> anyhow::Result<Option<CanonicalPin>> {
+    let deadline = tokio::time::Instant::now() + if accepted { client.timeout() } else { Default::default() };
+    read_while_unchanged(client, &p.out.cid, Some(p.before), deadline).await
+}
+
+/// Reads the pin on `client`'s peer, and while it still has the digest `before` reads it again (50
+/// ms later, then twice as long each time, at most 1 s) until `deadline`.
+async fn read_while_unchanged(
+    client: &Client,
+    cid: &str,
+    before: Option<[u8; 16]>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Option<CanonicalPin>> {
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        let after = read_pin(client, cid).await;
+        let as_before = matches!(&after, Ok(Some(pin)) if Some(pin.digest()) == before);
+        if !as_before || tokio::time::Instant::now() + pause > deadline {
+            return after;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Reads a pin that a stopped run re-pinned without recording the answer. Its request may still be
+/// on its way: a cluster goes on with a request it has received when the client goes away, and a
+/// batching one shows the write only once its batch commits. So while the pin reads as it did
+/// before the request, it is read again until `--timeout` after the request was sent; only then is
+/// "not there" an answer.
+async fn settle_read(
+    client: &Client,
+    p: &runs::Pending,
+) -> anyhow::Result<Option<CanonicalPin>> {
+    let age = chrono::DateTime::parse_from_rfc3339(&p.requested_at)
+        .ok()
+        .and_then(|sent| (chrono::Utc::now() - sent.to_utc()).to_std().ok())
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + client.timeout().saturating_sub(age);
+    let before = p.before_digest.as_deref().and_then(|d| <[u8; 16]>::try_from(d).ok());
+    read_while_unchanged(client, &p.cid, before, deadline).await
 }
 
 /// Records the cluster's answer to one re-pin. A 200 must already carry the intended pin (the
@@ -364,17 +420,24 @@ fn record_answer(
     Ok(())
 }
 
-/// Settles re-pins left `pending` by a process that stopped: reads each pin and records whether the
-/// intended state is there (`applied`) or not (`not-applied`).
+/// Settles re-pins left `pending` by a process that stopped: reads each pin ([`settle_read`]) and
+/// records whether the intended state is there (`applied`) or not (`not-applied`).
 pub async fn reconcile(
     conn: &rusqlite::Connection,
     client: &Client,
     cluster: &str,
 ) -> anyhow::Result<usize> {
     let pending = runs::pending(conn, cluster)?;
+    if !pending.is_empty() {
+        tracing::info!(
+            pending = pending.len(),
+            "settling re-pins a stopped run left unanswered: each is read until it shows, or until \
+             --timeout after it was sent"
+        );
+    }
     for p in &pending {
         let intended: repin::Intended = serde_json::from_str(&p.intended_json)?;
-        let now = read_pin(client, &p.cid).await?;
+        let now = settle_read(client, p).await?;
         let (after, applied) = match &now {
             Some(pin) => (
                 Some(runs::ensure_version(conn, p.cid_id, pin)?),

@@ -31,7 +31,7 @@ pub async fn run(
     mut each: impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let clients = ctx.clients(&opts.peers)?;
-    let mut shutdown = crate::app::Shutdown::new()?;
+    let mut stop = Stop { shutdown: crate::app::Shutdown::new()?, seen: false };
     tracing::info!(
         peers = clients.len(),
         every = %crate::ids::format_duration(opts.every),
@@ -42,34 +42,66 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         round += 1;
-        let taken = snapshot_round(ctx, &clients, &mut each).await?;
+        let taken = snapshot_round(ctx, &clients, &mut stop, &mut each).await?;
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
             let losses = incident::lost(&ctx.store()?.conn, &filter)?;
             report_losses(&losses, opts.on_loss.as_deref(), ctx.db_path());
         }
-        if opts.rounds.is_some_and(|n| round >= n) {
-            return Ok(());
+        if opts.rounds.is_some_and(|n| round >= n) || stop.seen() {
+            break;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(started + opts.every) => {}
-            _ = shutdown.wait() => {
-                tracing::info!("stopping");
-                return Ok(());
-            }
+            biased;
+            () = stop.wait() => break,
+            () = tokio::time::sleep_until(started + opts.every) => {}
+        }
+    }
+    if stop.seen {
+        tracing::info!("stopping");
+    }
+    Ok(())
+}
+
+/// SIGTERM or SIGINT, remembered once seen: checked before each snapshot, so a signal lets the
+/// snapshot in progress finish and no other begin.
+struct Stop {
+    shutdown: crate::app::Shutdown,
+    seen: bool,
+}
+
+impl Stop {
+    /// Whether a signal has arrived (without waiting).
+    fn seen(&mut self) -> bool {
+        use futures::FutureExt as _;
+        if !self.seen {
+            self.seen = self.shutdown.wait().now_or_never().is_some();
+        }
+        self.seen
+    }
+
+    async fn wait(&mut self) {
+        if !self.seen {
+            self.shutdown.wait().await;
+            self.seen = true;
         }
     }
 }
 
-/// One snapshot of each peer; the ids of the complete ones. A peer that cannot be read is logged.
+/// One snapshot of each peer (until a signal); the ids of the complete ones. A peer that cannot be
+/// read is logged.
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
+    stop: &mut Stop,
     each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<i64>> {
     let (store, cluster) = (ctx.store()?, ctx.cluster_name()?);
     let mut taken = Vec::new();
     for c in clients {
+        if stop.seen() {
+            break;
+        }
         match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
             Ok(r) if r.complete => {
                 each(&r)?;

@@ -214,12 +214,17 @@ pub struct Pending {
     pub cid: String,
     pub cid_id: i64,
     pub intended_json: String,
+    /// When the request was about to be sent (RFC 3339).
+    pub requested_at: String,
+    /// The digest of the pin as read before it.
+    pub before_digest: Option<Vec<u8>>,
 }
 
 /// Every pending re-pin of runs against this cluster.
 pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending>> {
     let mut stmt = conn.prepare(
-        "SELECT r.id, r.run_id, c.cid, r.cid_id, r.intended FROM repins r JOIN runs u ON u.id = r.run_id
+        "SELECT r.id, r.run_id, c.cid, r.cid_id, r.intended, r.requested_at, r.before_digest
+         FROM repins r JOIN runs u ON u.id = r.run_id
          JOIN cids c ON c.id = r.cid_id WHERE r.status = ?2 AND u.cluster = ?1 ORDER BY r.id",
     )?;
     let rows = stmt.query_map(params![cluster, RepinStatus::Pending], |r| {
@@ -229,6 +234,8 @@ pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending
             cid: r.get(2)?,
             cid_id: r.get(3)?,
             intended_json: r.get(4)?,
+            requested_at: r.get(5)?,
+            before_digest: r.get(6)?,
         })
     })?;
     rows.collect()
