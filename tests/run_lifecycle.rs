@@ -41,9 +41,7 @@ fn run_row(id: i64, kind: &str, state: &str) -> Vec<String> {
 /// simulator looks at its faults once a request's latency is over, so a POST held in flight applies
 /// if the 500 is gone by then: [`answered`] waits until every one has had its 500.
 fn held(ms: u64, posts: usize) -> String {
-    format!(
-        r#"{{"latency_ms":{ms},"errors":[{{"endpoint":"pin","status":500,"count":{posts}}}]}}"#
-    )
+    format!(r#"{{"latency_ms":{ms},"errors":[{{"endpoint":"pin","status":500,"count":{posts}}}]}}"#)
 }
 
 /// Waits until the 500s of [`held`] are spent: every held POST was answered 500 and never applied.

@@ -70,6 +70,15 @@ pub fn run(args: RepinArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     Ok(match outcome.outcome {
         o if o.is_success() => ExitCode::SUCCESS,
+        Outcome::Mismatch if outcome.still_as_before => {
+            eprintln!(
+                "ledger: the cluster accepted the re-pin, but the pin still reads as it did before, \
+                 for as long as --timeout allowed. A cluster with CRDT batching shows a write only \
+                 once its batch commits, and loses it if the peer restarts first: run the same \
+                 `ledger repin` again once the peer is up (it sends nothing if the pin shows it)"
+            );
+            ExitCode::from(crate::error::ATTENTION)
+        }
         Outcome::Mismatch => {
             eprintln!(
                 "ledger: the pin as read back differs from what was sent in: {}",

@@ -24,6 +24,10 @@ pub struct RepinOutcome {
     pub http_status: Option<u16>,
     /// Fields that differ from what was intended (for `mismatch`).
     pub mismatched: Vec<&'static str>,
+    /// Accepted (200), yet read back as it was before for as long as `--timeout` allowed: a
+    /// batching cluster that has not committed the write, or lost it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub still_as_before: bool,
     pub error: Option<String>,
 }
 
@@ -35,6 +39,7 @@ impl RepinOutcome {
             repin_id: None,
             http_status: None,
             mismatched: Vec::new(),
+            still_as_before: false,
             error: None,
         }
     }
@@ -317,6 +322,8 @@ impl Chunk<'_> {
                 (false, true) => Outcome::Failed,
                 (false, false) => Outcome::Mismatch,
             };
+            p.out.still_as_before = p.out.outcome == Outcome::Mismatch
+                && matches!(&after, Ok(Some(pin)) if pin.digest() == p.before);
             p.out.mismatched = mismatched;
             runs::verified(&tx, p.id, after_digest, p.out.outcome)?;
             outcomes.push(p.out);
@@ -337,7 +344,8 @@ async fn read_back(
     p: &Planned,
     accepted: bool,
 ) -> anyhow::Result<Option<CanonicalPin>> {
-    let deadline = tokio::time::Instant::now() + if accepted { client.timeout() } else { Default::default() };
+    let deadline =
+        tokio::time::Instant::now() + if accepted { client.timeout() } else { Default::default() };
     read_while_unchanged(client, &p.out.cid, Some(p.before), deadline).await
 }
 
@@ -366,10 +374,7 @@ async fn read_while_unchanged(
 /// batching one shows the write only once its batch commits. So while the pin reads as it did
 /// before the request, it is read again until `--timeout` after the request was sent; only then is
 /// "not there" an answer.
-async fn settle_read(
-    client: &Client,
-    p: &runs::Pending,
-) -> anyhow::Result<Option<CanonicalPin>> {
+async fn settle_read(client: &Client, p: &runs::Pending) -> anyhow::Result<Option<CanonicalPin>> {
     let age = chrono::DateTime::parse_from_rfc3339(&p.requested_at)
         .ok()
         .and_then(|sent| (chrono::Utc::now() - sent.to_utc()).to_std().ok())

@@ -1,6 +1,7 @@
 //! Snapshots on a schedule (`ledger watch`): every round snapshots each peer, looks for losses
 //! first seen in the new snapshots, logs each and hands them to the `--on-loss` hook. A peer that
-//! cannot be read is logged and tried again next round. SIGTERM or SIGINT: the snapshot in progress is
+//! cannot be read is logged and tried again next round; one the ledger cannot store (a full disk)
+//! ends the watch with the error. SIGTERM or SIGINT: the snapshot in progress is
 //! finished and stored, then the watch ends.
 
 use std::io::Write as _;
@@ -89,7 +90,7 @@ impl Stop {
 }
 
 /// One snapshot of each peer (until a signal); the ids of the complete ones. A peer that cannot be
-/// read is logged.
+/// read is logged; a snapshot the ledger cannot store is an error.
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
@@ -113,6 +114,10 @@ async fn snapshot_round(
                 c.base(),
                 r.error.as_deref().unwrap_or("unknown error")
             ),
+            // A ledger that cannot store is no watch at all: the error ends it.
+            Err(e) if e.chain().any(|c| c.downcast_ref::<rusqlite::Error>().is_some()) => {
+                return Err(e.context(format!("cannot store the snapshot of {}", c.base())));
+            }
             Err(e) => tracing::warn!("cannot snapshot {}: {e:#}", c.base()),
         }
     }

@@ -178,7 +178,6 @@ impl Drop for Ledger {
     }
 }
 
-
 /// Whether this process may mount file systems (root with mount(8)); otherwise skips with why.
 pub fn can_mount(dir: &Path) -> bool {
     let probe = dir.join("mount-probe");
@@ -216,4 +215,3 @@ impl Drop for Mounted {
         }
     }
 }
-
