@@ -452,8 +452,17 @@ fn read_commands_never_create_a_ledger_and_writers_no_directory() {
         assert!(out.stderr.contains("there is no ledger at") && out.stderr.contains(db), "{out:?}");
         assert!(!lab.path("no").exists(), "{args:?} created {}", missing.display());
     }
-    // db status lists every migration as pending, and creates nothing either.
-    let out: Out = ledger().args(["--db", db, "db", "status"]).output().unwrap().into();
+    // db status lists every migration as pending, and creates nothing either (not even a lock file
+    // in the directory it runs in).
+    let cwd = tempfile::tempdir().unwrap();
+    let out: Out = ledger()
+        .current_dir(cwd.path())
+        .args(["--db", db, "db", "status"])
+        .output()
+        .unwrap()
+        .into();
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "db status created {left:?}");
     assert_eq!(out.code, 0, "{out:?}");
     let rows: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('V')).collect();
     assert!(rows.len() >= 4 && rows.iter().all(|r| r.contains(" pending ")), "{out:?}");

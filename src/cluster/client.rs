@@ -173,12 +173,12 @@ impl Client {
         Client::new(self.base.clone(), self.auth.clone(), self.settings.clone())
     }
 
-    /// The peer's URL (never with credentials).
     /// `--timeout`: the longest wait for one request, its retries included.
     pub fn timeout(&self) -> Duration {
         self.settings.request_timeout
     }
 
+    /// The peer's URL (never with credentials).
     pub fn base(&self) -> &Url {
         &self.base
     }
