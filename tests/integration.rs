@@ -6,6 +6,7 @@ mod ctl;
 mod demo;
 mod differential;
 mod export;
+mod faults_real;
 mod field_report;
 mod fuzz;
 mod hostile_data;
