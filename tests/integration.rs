@@ -7,6 +7,7 @@ mod demo;
 mod differential;
 mod export;
 mod faults;
+mod faults_real;
 mod field_report;
 mod fuzz;
 mod hostile_data;

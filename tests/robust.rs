@@ -346,6 +346,43 @@ fn the_write_peer_down_during_a_tag_run_is_still_an_error() {
     assert_eq!(state, Some(vec!["failed".to_string()]));
 }
 
+/// `snapshot --all-peers` with the middle peer down: it is named, nothing is recorded for it, and
+/// the peers after it are snapshotted all the same (the command stopped at the first peer it could
+/// not reach, and `--json` printed nothing of the snapshots it had taken). Exit 2.
+#[test]
+fn a_peer_down_during_snapshot_all_peers_is_named_and_the_others_are_snapshotted() {
+    let sim = Sim::start(&["--peers", "3", "--pins", "25", "--lag", "0", "--seed", "5"]);
+    sim.control("POST", "/_sim/peers/peer1/restart?down=60s", "");
+    let dir = tempfile::tempdir().unwrap();
+    let urls = sim.all_urls();
+    let args = ["--db", "ledger.db", "--cluster", &urls, "--timeout", "2s", "snapshot"];
+    let (out, _) = run_in(dir.path(), &[&args[..], &["--all-peers", "--json"]].concat(), PATIENCE);
+    assert_eq!(out.code, 2, "{out:?}");
+    let down = &sim.peers[1].url;
+    assert_eq!(out.stderr.matches("cannot snapshot").count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("cannot snapshot {down}")), "{}", out.stderr);
+    let reports = out.json();
+    let taken: Vec<(&str, bool, i64)> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["peer"].as_str().unwrap(), r["complete"] == true, r["pins"].as_i64().unwrap()))
+        .collect();
+    let (p0, p2) = (sim.peers[0].id.as_str(), sim.peers[2].id.as_str());
+    assert_eq!(taken, [(p0, true, 25), (p2, true, 25)], "{reports}");
+    let db = dir.path().join("ledger.db");
+    let rows = sql_rows(
+        &db,
+        "SELECT se.peer, s.state FROM snapshots s JOIN series se ON se.id = s.series_id ORDER BY s.id",
+    );
+    let want = [[p0, "complete"], [p2, "complete"]];
+    assert_eq!(rows, want.map(|r| r.map(String::from).to_vec()).to_vec());
+    // Without --json: the same, each snapshot taken said on stdout.
+    let (out, _) = run_in(dir.path(), &[&args[..], &["--all-peers"]].concat(), PATIENCE);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stdout.matches("complete, 25 pins").count(), 2, "{}", out.stdout);
+}
+
 // ------------------------------------------------------------------------------------------------
 // 7. A full disk and a signal during a snapshot
 

@@ -1,9 +1,9 @@
 //! `ledger snapshot`: record one pass of a peer's pin set (`GET /allocations?filter=all`, that peer's
-//! own replica) as changes since the peer's previous complete snapshot.
+//! own replica) as changes since the peer's previous complete snapshot. A peer that cannot be asked
+//! is named and the other peers are snapshotted all the same (exit 2).
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::print_json;
@@ -26,12 +26,23 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         ctx.silence();
     }
     let urls = args.peers.urls(ctx)?;
-    let reports = ctx.until_signal(async {
+    let (reports, unreachable) = ctx.until_signal(async {
         let mut reports = Vec::new();
+        let mut unreachable = 0;
         for url in &urls {
-            let report = snapshot::of_peer(ctx, url)
-                .await
-                .with_context(|| format!("cannot snapshot {url}"))?;
+            let report = match snapshot::of_peer(ctx, url).await {
+                Ok(r) => r,
+                // A peer that cannot be asked (down, refusing the credentials) has nothing
+                // recorded; it is said, and the other peers are snapshotted all the same. An
+                // error of the ledger itself (a full disk) ends the command.
+                Err(e) if is_the_peers(&e) => {
+                    let e = e.context(format!("cannot snapshot {url}"));
+                    eprintln!("ledger: error: {}", crate::app::shown(&crate::error::chain(&e)));
+                    unreachable += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("cannot snapshot {url}"))),
+            };
             if ctx.interrupted() {
                 anyhow::bail!(
                     "{}: snapshot {} of {url} is recorded incomplete, with the {} pins it read",
@@ -45,7 +56,7 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             reports.push(report);
         }
-        Ok(reports)
+        Ok((reports, unreachable))
     })?;
     if args.json {
         print_json(&reports)?;
@@ -60,5 +71,14 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             r.pins
         );
     }
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ERROR) })
+    Ok(if failed.is_empty() && unreachable == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::ERROR)
+    })
+}
+
+/// Whether `e` is the peer's answer, or its lack of one, rather than an error of the ledger.
+fn is_the_peers(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<crate::cluster::Error>().is_some())
 }

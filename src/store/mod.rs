@@ -192,11 +192,12 @@ pub fn lock_path(db: &Path, what: &str) -> PathBuf {
 
 /// Waits for, then holds, `<db>.open.lock`: the turn to open (create, migrate) the ledger. `None`
 /// when the lock file cannot be created because its directory cannot be written: then neither can
-/// the database, which is opened read-only, and nothing needs the turn; `None` too for an in-memory
-/// database.
+/// the database, which is opened read-only, and nothing needs the turn; `None` too for an
+/// in-memory database (`ledger db status` of a ledger that does not exist), which no other
+/// process can open.
 fn open_lock(db: &Path) -> anyhow::Result<Option<std::fs::File>> {
     if db.as_os_str() == ":memory:" {
-        return Ok(None); // nothing on disk to take turns on
+        return Ok(None);
     }
     let path = lock_path(db, "open");
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);

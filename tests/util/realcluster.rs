@@ -12,6 +12,7 @@
 //! folder; the harness forwards a loopback TCP port of the test process to that socket byte for byte,
 //! so `ledger`, `ipfs-cluster-ctl` and the raw client talk plain HTTP to the real server.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -117,6 +118,11 @@ pub struct RealPeer {
 
 /// A running real cluster. Dropping it stops every process it started, by PID, and removes its
 /// folder; when the test is failing the folder (with every peer's logs) is kept and its path printed.
+///
+/// A test may stop a peer's cluster daemon or its kubo and start it again ([`RealCluster::stop_peer`],
+/// [`RealCluster::start_peer`], [`RealCluster::stop_kubo`], [`RealCluster::start_kubo`]): a process
+/// stopped on purpose is not a process that died, and a restarted one logs to a numbered log of its
+/// own (`peer2-cluster.1.log` after the first restart).
 pub struct RealCluster {
     pub version: &'static str,
     pub peers: Vec<RealPeer>,
@@ -126,6 +132,10 @@ pub struct RealCluster {
     dir: PathBuf,
     netns: Child,
     procs: Vec<(String, Child)>,
+    /// Processes stopped on purpose (by name), until started again.
+    stopped: BTreeSet<String>,
+    /// How many times each process was started again: its log is `{name}.{n}.log` after the n-th.
+    restarts: BTreeMap<String, usize>,
     forwarders: Vec<Forwarder>,
     auth_header: Option<String>,
     /// Held while the cluster runs: real clusters in one test process start one at a time.
@@ -190,6 +200,8 @@ impl RealCluster {
             dir,
             netns,
             procs: Vec::new(),
+            stopped: BTreeSet::new(),
+            restarts: BTreeMap::new(),
             forwarders: Vec::new(),
             auth_header: opts.basic_auth.as_ref().map(|(u, p)| {
                 let b64 = base64::Engine::encode(
@@ -224,23 +236,15 @@ impl RealCluster {
             configure_cluster(&pdir, i, &ids, &opts);
         }
         for i in 0..n {
-            let pdir = rc.dir.join(format!("peer{i}"));
-            let mut daemon = Command::new(kubo_bin());
-            daemon.args(["daemon", "--enable-gc=false", "--migrate=false"]);
-            rc.spawn_in_ns(&pdir, &format!("peer{i}-ipfs"), &mut daemon);
+            rc.spawn_kubo(i);
         }
         for i in 0..n {
-            let log = rc.dir.join(format!("peer{i}/peer{i}-ipfs.log"));
-            rc.wait_for(Duration::from_secs(60), &format!("kubo of peer{i} to be ready"), || {
-                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Daemon is ready"))
-            });
+            rc.wait_for_log(&format!("peer{i}-ipfs"), "Daemon is ready");
         }
         for (i, id) in ids.iter().enumerate() {
             let pdir = rc.dir.join(format!("peer{i}"));
-            let mut daemon = Command::new(cluster_bin(opts.version, "ipfs-cluster-service"));
-            daemon.arg("--config").arg(pdir.join("cluster")).arg("daemon");
-            rc.spawn_in_ns(&pdir, &format!("peer{i}-cluster"), &mut daemon);
-            let fwd = Forwarder::start(pdir.join("rest.sock"));
+            rc.spawn_cluster(i);
+            let fwd = Forwarder::start(pdir.join("rest.sock"), None);
             let ipfs_id = read_json(&pdir.join("ipfs/config"))["Identity"]["PeerID"]
                 .as_str()
                 .unwrap()
@@ -256,10 +260,7 @@ impl RealCluster {
         }
         // The REST API answers before the peer is done starting; wait for its word first.
         for i in 0..n {
-            let log = rc.log_of(&format!("peer{i}-cluster"));
-            rc.wait_for(Duration::from_secs(60), &format!("peer{i} to be ready"), || {
-                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("IPFS Cluster is READY"))
-            });
+            rc.wait_for_log(&format!("peer{i}-cluster"), "IPFS Cluster is READY");
         }
         let daemons_up = started.elapsed();
         // Up: every peer answers /health and lists all N peers, none with an error.
@@ -358,9 +359,15 @@ impl RealCluster {
         self.auth_header.iter().map(|h| ("Authorization", h.as_str())).collect()
     }
 
-    /// The PIDs of every process this cluster runs (the namespace holder included).
+    /// The PIDs of every process this cluster runs (the namespace holder included; a process
+    /// stopped on purpose is not running).
     pub fn pids(&self) -> Vec<u32> {
-        std::iter::once(self.netns.id()).chain(self.procs.iter().map(|(_, c)| c.id())).collect()
+        std::iter::once(self.netns.id()).chain(self.running().map(|(_, c)| c.id())).collect()
+    }
+
+    /// The processes not stopped on purpose, with their names.
+    fn running(&self) -> impl Iterator<Item = &(String, Child)> {
+        self.procs.iter().filter(|(name, _)| !self.stopped.contains(name))
     }
 
     /// Every socket of every process this cluster started whose remote end is not loopback, or that
@@ -372,7 +379,7 @@ impl RealCluster {
         let mine = std::fs::read_link("/proc/self/ns/net").unwrap();
         assert_ne!(holder_ns, mine, "the cluster's namespace is the test's own");
         let mut bad = Vec::new();
-        for (name, child) in &self.procs {
+        for (name, child) in self.running() {
             let pid = child.id();
             let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
                 .unwrap_or_else(|e| panic!("{name} (pid {pid}) is gone: {e}"));
@@ -420,9 +427,10 @@ impl RealCluster {
         super::sorted_pinset(self.url(peer), &self.auth())
     }
 
-    /// A process of this cluster that has exited, if any (its name).
+    /// A process of this cluster that has exited, if any (its name); one stopped on purpose has
+    /// not.
     fn exited(&self) -> Option<&str> {
-        self.procs.iter().map(|(name, c)| (name, c.id())).find_map(|(name, pid)| {
+        self.running().map(|(name, c)| (name, c.id())).find_map(|(name, pid)| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // The state follows the parenthesised command name: Z (zombie) once it has exited.
             let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
@@ -451,9 +459,21 @@ impl RealCluster {
         }
     }
 
+    /// The log `name` writes now: `{name}.log`, or `{name}.{n}.log` after its n-th restart.
     fn log_of(&self, name: &str) -> PathBuf {
         let peer = name.split('-').next().unwrap();
-        self.dir.join(peer).join(format!("{name}.log"))
+        match self.restarts.get(name) {
+            None | Some(0) => self.dir.join(peer).join(format!("{name}.log")),
+            Some(n) => self.dir.join(peer).join(format!("{name}.{n}.log")),
+        }
+    }
+
+    /// Waits (60 s at most) for `line` in the log `name` writes now.
+    fn wait_for_log(&self, name: &str, line: &str) {
+        let log = self.log_of(name);
+        self.wait_for(Duration::from_secs(60), &format!("{line:?} from {name}"), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(line))
+        });
     }
 
     /// `cmd` run inside the cluster's namespace, with the environment every process gets: the
@@ -488,13 +508,186 @@ impl RealCluster {
         );
     }
 
+    /// Starts `cmd` in the namespace as process `name`, logging to [`RealCluster::log_of`]; a
+    /// process of that name that was stopped is replaced.
     fn spawn_in_ns(&mut self, pdir: &Path, name: &str, cmd: &mut Command) {
         let mut ns = self.in_ns(pdir, cmd);
-        let log = std::fs::File::create(pdir.join(format!("{name}.log"))).unwrap();
+        let log = std::fs::File::create(self.log_of(name)).unwrap();
         ns.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         // nsenter joins the namespace and execs the program: the child's PID is the program's.
         let child = ns.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        self.procs.push((name.to_string(), child));
+        match self.procs.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => {
+                assert!(self.stopped.remove(name), "{name} is running: stop it first");
+                entry.1 = child;
+            }
+            None => self.procs.push((name.to_string(), child)),
+        }
+    }
+
+    /// `ipfs daemon` of peer `i`.
+    fn spawn_kubo(&mut self, i: usize) {
+        let pdir = self.dir.join(format!("peer{i}"));
+        let mut daemon = Command::new(kubo_bin());
+        daemon.args(["daemon", "--enable-gc=false", "--migrate=false"]);
+        self.spawn_in_ns(&pdir, &format!("peer{i}-ipfs"), &mut daemon);
+    }
+
+    /// `ipfs-cluster-service daemon` of peer `i`, with its configuration.
+    fn spawn_cluster(&mut self, i: usize) {
+        let pdir = self.dir.join(format!("peer{i}"));
+        let mut daemon = Command::new(cluster_bin(self.version, "ipfs-cluster-service"));
+        daemon.arg("--config").arg(pdir.join("cluster")).arg("daemon");
+        self.spawn_in_ns(&pdir, &format!("peer{i}-cluster"), &mut daemon);
+    }
+
+    /// Stops peer `i`'s cluster daemon (`peer{i}-cluster`) as an operator would: SIGTERM, then
+    /// SIGKILL if it has not exited after 20 s. Its REST port then refuses connections, as a
+    /// stopped peer's does. Returns how long it took to exit.
+    pub fn stop_peer(&mut self, i: usize) -> Duration {
+        let took = self.stop_proc(&format!("peer{i}-cluster"));
+        self.forwarders[i].stop();
+        took
+    }
+
+    /// Starts peer `i`'s cluster daemon again with the same configuration and folder (its state,
+    /// identity and REST port kept), and waits until it says it is READY in its new log, answers
+    /// `/health`, every running peer lists every running peer in `/peers` without an error, and
+    /// holds their valid allocation metrics. Returns how long it took.
+    pub fn start_peer(&mut self, i: usize) -> Duration {
+        let started = Instant::now();
+        let name = format!("peer{i}-cluster");
+        assert!(self.stopped.contains(&name), "{name} is running");
+        let sock = self.peers[i].dir.join("rest.sock");
+        // A daemon that was killed leaves its socket behind, and would fail to listen on it.
+        let _ = std::fs::remove_file(&sock);
+        *self.restarts.entry(name.clone()).or_default() += 1;
+        self.spawn_cluster(i);
+        let addr = self.forwarders[i].addr;
+        self.forwarders[i] = Forwarder::start(sock, Some(addr));
+        self.wait_for_log(&name, "IPFS Cluster is READY");
+        self.wait_peers_listed();
+        started.elapsed()
+    }
+
+    /// Stops peer `i`'s kubo daemon (`peer{i}-ipfs`): SIGTERM, then SIGKILL after 20 s. Its cluster
+    /// daemon keeps running. Returns how long it took to exit.
+    pub fn stop_kubo(&mut self, i: usize) -> Duration {
+        self.stop_proc(&format!("peer{i}-ipfs"))
+    }
+
+    /// Starts peer `i`'s kubo daemon again (same repository), waits for "Daemon is ready" in its
+    /// new log and until every running peer holds a valid `freespace` metric of every running peer
+    /// whose kubo runs (the disk informer asks kubo). Returns how long it took.
+    pub fn start_kubo(&mut self, i: usize) -> Duration {
+        self.start_kubos(&[i])
+    }
+
+    /// [`RealCluster::start_kubo`] of several peers at once: each started, then the waits.
+    pub fn start_kubos(&mut self, peers: &[usize]) -> Duration {
+        let started = Instant::now();
+        for &i in peers {
+            let name = format!("peer{i}-ipfs");
+            assert!(self.stopped.contains(&name), "{name} is running");
+            *self.restarts.entry(name).or_default() += 1;
+            self.spawn_kubo(i);
+        }
+        for &i in peers {
+            self.wait_for_log(&format!("peer{i}-ipfs"), "Daemon is ready");
+        }
+        self.wait_metrics();
+        started.elapsed()
+    }
+
+    /// Whether process `name` (`peer2-cluster`, `peer0-ipfs`) is stopped on purpose.
+    pub fn is_stopped(&self, name: &str) -> bool {
+        self.stopped.contains(name)
+    }
+
+    /// SIGTERM to process `name` by its PID, then SIGKILL if it has not exited within 20 s; waits
+    /// for it and marks it stopped on purpose.
+    fn stop_proc(&mut self, name: &str) -> Duration {
+        let started = Instant::now();
+        let child = match self.procs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, c)) => c,
+            None => panic!("no process {name}"),
+        };
+        assert!(!self.stopped.contains(name), "{name} is already stopped");
+        let pid = child.id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if exited.is_none() {
+            eprintln!("real cluster: {name} (pid {pid}) ignored SIGTERM for 20 s; SIGKILL");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stopped.insert(name.to_string());
+        started.elapsed()
+    }
+
+    /// The peers whose cluster daemon runs.
+    fn running_peers(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|i| !self.stopped.contains(&format!("peer{i}-cluster")))
+            .collect()
+    }
+
+    /// Waits until every running peer answers `/health` and lists exactly the running peers in
+    /// `/peers`, none with an error, then for [`RealCluster::wait_metrics`] (120 s at most each).
+    fn wait_peers_listed(&self) {
+        let up = self.running_peers();
+        let want: BTreeSet<&str> = up.iter().map(|&i| self.peers[i].id.as_str()).collect();
+        for &i in &up {
+            let what = format!("peer{i} to list the {} running peers in /peers", up.len());
+            self.wait_for(Duration::from_secs(120), &what, || {
+                let url = self.url(i);
+                if try_raw(url, "GET", "/health", &self.auth(), b"").map(|r| r.status) != Ok(204) {
+                    return false;
+                }
+                let Ok(r) = try_raw(url, "GET", "/peers", &self.auth(), b"") else { return false };
+                let ps = if r.status == 200 { r.ndjson() } else { return false };
+                let ids: BTreeSet<&str> = ps.iter().filter_map(|p| p["id"].as_str()).collect();
+                ids == want && ps.iter().all(|p| p["error"].as_str().is_none_or(str::is_empty))
+            });
+        }
+        self.wait_metrics();
+    }
+
+    /// Waits until every running peer holds a valid `freespace` metric of each running peer whose
+    /// kubo runs (the disk informer asks kubo; a pin with a replication factor needs them).
+    fn wait_metrics(&self) {
+        let up = self.running_peers();
+        let with_kubo: BTreeSet<&str> = up
+            .iter()
+            .filter(|&&i| !self.stopped.contains(&format!("peer{i}-ipfs")))
+            .map(|&i| self.peers[i].id.as_str())
+            .collect();
+        for &i in &up {
+            let what = format!("peer{i} to hold a valid freespace metric of the peers with kubo");
+            self.wait_for(Duration::from_secs(120), &what, || {
+                let path = "/monitor/metrics/freespace";
+                let Ok(r) = try_raw(self.url(i), "GET", path, &self.auth(), b"") else {
+                    return false;
+                };
+                r.status == 200
+                    && serde_json::from_slice::<Vec<Value>>(&r.body).is_ok_and(|ms| {
+                        let valid: BTreeSet<&str> = ms
+                            .iter()
+                            .filter(|m| m["valid"] == true)
+                            .filter_map(|m| m["peer"].as_str())
+                            .collect();
+                        with_kubo.is_subset(&valid)
+                    })
+            });
+        }
     }
 }
 
@@ -663,15 +856,33 @@ struct Forwarder {
     url: String,
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
+    /// The accept loop, which owns the listener; `None` once stopped.
+    accept: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Forwarder {
-    fn start(sock: PathBuf) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// Listens on a free loopback port, or on `addr` again (a peer started again keeps its URL;
+    /// the port is retried for 10 s in case a connection of another process holds it).
+    fn start(sock: PathBuf, addr: Option<std::net::SocketAddr>) -> Forwarder {
+        let listener = match addr {
+            None => TcpListener::bind("127.0.0.1:0").unwrap(),
+            Some(a) => {
+                let started = Instant::now();
+                loop {
+                    match TcpListener::bind(a) {
+                        Ok(l) => break l,
+                        Err(e) if started.elapsed() > Duration::from_secs(10) => {
+                            panic!("listen on {a} again for the restarted peer: {e}")
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        std::thread::spawn(move || {
+        let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     break;
@@ -686,12 +897,17 @@ impl Forwarder {
                 });
             }
         });
-        Forwarder { url: format!("http://{addr}"), stop, addr }
+        let accept = std::sync::Mutex::new(Some(accept));
+        Forwarder { url: format!("http://{addr}"), stop, addr, accept }
     }
 
+    /// Stops accepting and closes the listening port (a connection to it is then refused); the
+    /// connections already open go on until either side ends them.
     fn stop(&self) {
+        let Some(accept) = self.accept.lock().unwrap().take() else { return };
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr); // wake the accept loop
+        let _ = accept.join();
     }
 }
 
