@@ -39,7 +39,23 @@ pub fn snapshot_summary(r: &snapshot::Report) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A tag run: the plan, a row per pass, convergence or the stragglers, the conflicts.
+/// `TITLE: N` and the first ten (cid, owner), when there are any.
+fn owned_list(title: &str, pins: &[(String, String)]) -> std::io::Result<()> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    crate::out!("{title}: {}", pins.len());
+    for (cid, owner) in pins.iter().take(10) {
+        crate::out!("  {cid} org={}", shown(owner));
+    }
+    if pins.len() > 10 {
+        crate::out!("  … and {} more", pins.len() - 10);
+    }
+    Ok(())
+}
+
+/// A tag run: the plan, a row per pass, convergence or the stragglers, the pins other
+/// organisations own and the conflicts.
 pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
     let p = &r.plan;
     crate::out!(
@@ -48,7 +64,7 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
         r.org,
         p.targets.len(),
         p.already,
-        p.conflicts.len(),
+        p.owned_by_others.len() + p.conflicts.len(),
         if r.dry_run { " (dry run: nothing sent)" } else { "" }
     );
     if r.dry_run {
@@ -101,12 +117,11 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
             );
         }
     }
-    if !p.conflicts.is_empty() {
-        crate::out!("conflicts (owned by another organisation, left alone): {}", p.conflicts.len());
-        for (cid, owner) in p.conflicts.iter().take(10) {
-            crate::out!("  {cid} org={}", shown(owner));
-        }
-    }
+    owned_list("owned by others (left alone)", &p.owned_by_others)?;
+    owned_list(
+        "conflicts (asked for with --only, owned by another organisation, left alone)",
+        &p.conflicts,
+    )?;
     for (cid, why) in &r.not_tagged {
         crate::out!("  not tagged {cid}: {}", shown(why));
     }

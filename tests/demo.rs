@@ -67,8 +67,8 @@ fn demo_tags_reports_and_converges_on_every_peer() {
         for (peer, (targets, tagged)) in &last {
             assert_eq!((targets.as_str(), tagged.as_str()), ("300", "300"), "{peer}");
         }
-        let conflicts = std::fs::read_to_string(out_dir.join("conflicts.csv")).unwrap();
-        assert_eq!(conflicts.lines().count(), 1 + 10);
+        let others = std::fs::read_to_string(out_dir.join("owned_by_others.csv")).unwrap();
+        assert_eq!(others.lines().count(), 1 + 10);
         let stragglers = std::fs::read_to_string(out_dir.join("stragglers.csv")).unwrap();
         assert_eq!(stragglers.lines().count(), 1, "{stragglers}");
         let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();

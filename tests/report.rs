@@ -144,13 +144,13 @@ fn report_of_a_tag_run_from_stored_history_renders_in_chromium() {
     let targets: Vec<&str> =
         t["plan"]["targets"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let already = t["plan"]["already"].as_u64().unwrap() as usize;
-    let conflicts: BTreeMap<String, String> = t["plan"]["conflicts"]
+    let others: BTreeMap<String, String> = t["plan"]["owned_by_others"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| (c[0].as_str().unwrap().to_string(), c[1].as_str().unwrap().to_string()))
         .collect();
-    assert!(!targets.is_empty() && !conflicts.is_empty() && targets.len() < 200);
+    assert!(!targets.is_empty() && !others.is_empty() && targets.len() < 200);
     let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
 
     // A repin run is not a tag run: asked for by id it is refused; the default is the latest tag run.
@@ -235,11 +235,11 @@ fn report_of_a_tag_run_from_stored_history_renders_in_chromium() {
     assert!(stragglers.iter().all(|s| s["peer"] == ids[2] && s["state"] == "untagged"));
     assert!(stragglers.iter().all(|s| s["pass"] == "2"));
 
-    // conflicts.csv: the plan's conflicts with their owners.
-    let rows = csv_rows(&o.join("conflicts.csv"), &["run", "cid", "owner"]);
+    // owned_by_others.csv: the plan's pins of other organisations, with their owners.
+    let rows = csv_rows(&o.join("owned_by_others.csv"), &["run", "cid", "owner"]);
     let got: BTreeMap<String, String> =
         rows.iter().map(|r| (r["cid"].clone(), r["owner"].clone())).collect();
-    assert_eq!(got, conflicts);
+    assert_eq!(got, others);
 
     // owners.csv: every peer's latest complete snapshot counts all 200 pins; peer0 shows the
     // targets tagged (the repin run's `note` does not change the owner), peer2 shows them unowned.
@@ -264,8 +264,8 @@ fn report_of_a_tag_run_from_stored_history_renders_in_chromium() {
     assert_eq!(count(&ids[0], ""), 0);
     assert_eq!(count(&ids[2], ""), targets.len());
     assert_eq!(count(&ids[2], "hrdag"), already);
-    for owner in conflicts.values() {
-        let n = conflicts.values().filter(|o| *o == owner).count();
+    for owner in others.values() {
+        let n = others.values().filter(|o| *o == owner).count();
         assert_eq!(count(&ids[0], owner), n, "{owner}");
     }
 
@@ -300,9 +300,10 @@ fn report_of_a_tag_run_from_stored_history_renders_in_chromium() {
     let sc = table(&html, "straggler-counts");
     assert!(sc.contains(&format!("<td>{}</td></tr>", targets.len())));
     assert_eq!(table(&html, "stragglers").matches("<tr>").count(), 1 + targets.len());
-    let ct = table(&html, "conflicts");
-    assert_eq!(ct.matches("<tr>").count(), 1 + conflicts.len());
-    for cid in conflicts.keys() {
+    assert!(html.contains("<h2>Owned by other organisations</h2>"));
+    let ct = table(&html, "owned-by-others");
+    assert_eq!(ct.matches("<tr>").count(), 1 + others.len());
+    for cid in others.keys() {
         assert!(ct.contains(cid.as_str()));
     }
     assert!(table(&html, "owners").contains(&format!("<td>{}</td>", targets.len() + already)));

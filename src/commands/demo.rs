@@ -33,7 +33,7 @@ pub struct DemoArgs {
     /// Unowned pins (no `org`): the tag run's targets.
     #[arg(long, default_value_t = 3512, value_parser = parse_pin_count, help_heading = "Simulated cluster")]
     pub pins: usize,
-    /// Pins owned by other organisations (conflicts the run must leave alone).
+    /// Pins owned by other organisations (the run leaves them alone).
     #[arg(long, default_value_t = 40, value_parser = parse_pin_count, help_heading = "Simulated cluster")]
     pub owned: usize,
     /// Number of peers.

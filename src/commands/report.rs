@@ -1,5 +1,5 @@
 //! `ledger report [RUN] --out DIR`: a tag run's report from stored history — one self-contained HTML
-//! page (convergence chart as inline SVG, passes, stragglers, conflicts, owners) and CSV files beside
+//! page (convergence chart as inline SVG, passes, stragglers, pins other organisations own, owners) and CSV files beside
 //! it. Exit 0 once written (whether the run converged is in the report; `ledger convergence` exits 1
 //! when it did not).
 
@@ -16,7 +16,7 @@ pub struct ReportArgs {
     /// The tag run (default: the latest that was not a dry run).
     pub run: Option<i64>,
     /// Write report.html, convergence.svg and the CSV files (convergence, passes, stragglers,
-    /// conflicts, owners) into this directory; created if missing, files in it replaced.
+    /// pins other organisations own, owners) into this directory; created if missing, files in it replaced.
     #[arg(long, default_value = "reports", value_name = "DIR")]
     pub out: PathBuf,
 }

@@ -1,5 +1,7 @@
 //! `ledger tag --org ORG`: tag every unowned pin with `org=ORG`, pass after pass, until every peer
-//! agrees, with every re-pin on the record. Exit 0 converged, 1 stragglers or conflicts, 2 error.
+//! agrees, with every re-pin on the record. Exit 0 converged (pins other organisations own are left
+//! alone and listed, not a reason for 1); 1 stragglers, conflicts (pins asked for with `--only` that
+//! another organisation owns) or pins not tagged; 2 error.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -74,7 +74,9 @@ pub struct Plan {
     /// interrupted one ends in the same state.
     #[serde(skip)]
     pub already_cids: Vec<String>,
-    /// (cid, owner) of pins another organisation owns.
+    /// (cid, owner) of pins another organisation owns: left alone, as a shared cluster expects.
+    pub owned_by_others: Vec<(String, String)>,
+    /// The same for pins asked for by name (`--only`): conflicts, which need a person.
     pub conflicts: Vec<(String, String)>,
 }
 
@@ -109,7 +111,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether a person must look at the run: stragglers, conflicts, pins not tagged.
+    /// Whether a person must look at the run: stragglers, conflicts (pins asked for by `--only`
+    /// that another organisation owns), pins not tagged (an owner changed since the plan, a re-pin
+    /// failed or read back otherwise). Pins other organisations own are not conflicts.
     pub fn needs_attention(&self) -> bool {
         !self.converged || !self.plan.conflicts.is_empty() || !self.not_tagged.is_empty()
     }
@@ -137,7 +141,8 @@ pub fn plan(store: &Store, snap: &db::SnapshotRow, opts: &Options) -> anyhow::Re
             Some(o) if opts.reassign_from.as_deref() == Some(o.as_str()) => {
                 plan.targets.push(p.cid)
             }
-            Some(o) => plan.conflicts.push((p.cid, o)),
+            Some(o) if opts.only.is_some() => plan.conflicts.push((p.cid, o)),
+            Some(o) => plan.owned_by_others.push((p.cid, o)),
         }
         Ok(())
     })?;
@@ -265,8 +270,9 @@ async fn plan_run(
             .map(|c| (c.as_str(), PlanClass::Target, None))
             .chain(plan.already_cids.iter().map(|c| (c.as_str(), PlanClass::Already, None)))
             .chain(
-                plan.conflicts
+                plan.owned_by_others
                     .iter()
+                    .chain(&plan.conflicts)
                     .map(|(c, o)| (c.as_str(), PlanClass::Conflict, Some(o.as_str()))),
             ),
     )?;

@@ -17,7 +17,7 @@ pub const ALL: [(&str, WriteFn); 5] = [
     ("convergence.csv", |r, w| convergence(w, r.run.id, &r.probes)),
     ("passes.csv", passes),
     ("stragglers.csv", stragglers),
-    ("conflicts.csv", conflicts),
+    ("owned_by_others.csv", owned_by_others),
     ("owners.csv", owners),
 ];
 
@@ -105,9 +105,9 @@ pub fn stragglers(r: &Report, w: &mut CsvOut) -> anyhow::Result<()> {
 }
 
 /// `run,cid,owner`: pins of the plan another organisation owns, left alone.
-pub fn conflicts(r: &Report, w: &mut CsvOut) -> anyhow::Result<()> {
+pub fn owned_by_others(r: &Report, w: &mut CsvOut) -> anyhow::Result<()> {
     w.write_record(["run", "cid", "owner"])?;
-    for c in &r.conflicts {
+    for c in &r.owned_by_others {
         w.write_record([r.run.id.to_string(), c.cid.clone(), c.owner.clone().unwrap_or_default()])?;
     }
     Ok(())

@@ -60,7 +60,7 @@ pub fn page(r: &Report, svg: &str) -> String {
     section_chart(&mut h, r, svg);
     section_passes(&mut h, r);
     section_stragglers(&mut h, r);
-    section_conflicts(&mut h, r);
+    section_owned_by_others(&mut h, r);
     section_owners(&mut h, r);
     let _ = write!(
         h,
@@ -267,23 +267,30 @@ fn section_stragglers(h: &mut String, r: &Report) {
     more(h, r.stragglers.len(), "stragglers.csv");
 }
 
-fn section_conflicts(h: &mut String, r: &Report) {
-    let _ = writeln!(h, "<h2>Conflicts</h2>");
-    if r.conflicts.is_empty() {
+/// The pins another organisation owns: left alone, as a shared cluster expects; conflicts when the
+/// run asked for them by name (`--only`).
+fn section_owned_by_others(h: &mut String, r: &Report) {
+    let (title, what) = if r.asked_by_name {
+        (
+            "Conflicts",
+            "were asked for with --only, belong to another organisation and were left alone",
+        )
+    } else {
+        ("Owned by other organisations", "belong to another organisation and were left alone")
+    };
+    let _ = writeln!(h, "<h2>{title}</h2>");
+    let others = &r.owned_by_others;
+    if others.is_empty() {
         h.push_str(
             "<p class=\"muted\">None: no pin of the plan belonged to another organisation.</p>\n",
         );
         return;
     }
-    let _ = writeln!(
-        h,
-        "<p>{} pin(s) of the plan belong to another organisation and were left alone.</p>",
-        r.conflicts.len()
-    );
+    let _ = writeln!(h, "<p>{} pin(s) {what}.</p>", others.len());
     h.push_str(
-        "<table id=\"conflicts\">\n<tr><th class=\"l\">cid</th><th class=\"l\">owner</th></tr>\n",
+        "<table id=\"owned-by-others\">\n<tr><th class=\"l\">cid</th><th class=\"l\">owner</th></tr>\n",
     );
-    for c in r.conflicts.iter().take(MAX_ROWS) {
+    for c in others.iter().take(MAX_ROWS) {
         let _ = writeln!(
             h,
             "<tr><td class=\"l cid\">{}</td><td class=\"l\">{}</td></tr>",
@@ -292,7 +299,7 @@ fn section_conflicts(h: &mut String, r: &Report) {
         );
     }
     h.push_str("</table>\n");
-    more(h, r.conflicts.len(), "conflicts.csv");
+    more(h, others.len(), "owned_by_others.csv");
 }
 
 fn section_owners(h: &mut String, r: &Report) {

@@ -1,7 +1,8 @@
 //! The report of a tag run: [`load`] gathers everything from the stored history in the ledger (the
 //! run, its passes, the convergence probes, the last verification snapshot of each peer, the plan's
-//! conflicts and the owners of each peer's pins); [`write()`] renders it as one self-contained HTML page
-//! ([`html`], with the chart from [`chart`] as inline SVG) and CSV files ([`files`]) in a directory.
+//! pins that other organisations own, and the owners of each peer's pins); [`write()`] renders it as
+//! one self-contained HTML page ([`html`], with the chart from [`chart`] as inline SVG) and CSV files
+//! ([`files`]) in a directory.
 //! Nothing here talks to the cluster.
 
 pub mod chart;
@@ -34,7 +35,10 @@ pub struct Report {
     pub plan: BTreeMap<PlanClass, i64>,
     pub verified: Vec<Verified>,
     pub stragglers: Vec<Straggler>,
-    pub conflicts: Vec<Conflict>,
+    /// Pins of the plan another organisation owns, left alone.
+    pub owned_by_others: Vec<Conflict>,
+    /// The run asked for its pins by name (`--only`): those others own are conflicts.
+    pub asked_by_name: bool,
     /// Each peer of the run's cluster, its latest complete snapshot by owner.
     pub owners: Vec<PeerOwners>,
 }
@@ -73,7 +77,8 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
     let verified = q::last_verifications(conn, id)?;
     let org = run.org.clone().unwrap_or_default();
     let stragglers = q::stragglers(conn, id, &org)?;
-    let conflicts = q::conflicts(conn, id)?;
+    let owned_by_others = q::owned_by_others(conn, id)?;
+    let asked_by_name = q::asked_by_name(conn, id)?;
     let plan = q::plan_counts(conn, id)?.into_iter().collect();
     let mut peers: Vec<String> = probes.iter().map(|p| p.peer.clone()).collect();
     peers.extend(verified.iter().map(|v| v.peer.clone()));
@@ -97,7 +102,8 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
         plan,
         verified,
         stragglers,
-        conflicts,
+        owned_by_others,
+        asked_by_name,
         owners,
     })
 }

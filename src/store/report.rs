@@ -18,13 +18,24 @@ pub struct Conflict {
     pub owner: Option<String>,
 }
 
-pub fn conflicts(conn: &Connection, run: i64) -> rusqlite::Result<Vec<Conflict>> {
+/// The pins of a tag run's plan that another organisation owns (class `conflict`), with the owner.
+pub fn owned_by_others(conn: &Connection, run: i64) -> rusqlite::Result<Vec<Conflict>> {
     let mut stmt = conn.prepare(
         "SELECT c.cid, t.owner FROM run_targets t JOIN cids c ON c.id = t.cid_id
          WHERE t.run_id = ?1 AND t.class = 'conflict' ORDER BY t.owner, c.cid",
     )?;
     let rows = stmt.query_map([run], |r| Ok(Conflict { cid: r.get(0)?, owner: r.get(1)? }))?;
     rows.collect()
+}
+
+/// Whether the run tagged only pins asked for by name (`--only`): then a pin another organisation
+/// owns is a conflict.
+pub fn asked_by_name(conn: &Connection, run: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT coalesce(json_extract(params, '$.only') IS NOT NULL, 0) FROM runs WHERE id = ?1",
+        [run],
+        |r| r.get(0),
+    )
 }
 
 /// How many pins of the plan fell in each class (`target`, `already`, `conflict`).

@@ -465,7 +465,7 @@ pub const REPORT_FILES: [&str; 7] = [
     "convergence.csv",
     "passes.csv",
     "stragglers.csv",
-    "conflicts.csv",
+    "owned_by_others.csv",
     "owners.csv",
 ];
 
