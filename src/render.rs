@@ -39,6 +39,43 @@ pub fn snapshot_summary(r: &snapshot::Report) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Which members of the cluster the run verified, when not all: "verified 1 of 4 cluster peers; not
+/// read: …", and how to name the others.
+fn membership(r: &tag::Report) -> std::io::Result<()> {
+    let Some(members) = r.members else {
+        crate::out!(
+            "the write peer could not list the cluster's members (GET /peers): only the peers \
+             named were verified"
+        );
+        return Ok(());
+    };
+    if r.not_read.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = r
+        .not_read
+        .iter()
+        .map(|m| {
+            let name = if m.peername.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", shown(&m.peername))
+            };
+            format!("{}{name} (no REST address given)", crate::app::short_peer(&m.id))
+        })
+        .collect();
+    crate::out!(
+        "verified {} of {members} cluster peers; not read: {}",
+        members - r.not_read.len(),
+        names.join(", ")
+    );
+    crate::out!(
+        "  name each member's REST API with --cluster (comma-separated, the write peer first) or in \
+         the profile's peers"
+    );
+    Ok(())
+}
+
 /// `TITLE: N` and the first ten (cid, owner), when there are any.
 fn owned_list(title: &str, pins: &[(String, String)]) -> std::io::Result<()> {
     if pins.is_empty() {
@@ -97,10 +134,14 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
             &rows,
         )?;
     }
-    if r.converged {
+    let tagged = p.targets.len() - r.not_tagged.len();
+    if r.converged && r.every_member_read() {
+        crate::out!("converged: every peer shows all {tagged} targets tagged ({:.1}s)", r.seconds);
+    } else if r.converged {
+        let read = r.passes.last().map_or(0, |p| p.tagged.len());
+        let peers = if read == 1 { "peer" } else { "peers" };
         crate::out!(
-            "converged: every peer shows all {} targets tagged ({:.1}s)",
-            p.targets.len() - r.not_tagged.len(),
+            "converged on the {read} {peers} read: all {tagged} targets tagged ({:.1}s)",
             r.seconds
         );
     } else if !r.dry_run {
@@ -116,6 +157,9 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
                 cids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
             );
         }
+    }
+    if !r.dry_run {
+        membership(r)?;
     }
     owned_list("owned by others (left alone)", &p.owned_by_others)?;
     owned_list(

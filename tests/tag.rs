@@ -13,9 +13,14 @@ fn urls(sim: &impl PeerUrls) -> String {
 }
 
 fn tag(dir: &tempfile::TempDir, sim: &impl PeerUrls, args: &[&str]) -> Output {
+    tag_at(dir, &urls(sim), args)
+}
+
+/// `ledger tag` with `--cluster CLUSTER`.
+fn tag_at(dir: &tempfile::TempDir, cluster: &str, args: &[&str]) -> Output {
     ledger()
         .current_dir(dir.path())
-        .args(["--db", "ledger.db", "--cluster", &urls(sim), "tag"])
+        .args(["--db", "ledger.db", "--cluster", cluster, "tag"])
         .args(args)
         .output()
         .unwrap()
@@ -203,6 +208,40 @@ fn reassign_from_is_the_only_way_to_retag_another_org() {
             assert_eq!(org(&after[cid]), Some(o), "{cid} of {o} was retagged");
         }
     }
+}
+
+/// A cluster is its members, not the URLs given: with `--cluster` naming one of four peers, the run
+/// tags and verifies that peer, says which three members it never read and exits 1 (`attention`),
+/// never "every peer". Named all four, it says "every peer" and exits 0. A write peer that cannot
+/// list the members (`GET /peers` answering 500) leaves the run unable to say it read them all.
+#[test]
+fn a_run_that_read_some_members_says_which_and_never_every_peer() {
+    let sim = Sim::start(&["--peers", "4", "--pins", "80", "--seed", "14", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let one = tag_at(&dir, &sim.peers[0].url, &["--org", "hrdag", "--settle", "0s", "--json"]);
+    let r = report(&one);
+    assert_eq!(one.status.code(), Some(1), "{r}");
+    assert_eq!(r["converged"], true, "{r}");
+    assert_eq!(r["members"], 4, "{r}");
+    let unread: Vec<&str> =
+        r["not_read"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let want: Vec<&str> = sim.peers[1..].iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(unread, want, "{r}");
+    let text = tag_at(&dir, &sim.peers[0].url, &["--org", "hrdag", "--settle", "0s"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("verified 1 of 4 cluster peers; not read: "), "{text}");
+    assert!(text.contains("(no REST address given)") && !text.contains("every peer"), "{text}");
+    let all = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s"]);
+    let all_text = String::from_utf8_lossy(&all.stdout).to_string();
+    assert_eq!(all.status.code(), Some(0), "{all_text}");
+    assert!(all_text.contains("converged: every peer shows all"), "{all_text}");
+    sim.control("POST", "/_sim/faults", r#"{"errors":[{"endpoint":"peers","status":500}]}"#);
+    let blind = tag(&dir, &sim, &["--org", "hrdag", "--settle", "0s", "--timeout", "2s"]);
+    let blind_text = String::from_utf8_lossy(&blind.stdout).to_string();
+    assert_eq!(blind.status.code(), Some(1), "{blind_text}");
+    assert!(blind_text.contains("could not list the cluster's members"), "{blind_text}");
+    let states = sql_rows(&dir.path().join("ledger.db"), "SELECT state FROM runs ORDER BY id");
+    assert_eq!(states, [["attention"], ["attention"], ["done"], ["attention"]]);
 }
 
 /// `--only` names the pins to tag: one of them that another organisation owns is a conflict, left

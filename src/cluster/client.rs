@@ -378,6 +378,34 @@ impl Client {
         })
     }
 
+    /// `GET /peers`: the cluster's members as this peer knows them (docs/cluster-api.md §4, "GET
+    /// /peers"): every peer with a valid `ping` metric and the peer itself, one that could not be
+    /// asked with its `error`.
+    pub async fn peers(&self) -> Result<Vec<Member>, Error> {
+        let resp = self.send_idempotent(reqwest::Method::GET, "/peers", true).await?;
+        let url = self.base.to_string();
+        let body = resp.bytes().await.map_err(|e| Error::Http {
+            url: url.clone(),
+            detail: detail(&e),
+            retry: false,
+        })?;
+        let mut members = Vec::new();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| Error::Decode { url: url.clone(), message: e.to_string() })?;
+            let Some(id) = v.get("id").and_then(|x| x.as_str()).filter(|s| !s.is_empty()) else {
+                return Err(Error::Decode {
+                    url,
+                    message: "a GET /peers item has no \"id\"".into(),
+                });
+            };
+            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            let error = Some(text("error")).filter(|e| !e.is_empty());
+            members.push(Member { id: id.to_string(), peername: text("peername"), error });
+        }
+        Ok(members)
+    }
+
     /// `GET /allocations/{cid}`: the stored pin as this peer's replica has it, or `None` (404).
     pub async fn allocation(&self, cid: &str) -> Result<Option<bytes::Bytes>, Error> {
         let resp = self
@@ -489,6 +517,16 @@ fn strip_query(u: &Url) -> String {
 pub struct PeerIdentity {
     pub id: String,
     pub peername: String,
+}
+
+/// A member of the cluster, as `GET /peers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    pub id: String,
+    pub peername: String,
+    /// Why the listing peer could not ask it (it is still a member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a stream ended.

@@ -6,5 +6,5 @@ pub mod config;
 pub mod repin;
 
 pub use crate::pin::CanonicalPin;
-pub use client::{AllocStream, Client, Error, Settings, StreamOutcome};
+pub use client::{AllocStream, Client, Error, Member, Settings, StreamOutcome};
 pub use config::{Auth, Target};
