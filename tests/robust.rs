@@ -146,6 +146,15 @@ fn chunk(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The head of a streamed `/allocations` answer, then a whole pin line (a chunk) per label.
+fn stream_of(labels: impl IntoIterator<Item = String>) -> Vec<u8> {
+    let mut s = CHUNKED_HEAD.as_bytes().to_vec();
+    for label in labels {
+        s.extend(chunk(format!("{}\n", pin_line(&label)).as_bytes()));
+    }
+    s
+}
+
 /// What a fake peer's handler gets: the connection, the request path, and the stop flag.
 struct Conn<'a> {
     s: TcpStream,
@@ -210,6 +219,11 @@ struct FakePeer {
 }
 
 impl FakePeer {
+    /// A fake peer that answers `/id` as a peer does and hands every other request to `stream`.
+    fn streaming(stream: impl Fn(&mut Conn<'_>) + Send + Sync + 'static) -> FakePeer {
+        FakePeer::start(move |c| if c.path == "/id" { c.id() } else { stream(c) })
+    }
+
     fn start(handler: impl Fn(&mut Conn<'_>) + Send + Sync + 'static) -> FakePeer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -450,15 +464,8 @@ fn sigterm_during_a_snapshot_records_it_incomplete_at_once() {
 #[test]
 fn sigint_in_the_middle_of_a_stream_keeps_what_it_read() {
     // Three pins, then the peer goes silent inside the stream.
-    let peer = FakePeer::start(|c| {
-        if c.path == "/id" {
-            return c.id();
-        }
-        let mut first = CHUNKED_HEAD.as_bytes().to_vec();
-        for i in 0..3 {
-            first.extend(chunk(format!("{}\n", pin_line(&format!("robust/{i}"))).as_bytes()));
-        }
-        if c.send(&first) {
+    let peer = FakePeer::streaming(|c| {
+        if c.send(&stream_of((0..3).map(|i| format!("robust/{i}")))) {
             c.hold();
         }
     });
@@ -618,14 +625,9 @@ fn a_peer_that_trickles_its_answer_is_given_up_after_the_timeout() {
 
 #[test]
 fn a_stream_that_trickles_a_line_is_cut_after_the_timeout() {
-    let peer = FakePeer::start(|c| {
-        if c.path == "/id" {
-            return c.id();
-        }
+    let peer = FakePeer::streaming(|c| {
         let line = pin_line("robust/trickled");
-        let mut first = CHUNKED_HEAD.as_bytes().to_vec();
-        first.extend(chunk(format!("{}\n", pin_line("robust/whole")).as_bytes()));
-        if !c.send(&first) {
+        if !c.send(&stream_of(["robust/whole".to_string()])) {
             return;
         }
         for b in line.as_bytes().iter().cycle() {
@@ -646,10 +648,7 @@ fn a_stream_that_trickles_a_line_is_cut_after_the_timeout() {
 
 #[test]
 fn an_endless_line_is_cut_at_16_mib() {
-    let peer = FakePeer::start(|c| {
-        if c.path == "/id" {
-            return c.id();
-        }
+    let peer = FakePeer::streaming(|c| {
         let block = chunk(&[b'a'; 64 * 1024]);
         if c.send(CHUNKED_HEAD.as_bytes()) && c.send(&chunk(b"{\"cid\":\"")) {
             while c.send(&block) {}
