@@ -208,7 +208,7 @@ struct Scene {
     case: Case,
     _proxy: Option<Proxy>,
     /// Every pin as peer0 served it when the scene was ready: CID → (name, metadata).
-    before: BTreeMap<String, (Value, Value)>,
+    before: PinValues,
     /// The pins a restore brings back.
     lost: Vec<String>,
     args: Vec<String>,
@@ -224,17 +224,6 @@ fn sim_args(fault: Fault, seed: u64) -> Vec<String> {
         a.extend(["--batch-size", "50", "--batch-age", "1s"].map(String::from));
     }
     a
-}
-
-fn value_of(p: &Value) -> (Value, Value) {
-    (p["name"].clone(), p["metadata"].clone())
-}
-
-fn pinset_values(url: &str) -> BTreeMap<String, (Value, Value)> {
-    sorted_pinset(url, &[])
-        .iter()
-        .map(|p| (p["cid"].as_str().unwrap().to_string(), value_of(p)))
-        .collect()
 }
 
 /// A 3-peer simulator with `PINS` named pins (and, for a restore, two snapshots with `LOSE` of them
@@ -261,7 +250,7 @@ fn scene(cmd: Cmd, fault: Fault, seed: u64) -> Option<Scene> {
     if fault == Fault::DiskFull {
         assert_eq!(case.run(&["db", "migrate"]).code, 0, "a ledger before the disk fills");
     }
-    let before = pinset_values(case.sim.url(0));
+    let before = served_pins(case.sim.url(0), &[]);
     let proxy = (fault == Fault::Dropped).then(|| {
         let p = Proxy::start(case.sim.url(0));
         let rest: Vec<&str> = (1..3).map(|i| case.sim.url(i)).collect();
@@ -277,7 +266,7 @@ fn scene(cmd: Cmd, fault: Fault, seed: u64) -> Option<Scene> {
 /// 1` puts back. Returns those CIDs.
 fn lose_some(case: &Case) -> Vec<String> {
     assert_eq!(case.run(&["snapshot"]).code, 0, "the first snapshot");
-    let lost: Vec<String> = pinset_values(case.sim.url(0)).into_keys().take(LOSE).collect();
+    let lost: Vec<String> = served_pins(case.sim.url(0), &[]).into_keys().take(LOSE).collect();
     for cid in &lost {
         let r = raw(case.sim.url(0), "POST", &format!("/pins/{cid}"), &[], b"");
         assert_eq!(r.status, 200, "a bare re-pin of {cid}: {}", r.text());
@@ -519,32 +508,33 @@ fn check_agrees(s: &Scene, what: &str) {
         }
     }
     let applied = c.sql(
-        "SELECT c.cid, v.name, v.metadata FROM repins r JOIN cids c ON c.id = r.cid_id
+        "SELECT c.cid, v.name, coalesce(v.metadata, 'null') FROM repins r JOIN cids c ON c.id = r.cid_id
          JOIN pin_versions v ON v.cid_id = r.cid_id AND v.digest = r.after_digest
          WHERE r.outcome = 'applied' ORDER BY r.id",
     );
-    let mut last: BTreeMap<String, (Value, Value)> = BTreeMap::new();
+    let mut last = PinValues::new();
     let mut times: BTreeMap<String, usize> = BTreeMap::new();
     for row in applied {
         let meta: Value = serde_json::from_str(&row[2]).unwrap();
-        last.insert(row[0].clone(), (Value::from(row[1].clone()), meta));
+        last.insert(row[0].clone(), (row[1].clone(), meta));
         *times.entry(row[0].clone()).or_default() += 1;
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{what}: applied more than once: {twice:?}");
     // A re-pin left pending (its process stopped before the answer was recorded) may or may not
     // have been applied: the ledger says so, and the next run settles it.
-    let mut pending: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    let mut pending: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
     let rows = c.sql(
         "SELECT c.cid, r.intended FROM repins r JOIN cids c ON c.id = r.cid_id
          WHERE r.status = 'pending'",
     );
     for row in rows {
         let intended: Value = serde_json::from_str(&row[1]).unwrap();
-        let value = (intended["name"].clone(), intended["metadata"].clone());
+        let name = intended["name"].as_str().unwrap_or_default().to_string();
+        let value = (name, metadata_value(&intended["metadata"]));
         pending.entry(row[0].clone()).or_default().push(value);
     }
-    let now = pinset_values(c.sim.url(0));
+    let now = served_pins(c.sim.url(0), &[]);
     for (cid, value) in &now {
         let want = last.get(cid).or(s.before.get(cid)).unwrap();
         let maybe = pending.get(cid).is_some_and(|p| p.contains(value));
@@ -565,21 +555,16 @@ fn snapshot_contents(c: &Case) -> Vec<(String, String, Vec<String>)> {
     snaps
         .into_iter()
         .map(|r| {
-            let q = if r[1] == "complete" {
-                format!(
-                    "SELECT c.cid FROM observations o JOIN cids c ON c.id = o.cid_id
-                     WHERE o.series_id = (SELECT series_id FROM snapshots WHERE id = {0})
-                       AND o.first_snapshot <= {0} AND (o.last_snapshot IS NULL OR o.last_snapshot >= {0})",
-                    r[0]
-                )
+            let cids = if r[1] == "complete" {
+                snapshot_pins(&c.db(), &r[0]).into_keys().collect()
             } else {
-                format!(
+                let q = format!(
                     "SELECT c.cid FROM partial_observations p JOIN cids c ON c.id = p.cid_id
                      WHERE p.snapshot_id = {}",
                     r[0]
-                )
+                );
+                c.sql(&q).into_iter().map(|mut x| x.remove(0)).collect()
             };
-            let cids = c.sql(&q).into_iter().map(|mut x| x.remove(0)).collect();
             (r[0].clone(), r[1].clone(), cids)
         })
         .collect()
@@ -589,8 +574,7 @@ fn snapshot_contents(c: &Case) -> Vec<(String, String, Vec<String>)> {
 fn check_goal(s: &Scene, cmd: Cmd, what: &str) {
     let c = &s.case;
     c.sim.wait_converged(PATIENCE);
-    let peers: Vec<BTreeMap<String, (Value, Value)>> =
-        (0..3).map(|i| pinset_values(c.sim.url(i))).collect();
+    let peers: Vec<PinValues> = (0..3).map(|i| served_pins(c.sim.url(i), &[])).collect();
     match cmd {
         Cmd::Tag => {
             for (i, p) in peers.iter().enumerate() {
@@ -620,24 +604,13 @@ fn check_goal(s: &Scene, cmd: Cmd, what: &str) {
     }
 }
 
-/// The pins of the latest complete snapshot of the peer with this ID: CID → (name, metadata).
-fn latest_snapshot_of(c: &Case, id: &str) -> BTreeMap<String, (Value, Value)> {
-    let q = format!(
-        "SELECT c.cid, v.name, v.metadata FROM snapshots s JOIN series r ON r.id = s.series_id
-         JOIN observations o ON o.series_id = s.series_id AND o.first_snapshot <= s.id
-           AND (o.last_snapshot IS NULL OR o.last_snapshot >= s.id)
-         JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
-         JOIN cids c ON c.id = o.cid_id
-         WHERE s.id = (SELECT max(s2.id) FROM snapshots s2 JOIN series r2 ON r2.id = s2.series_id
-                       WHERE r2.peer = '{id}' AND s2.state = 'complete')"
-    );
-    c.sql(&q)
-        .into_iter()
-        .map(|r| {
-            let meta: Value = serde_json::from_str(&r[2]).unwrap();
-            (r[0].clone(), (Value::from(r[1].clone()), meta))
-        })
-        .collect()
+/// The pins of the latest complete snapshot of the peer with this ID.
+fn latest_snapshot_of(c: &Case, id: &str) -> PinValues {
+    let latest = c.sql(&format!(
+        "SELECT max(s.id) FROM snapshots s JOIN series r ON r.id = s.series_id
+         WHERE r.peer = '{id}' AND s.state = 'complete'"
+    ));
+    snapshot_pins(&c.db(), &latest[0][0])
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -748,42 +721,18 @@ macro_rules! row {
     };
 }
 
-mod snapshot {
-    use super::*;
-    row!(Snapshot: latency = Latency, busy_429 = Busy429, error_500 = Error500, busy_503 = Busy503,
-        cut_trailer = CutTrailer, cut_drop = CutDrop, dropped = Dropped, paused = Paused,
-        partition = Partition, restarted = Restarted, disk_full = DiskFull, sigint = Sigint,
-        sigterm = Sigterm, sigkill = Sigkill);
+/// A module of one test per fault for each command: `matrix!(module: Cmd, …)`.
+macro_rules! matrix {
+    ($($module:ident: $cmd:ident),*) => {
+        $(mod $module {
+            use super::*;
+            row!($cmd: latency = Latency, busy_429 = Busy429, error_500 = Error500,
+                busy_503 = Busy503, cut_trailer = CutTrailer, cut_drop = CutDrop,
+                dropped = Dropped, paused = Paused, partition = Partition,
+                restarted = Restarted, disk_full = DiskFull, sigint = Sigint, sigterm = Sigterm,
+                sigkill = Sigkill);
+        })*
+    };
 }
 
-mod tag {
-    use super::*;
-    row!(Tag: latency = Latency, busy_429 = Busy429, error_500 = Error500, busy_503 = Busy503,
-        cut_trailer = CutTrailer, cut_drop = CutDrop, dropped = Dropped, paused = Paused,
-        partition = Partition, restarted = Restarted, disk_full = DiskFull, sigint = Sigint,
-        sigterm = Sigterm, sigkill = Sigkill);
-}
-
-mod repin {
-    use super::*;
-    row!(Repin: latency = Latency, busy_429 = Busy429, error_500 = Error500, busy_503 = Busy503,
-        cut_trailer = CutTrailer, cut_drop = CutDrop, dropped = Dropped, paused = Paused,
-        partition = Partition, restarted = Restarted, disk_full = DiskFull, sigint = Sigint,
-        sigterm = Sigterm, sigkill = Sigkill);
-}
-
-mod restore {
-    use super::*;
-    row!(Restore: latency = Latency, busy_429 = Busy429, error_500 = Error500, busy_503 = Busy503,
-        cut_trailer = CutTrailer, cut_drop = CutDrop, dropped = Dropped, paused = Paused,
-        partition = Partition, restarted = Restarted, disk_full = DiskFull, sigint = Sigint,
-        sigterm = Sigterm, sigkill = Sigkill);
-}
-
-mod watch {
-    use super::*;
-    row!(Watch: latency = Latency, busy_429 = Busy429, error_500 = Error500, busy_503 = Busy503,
-        cut_trailer = CutTrailer, cut_drop = CutDrop, dropped = Dropped, paused = Paused,
-        partition = Partition, restarted = Restarted, disk_full = DiskFull, sigint = Sigint,
-        sigterm = Sigterm, sigkill = Sigkill);
-}
+matrix!(snapshot: Snapshot, tag: Tag, repin: Repin, restore: Restore, watch: Watch);

@@ -57,15 +57,31 @@ struct Case {
 }
 
 /// A pin as both sides can say it: name and metadata.
-type Pins = BTreeMap<String, (String, Value)>;
+type Pins = PinValues;
 
 impl Case {
-    /// The cluster (one at a time in this process: this waits for another test's); the test's
-    /// clock starts once it is up.
-    fn start() -> Case {
+    /// The cluster (one at a time in this process: this waits for another test's), or `None`
+    /// when the real cluster is not built here (see [`available`]); the test's clock starts once
+    /// it is up.
+    fn start() -> Option<Case> {
+        if !available(V1_1_6) {
+            return None;
+        }
         let opts = RealOptions { rebroadcast: Some("5s".into()), ..RealOptions::new(V1_1_6, 3) };
         let rc = RealCluster::start(opts);
-        Case { rc, dir: tempfile::tempdir().unwrap(), started: Instant::now() }
+        let c = Case { rc, dir: tempfile::tempdir().unwrap(), started: Instant::now() };
+        c.log(&format!("cluster up in {:.1}s", c.rc.startup.as_secs_f64()));
+        Some(c)
+    }
+
+    /// Every peer's ID, in peer order.
+    fn ids(&self) -> Vec<String> {
+        self.rc.peers.iter().map(|p| p.id.clone()).collect()
+    }
+
+    /// Every peer's URL as ledger names it (with the trailing `/`), in peer order.
+    fn shown_urls(&self) -> Vec<String> {
+        self.rc.peers.iter().map(|p| format!("{}/", p.url)).collect()
     }
 
     fn db(&self) -> PathBuf {
@@ -149,32 +165,7 @@ impl Case {
 
     /// Peer `i`'s pin set as the cluster serves it.
     fn served(&self, i: usize) -> Pins {
-        self.rc
-            .pinset(i)
-            .into_iter()
-            .map(|p| {
-                let meta = match &p["metadata"] {
-                    Value::Object(m) if !m.is_empty() => p["metadata"].clone(),
-                    _ => Value::Null,
-                };
-                (p["cid"].as_str().unwrap().to_string(), (p["name"].as_str().unwrap().into(), meta))
-            })
-            .collect()
-    }
-
-    /// The pins of snapshot `id` as the ledger holds them.
-    fn recorded(&self, id: &str) -> Pins {
-        let q = format!(
-            "SELECT c.cid, v.name, coalesce(v.metadata, 'null') FROM observations o
-             JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
-             JOIN cids c ON c.id = o.cid_id
-             WHERE o.series_id = (SELECT series_id FROM snapshots WHERE id = {id})
-               AND o.first_snapshot <= {id} AND (o.last_snapshot IS NULL OR o.last_snapshot >= {id})"
-        );
-        self.sql(&q)
-            .into_iter()
-            .map(|r| (r[0].clone(), (r[1].clone(), serde_json::from_str(&r[2]).unwrap())))
-            .collect()
+        served_pins(self.rc.url(i), &self.rc.auth())
     }
 
     /// The snapshots of peer `i`: id and state, in order.
@@ -206,7 +197,7 @@ impl Case {
             .find(|(_, s)| s == "complete")
             .unwrap_or_else(|| panic!("{what}: no complete snapshot of peer{i}: {snaps:?}"));
         assert_eq!(
-            &self.recorded(id),
+            &snapshot_pins(&self.db(), id),
             pins,
             "{what}: snapshot {id} of peer{i} against its pin set"
         );
@@ -294,13 +285,8 @@ fn taken(out: &Out) -> Vec<(String, bool, i64)> {
 
 #[test]
 fn snapshots_with_a_peer_stopped_and_commands_with_kubo_stopped_agree_with_the_cluster() {
-    if !available(V1_1_6) {
-        return;
-    }
-    let mut c = Case::start();
-    c.log(&format!("cluster up in {:.1}s", c.rc.startup.as_secs_f64()));
-    let ids: Vec<String> = c.rc.peers.iter().map(|p| p.id.clone()).collect();
-    let urls: Vec<String> = c.rc.peers.iter().map(|p| format!("{}/", p.url)).collect();
+    let Some(mut c) = Case::start() else { return };
+    let (ids, urls) = (c.ids(), c.shown_urls());
     let mut cids = c.pin("fa", 0..24);
     c.wait_for_pins(24);
     let out = c.run(&["snapshot", "--all-peers"]);
@@ -431,13 +417,8 @@ fn latencies(rc: &RealCluster) -> (Duration, Duration) {
 
 #[test]
 fn tag_runs_with_a_peer_stopped_and_with_the_write_peer_stopped_agree_with_the_cluster() {
-    if !available(V1_1_6) {
-        return;
-    }
-    let mut c = Case::start();
-    c.log(&format!("cluster up in {:.1}s", c.rc.startup.as_secs_f64()));
-    let ids: Vec<String> = c.rc.peers.iter().map(|p| p.id.clone()).collect();
-    let urls: Vec<String> = c.rc.peers.iter().map(|p| format!("{}/", p.url)).collect();
+    let Some(mut c) = Case::start() else { return };
+    let (ids, urls) = (c.ids(), c.shown_urls());
     let first = c.pin("fb", 0..30);
     c.wait_for_pins(30);
 

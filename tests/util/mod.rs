@@ -396,6 +396,45 @@ pub fn sorted_pinset(url: &str, auth: &[(&str, &str)]) -> Vec<serde_json::Value>
     pins
 }
 
+/// Each pin's name and metadata (`Null` when it has none), by CID: what a snapshot must hold of a
+/// pin set, read the same way from the cluster ([`served_pins`]) and from the ledger
+/// ([`snapshot_pins`]).
+pub type PinValues = std::collections::BTreeMap<String, (String, serde_json::Value)>;
+
+/// A pin's metadata as [`PinValues`] holds it: `Null` for none (absent, `null` or `{}`).
+pub fn metadata_value(m: &serde_json::Value) -> serde_json::Value {
+    match m {
+        serde_json::Value::Object(o) if !o.is_empty() => m.clone(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// A peer's pin set (`GET /allocations?filter=all`) as [`PinValues`].
+pub fn served_pins(url: &str, auth: &[(&str, &str)]) -> PinValues {
+    sorted_pinset(url, auth)
+        .iter()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or_default().to_string();
+            (p["cid"].as_str().unwrap().to_string(), (name, metadata_value(&p["metadata"])))
+        })
+        .collect()
+}
+
+/// The pins of complete snapshot `id` as the ledger holds them (no metadata: `Null`, as stored).
+pub fn snapshot_pins(db: &std::path::Path, id: &str) -> PinValues {
+    let q = format!(
+        "SELECT c.cid, v.name, coalesce(v.metadata, 'null') FROM observations o
+         JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+         JOIN cids c ON c.id = o.cid_id
+         WHERE o.series_id = (SELECT series_id FROM snapshots WHERE id = {id})
+           AND o.first_snapshot <= {id} AND (o.last_snapshot IS NULL OR o.last_snapshot >= {id})"
+    );
+    sql_rows(db, &q)
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[1].clone(), serde_json::from_str(&r[2]).unwrap())))
+        .collect()
+}
+
 /// `count(*)` of query `q` on a ledger another process is writing: opened read-only with a busy
 /// timeout; 0 while the database does not exist yet.
 pub fn count_while_written(db: &std::path::Path, q: &str) -> i64 {
