@@ -3,8 +3,8 @@
 
 use crate::app::{print_table, shown};
 use crate::cluster::Membership;
-use crate::ledger::spread::Spread;
 use crate::ledger::convergence::Convergence;
+use crate::ledger::spread::Spread;
 use crate::ledger::{snapshot, tag};
 use crate::store::runs::ProbeRow;
 

@@ -155,9 +155,11 @@ fn expect(cmd: Cmd, fault: Fault) -> Expect {
         (Tag | Repin | Restore, Sigint | Sigterm) => e(2, SIGNALLED, &[&["interrupted"]]),
         (Tag | Repin | Restore, Sigkill) => killed(&[&["running"]]),
 
-        (Repin, Latency | Busy429 | Busy503 | Dropped | CutTrailer | CutDrop) => {
-            e(0, &["re-pinned, every other option kept", "shown as written on every peer"], &[&["done"]])
-        }
+        (Repin, Latency | Busy429 | Busy503 | Dropped | CutTrailer | CutDrop) => e(
+            0,
+            &["re-pinned, every other option kept", "shown as written on every peer"],
+            &[&["done"]],
+        ),
         // Applied on the write peer; peer2, cut off, never shows it within --timeout.
         (Repin, Paused | Partition) => e(
             1,

@@ -57,7 +57,11 @@ fn snapshot_of_all_peers_names_the_members_it_did_not_read() {
     assert!(!all.all().contains("not read"), "{all:?}");
     // One peer of the three down: two snapshotted, the third named (and the command exits 2, as
     // for any peer it cannot read).
-    sim.control("POST", "/_sim/faults", r#"{"errors":[{"endpoint":"allocations","status":500,"peers":["peer2"]}]}"#);
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        r#"{"errors":[{"endpoint":"allocations","status":500,"peers":["peer2"]}]}"#,
+    );
     let down = run(dir.path(), &sim.all_urls(), &["snapshot", "--all-peers"]);
     assert_eq!(down.code, 2, "{down:?}");
     assert!(down.stdout.contains("snapshotted 2 of 3 cluster peers; not read: "), "{down:?}");
@@ -96,7 +100,10 @@ fn repin_is_done_only_when_every_member_shows_it() {
 
     let all = run(dir.path(), &sim.all_urls(), &["repin", cid, "--meta", "note=b"]);
     assert_eq!(all.code, 0, "{all:?}");
-    assert!(all.stdout.contains("shown as written on every peer (3 cluster members read)"), "{all:?}");
+    assert!(
+        all.stdout.contains("shown as written on every peer (3 cluster members read)"),
+        "{all:?}"
+    );
 
     // A peer cut off from the others never shows the write: named, with what it lacks.
     sim.control("POST", "/_sim/peers/peer2/pause", "");
@@ -139,7 +146,10 @@ fn restore_says_which_members_show_what_it_put_back() {
     assert_eq!(run(dir.path(), &all_urls, &["snapshot"]).code, 0);
     let all = run(dir.path(), &all_urls, &["restore", "--from", "1"]);
     assert_eq!(all.code, 0, "{all:?}");
-    assert!(all.stdout.contains("shown as written on every peer (3 cluster members read)"), "{all:?}");
+    assert!(
+        all.stdout.contains("shown as written on every peer (3 cluster members read)"),
+        "{all:?}"
+    );
 }
 
 #[test]

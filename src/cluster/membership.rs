@@ -48,12 +48,16 @@ impl Membership {
     pub fn of(members: Option<Vec<Member>>, read: &[Option<String>]) -> Membership {
         let unanswered = read.iter().filter(|r| r.is_none()).count();
         let Some(members) = members else {
-            return Membership { members: None, read: Vec::new(), not_read: Vec::new(), unanswered };
+            return Membership {
+                members: None,
+                read: Vec::new(),
+                not_read: Vec::new(),
+                unanswered,
+            };
         };
         let count = members.len();
-        let (was_read, not_read): (Vec<Member>, Vec<Member>) = members
-            .into_iter()
-            .partition(|m| read.iter().flatten().any(|id| *id == m.id));
+        let (was_read, not_read): (Vec<Member>, Vec<Member>) =
+            members.into_iter().partition(|m| read.iter().flatten().any(|id| *id == m.id));
         Membership {
             members: Some(count),
             read: was_read.into_iter().map(|m| m.id).collect(),
@@ -122,7 +126,10 @@ mod tests {
     fn only_a_cluster_whose_every_member_was_read_is_every_peer() {
         let all = vec![member("a", "p0"), member("b", "p1"), member("c", "p2")];
         let m = Membership::of(Some(all.clone()), &[Some("a".into()), Some("b".into())]);
-        assert_eq!((m.members, m.read.clone(), m.not_read.clone()), (Some(3), vec!["a".to_string(), "b".to_string()], vec![member("c", "p2")]));
+        assert_eq!(
+            (m.members, m.read.clone(), m.not_read.clone()),
+            (Some(3), vec!["a".to_string(), "b".to_string()], vec![member("c", "p2")])
+        );
         assert!(!m.every_member_read());
         let said = m.shortfall("verified").unwrap();
         assert!(said.starts_with("verified 2 of 3 cluster peers; not read: "), "{said}");
