@@ -7,11 +7,15 @@ use std::path::Path;
 
 use crate::util::*;
 
-/// `ledger --db DIR/ledger.db --cluster CLUSTER ARGS`.
+/// `ledger --db DIR/ledger.db --cluster CLUSTER --timeout 2s ARGS`.
 fn run(dir: &Path, cluster: &str, args: &[&str]) -> Out {
+    run_for(dir, cluster, "2s", args)
+}
+
+fn run_for(dir: &Path, cluster: &str, timeout: &str, args: &[&str]) -> Out {
     ledger()
         .current_dir(dir)
-        .args(["--db", "ledger.db", "--cluster", cluster, "--timeout", "2s"])
+        .args(["--db", "ledger.db", "--cluster", cluster, "--timeout", timeout])
         .args(args)
         .output()
         .unwrap()
@@ -181,3 +185,60 @@ fn convergence_and_report_say_every_peer_only_of_a_run_that_read_every_member() 
     assert!(html.contains("Converged: every peer showed every target tagged"), "{html}");
     assert!(!html.contains("id=\"membership\""), "{html}");
 }
+
+/// On either cluster, three peers and only the first named: `tag` verifies that peer, names the two
+/// members it never read and exits 1 (`attention`); named whole, the same cluster's run tags and
+/// verifies every member, leaves the pins another organisation owns alone and exits 0 (`done`).
+/// `snapshot --all-peers` and `repin` given the first peer only name the other two as well.
+fn the_first_peer_alone_is_one_of_three_members(b: Backend) {
+    let Some(c) = Cluster::start(b, 3) else { return };
+    let (timeout, settle) = match b {
+        Backend::Sim => ("2s", "300ms"),
+        Backend::Real => ("30s", "2s"),
+    };
+    let pins: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let q = if i % 3 == 0 { "meta-org=amnesty".to_string() } else { format!("name=m{i}") };
+            (format!("/pins/{}", cid_of(&format!("membership-{i}"))), q)
+        })
+        .collect();
+    c.seed(&pins);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = c.ids();
+    let tag = ["tag", "--org", "hrdag", "--settle", settle, "--json"];
+
+    let all = run_for(d, &c.urls(), timeout, &tag);
+    assert_eq!(all.code, 0, "{all:?}");
+    let v = all.json();
+    assert_eq!((v["converged"].clone(), v["members"].clone()), (true.into(), 3.into()), "{v}");
+    assert_eq!(v["plan"]["owned_by_others"].as_array().unwrap().len(), 4, "{v}");
+    assert!(not_read(&v).is_empty(), "{v}");
+
+    let one = run_for(d, c.url(0), timeout, &tag);
+    assert_eq!(one.code, 1, "{one:?}");
+    let v = one.json();
+    assert_eq!(v["members"], 3, "{v}");
+    assert_eq!(not_read(&v), ids[1..].to_vec(), "{v}");
+    let text = run_for(d, c.url(0), timeout, &tag[..5]);
+    assert!(text.stdout.contains("verified 1 of 3 cluster peers; not read: "), "{text:?}");
+    assert!(!text.stdout.contains("every peer"), "{text:?}");
+    assert!(text.stdout.contains("owned by others (left alone): 4"), "{text:?}");
+
+    let snap = run_for(d, c.url(0), timeout, &["snapshot", "--all-peers"]);
+    assert_eq!(snap.code, 1, "{snap:?}");
+    assert!(snap.stdout.contains("snapshotted 1 of 3 cluster peers; not read: "), "{snap:?}");
+    let cid = cid_of("membership-1");
+    let repin = run_for(d, c.url(0), timeout, &["repin", &cid, "--meta", "note=a", "--json"]);
+    assert_eq!(repin.code, 1, "{repin:?}");
+    assert_eq!(not_read(&repin.json()["spread"]), ids[1..].to_vec(), "{repin:?}");
+    let states = sql_rows(&d.join("ledger.db"), "SELECT kind, state FROM runs ORDER BY id");
+    let want =
+        [["tag", "done"], ["tag", "attention"], ["tag", "attention"], ["repin", "attention"]];
+    assert_eq!(states, want);
+    if let Cluster::Real(rc) = &c {
+        rc.assert_loopback_only();
+    }
+}
+
+crate::on_both!(the_first_peer_alone_is_one_of_three_members);

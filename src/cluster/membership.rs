@@ -12,9 +12,9 @@ use crate::cluster::{Client, Member};
 pub struct Membership {
     /// How many members the cluster has, as the listing peer says (`None`: no peer could list them).
     pub members: Option<usize>,
-    /// Members the command read (their IDs, as the cluster lists them).
+    /// Members the command read (their IDs), by peer name then ID.
     pub read: Vec<String>,
-    /// Members no peer the command read is: never read, so never verified.
+    /// Members no peer the command read is: never read, so never verified. By peer name, then ID.
     pub not_read: Vec<Member>,
     /// Peers the command was given that never said who they are (down, or refusing).
     #[serde(default)]
@@ -47,7 +47,7 @@ impl Membership {
     /// `members` (as a peer lists them, `None`: not known) set against the IDs read.
     pub fn of(members: Option<Vec<Member>>, read: &[Option<String>]) -> Membership {
         let unanswered = read.iter().filter(|r| r.is_none()).count();
-        let Some(members) = members else {
+        let Some(mut members) = members else {
             return Membership {
                 members: None,
                 read: Vec::new(),
@@ -56,6 +56,8 @@ impl Membership {
             };
         };
         let count = members.len();
+        // A peer lists the members in no fixed order: by name, then ID, they read the same twice.
+        members.sort_by(|a, b| (&a.peername, &a.id).cmp(&(&b.peername, &b.id)));
         let (was_read, not_read): (Vec<Member>, Vec<Member>) =
             members.into_iter().partition(|m| read.iter().flatten().any(|id| *id == m.id));
         Membership {
@@ -124,7 +126,7 @@ mod tests {
 
     #[test]
     fn only_a_cluster_whose_every_member_was_read_is_every_peer() {
-        let all = vec![member("a", "p0"), member("b", "p1"), member("c", "p2")];
+        let all = vec![member("c", "p2"), member("a", "p0"), member("b", "p1")];
         let m = Membership::of(Some(all.clone()), &[Some("a".into()), Some("b".into())]);
         assert_eq!(
             (m.members, m.read.clone(), m.not_read.clone()),
