@@ -78,6 +78,8 @@ pub enum Command {
     Lost(crate::commands::lost::LostArgs),
     /// Put back the values pins had in a snapshot and have since lost (safe re-pins, on the record).
     Restore(crate::commands::restore::RestoreArgs),
+    /// Pins on which the peers' replicas disagree, since when, who holds what, and whether it heals.
+    Drift(crate::commands::drift::DriftArgs),
     /// Pins per organisation and peer, unowned pins, and owner changes.
     Owners(crate::commands::owners::OwnersArgs),
     /// Take snapshots on a schedule and report each new loss as it appears.
