@@ -62,25 +62,8 @@ pub fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The options of a drift report of the context's cluster.
-pub fn options(
-    ctx: &Context,
-    older_than: Duration,
-    stale_after: Duration,
-    rounds: u64,
-) -> anyhow::Result<drift::Options> {
-    Ok(drift::Options {
-        cluster: ctx.cluster_name()?.to_string(),
-        urls: ctx.target()?.peers.iter().map(|u| u.to_string()).collect(),
-        stale_after,
-        older_than,
-        rounds: usize::try_from(rounds).unwrap_or(usize::MAX),
-        now: ctx.now(),
-    })
-}
-
 fn versions(args: &DriftArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let opts = options(ctx, args.older_than, args.stale_after, args.rounds)?;
+    let opts = drift::Options::of(ctx, args.older_than, args.stale_after, args.rounds)?;
     let report = drift::report(&ctx.store()?.conn, &opts)?;
     if args.json {
         print_json(&report)?;

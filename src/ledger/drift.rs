@@ -30,6 +30,9 @@ use serde::Serialize;
 use crate::store::drift::{self as db, Interval, SeriesRow};
 use crate::store::snapshots;
 
+/// `--stale-after`'s default, and the bound `watch --drift-after` compares with.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3600);
+
 /// What to compare and how to judge it.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -45,6 +48,25 @@ pub struct Options {
     /// How many of the latest rounds to count.
     pub rounds: usize,
     pub now: DateTime<Utc>,
+}
+
+impl Options {
+    /// The options for the context's cluster (its name and peers' URLs), now by its clock.
+    pub fn of(
+        ctx: &crate::context::Context,
+        older_than: Duration,
+        stale_after: Duration,
+        rounds: u64,
+    ) -> anyhow::Result<Options> {
+        Ok(Options {
+            cluster: ctx.cluster_name()?.to_string(),
+            urls: ctx.target()?.peers.iter().map(|u| u.to_string()).collect(),
+            stale_after,
+            older_than,
+            rounds: usize::try_from(rounds).unwrap_or(usize::MAX),
+            now: ctx.now(),
+        })
+    }
 }
 
 /// One peer of the cluster known to the ledger, and whether it was compared.
