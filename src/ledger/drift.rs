@@ -193,7 +193,7 @@ pub fn report(conn: &rusqlite::Connection, opts: &Options) -> anyhow::Result<Rep
     let window: Vec<i64> =
         spans.iter().rev().take(opts.rounds.max(1)).rev().map(|r| r.last).collect();
     let mut counts = vec![0usize; window.len()];
-    let mut found: Vec<(i64, i64, Vec<Option<Vec<u8>>>)> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let series: Vec<i64> = compared.iter().map(|c| c.0).collect();
     db::for_each_pin(conn, &series, |cid_id, intervals| {
         let pin = timeline.pin(intervals);
@@ -204,14 +204,14 @@ pub fn report(conn: &rusqlite::Connection, opts: &Options) -> anyhow::Result<Rep
             && timeline.disagrees_at(&pin, now)
         {
             let since = timeline.since(&pin, now).unwrap_or(now);
-            found.push((cid_id, since, timeline.versions_now(&pin)));
+            found.push(Found { cid_id, since, versions: timeline.versions_now(&pin) });
         }
         Ok(())
     })?;
     let starts: HashMap<i64, &str> = all.iter().map(|(id, _, at)| (*id, at.as_str())).collect();
     let mut drift = Vec::with_capacity(found.len());
-    for (cid_id, since, versions) in found {
-        drift.push(disagreement(conn, opts, &compared, &starts, cid_id, since, &versions)?);
+    for f in found {
+        drift.push(disagreement(conn, opts, &compared, &starts, &f)?);
     }
     drift.sort_by(|a, b| (a.since.snapshot, &a.cid).cmp(&(b.since.snapshot, &b.cid)));
     let rounds = numbered_rounds(&spans, &window, &counts);
@@ -264,11 +264,22 @@ fn parse_time(at: &str) -> anyhow::Result<DateTime<Utc>> {
         .with_timezone(&Utc))
 }
 
-/// Which peers are compared: `(peers as reported, (series, latest complete snapshot) compared)`.
+/// A compared peer: its series, its latest complete snapshot, its ID.
+type Compared = (i64, i64, String);
+
+/// A disagreeing pin as found in the scan: its id, since snapshot, and each compared peer's
+/// version now (`None`: lacks it).
+struct Found {
+    cid_id: i64,
+    since: i64,
+    versions: Vec<Option<Vec<u8>>>,
+}
+
+/// Which peers are compared: the peers as reported, and the compared ones.
 fn choose(
     rows: &[SeriesRow],
     stale_after: Duration,
-) -> anyhow::Result<(Vec<PeerState>, Vec<(i64, i64, String)>)> {
+) -> anyhow::Result<(Vec<PeerState>, Vec<Compared>)> {
     let mut newest: Option<DateTime<Utc>> = None;
     for r in rows {
         if let Some((_, at, _)) = &r.complete {
@@ -316,12 +327,12 @@ fn choose(
 fn disagreement(
     conn: &rusqlite::Connection,
     opts: &Options,
-    compared: &[(i64, i64, String)],
+    compared: &[Compared],
     starts: &HashMap<i64, &str>,
-    cid_id: i64,
-    since: i64,
-    now: &[Option<Vec<u8>>],
+    found: &Found,
 ) -> anyhow::Result<Disagreement> {
+    let Found { cid_id, since, versions: now } = found;
+    let (cid_id, since) = (*cid_id, *since);
     let at = starts.get(&since).map(|s| s.to_string()).unwrap_or_default();
     let age = opts.now.signed_duration_since(parse_time(&at)?);
     let age_seconds = age.num_milliseconds() as f64 / 1000.0;
@@ -438,7 +449,7 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(compared: &[(i64, i64, String)], all: &[(i64, i64, String)]) -> Timeline {
+    fn new(compared: &[Compared], all: &[(i64, i64, String)]) -> Timeline {
         let index: HashMap<i64, usize> =
             compared.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
         let mut snaps = vec![Vec::new(); compared.len()];
@@ -474,7 +485,7 @@ impl Timeline {
     }
 
     /// The version (digest, `None`: absent) series `s` holds in its snapshot `l`.
-    fn version_in<'p>(pin: &'p [Obs], s: usize, l: i64) -> Option<&'p [u8]> {
+    fn version_in(pin: &[Obs], s: usize, l: i64) -> Option<&[u8]> {
         pin.iter()
             .find(|o| o.series == s && o.first <= l && o.last.is_none_or(|x| x >= l))
             .map(|o| o.digest.as_slice())
