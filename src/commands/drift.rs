@@ -11,16 +11,7 @@ use crate::app::{print_json, print_table, short_peer};
 use crate::context::Context;
 use crate::ledger::drift::{self, Disagreement, Report};
 
-/// The drift of the cluster's replicas, from the ledger's snapshots.
-///
-/// A pin disagrees when the compared peers' latest complete snapshots do not all hold the same
-/// version of it (another name, metadata, allocations, replication, expiry or timestamp), or some
-/// hold it and others lack it. Its "since" is the first snapshot from which the peers have
-/// disagreed on it without a break, in the views of the ledger (each peer's latest complete
-/// snapshot up to that one); its age is now minus that snapshot's start. A round is a run of
-/// consecutive snapshots in which no peer appears twice (one `snapshot --all-peers`, one `watch`
-/// round); the latest rounds are counted, and the trend (healing, growing, steady, agreed) compares
-/// the two latest.
+/// The arguments of `ledger drift`; its help text is on `Command::Drift` in `cli.rs`.
 #[derive(Debug, Args)]
 pub struct DriftArgs {
     /// Exit 1 when a disagreement has lasted longer than this (Go duration: 90s, 10m, 2h).
