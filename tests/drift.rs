@@ -195,6 +195,82 @@ fn split(
     ([set(holders), set(others)].into_iter().collect(), BTreeSet::new())
 }
 
+/// The JSON of `ledger drift --json`, as the README documents it: strict, so that a field added,
+/// renamed or dropped fails here.
+#[allow(dead_code)]
+mod contract {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Report {
+        pub cluster: String,
+        pub at: String,
+        pub older_than: String,
+        pub stale_after: String,
+        pub known: u64,
+        pub compared: u64,
+        pub every_peer: bool,
+        pub peers: Vec<Peer>,
+        pub drift: Vec<Disagreement>,
+        pub count: u64,
+        pub older: u64,
+        pub rounds: Vec<Round>,
+        pub trend: String,
+        pub healing: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Peer {
+        pub peer: String,
+        pub peer_url: Option<String>,
+        pub compared: bool,
+        pub snapshot: Option<i64>,
+        pub at: Option<String>,
+        pub reason: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct At {
+        pub snapshot: i64,
+        pub at: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Disagreement {
+        pub cid: String,
+        pub since: At,
+        pub age_seconds: f64,
+        pub older: bool,
+        pub versions: Vec<Version>,
+        pub lacking: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Version {
+        pub digest: String,
+        pub name: String,
+        pub metadata: serde_json::Map<String, serde_json::Value>,
+        pub cluster_timestamp: Option<String>,
+        pub peers: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Round {
+        pub round: u64,
+        pub first_snapshot: i64,
+        pub last_snapshot: i64,
+        pub at: String,
+        pub peers: u64,
+        pub disagreeing: u64,
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The simulator's faults
 
@@ -230,6 +306,9 @@ fn a_partition_is_listed_with_its_peers_and_since_and_disappears_after_healing()
     let (code, r, before) = drift(&run, &[]);
     assert_eq!(code, 0, "younger than 10m: no attention: {r}");
     assert_listed(&c, &r, &made, "partitioned");
+    let strict: contract::Report = serde_json::from_value(r.clone()).expect("the documented JSON");
+    assert!(strict.drift.iter().all(|d| d.versions.iter().all(|v| v.digest.len() == 32)));
+    assert!(["healing", "growing", "steady", "agreed", "unknown"].contains(&strict.trend.as_str()));
     let want: BTreeMap<String, i64> =
         [(cids[0].clone(), r2[0]), (cids[1].clone(), r2[0]), (fresh.clone(), r2[2])].into();
     assert_eq!(since_of(&r), want, "since: the snapshot that first showed each: {r}");
