@@ -610,6 +610,38 @@ fn watch_hands_each_disagreement_to_on_drift_once() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "nothing has lasted an hour");
 }
 
+/// The `--on-drift` hook gets the environment `--on-loss` gets: no credential, `LEDGER_DB`.
+#[test]
+fn the_drift_hook_gets_no_credential() {
+    let c = sim_case(2, &[]);
+    round(&|a: &[&str]| c.run(a), 2);
+    c.sim.control("POST", "/_sim/peers/peer1/pause", "");
+    write(&c, 0, &some_cids(&c, 1)[0], "moved");
+    let dump = c.dir.path().join("hook.env");
+    let hook = format!("cat > /dev/null; env > {}", dump.display());
+    let out = ledger()
+        .current_dir(c.dir.path())
+        .env("LEDGER_BASIC_AUTH", "ops:pw-basic")
+        .env("LEDGER_TOKEN", "tok-secret")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+        .env("HOME", "/home/ops")
+        .args(["--db", "ledger.db", "--cluster", &c.urls(), "watch", "--every", "1s"])
+        .args(["--all-peers", "--rounds", "1", "--drift-after", "0s", "--on-drift", &hook])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let out = Out::from(out);
+    assert_eq!(out.code, 0, "{out:?}");
+    let seen =
+        std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("the hook ran: {e}; {out:?}"));
+    for secret in ["pw-basic", "tok-secret", "aws-secret"] {
+        assert!(!seen.contains(secret), "the hook was handed {secret}:\n{seen}");
+    }
+    let has = |line: &str| seen.lines().any(|l| l == line);
+    assert!(has("LEDGER_DB=ledger.db"), "the ledger it watches, as given:\n{seen}");
+    assert!(has("HOME=/home/ops") && has("TZ=UTC"), "{seen}");
+}
+
 /// Bad input: exit 2 with a message.
 #[test]
 fn drift_refuses_bad_input() {
