@@ -2,8 +2,9 @@
 //! history an incident needs exists before it. Each new loss is logged as it appears and, with
 //! `--on-loss CMD`, handed to CMD as JSON on stdin; with `--drift-after DURATION`, each disagreement
 //! between the peers' replicas that has lasted that long is logged once and, with `--on-drift CMD`,
-//! handed to CMD the same way. SIGTERM or SIGINT: the snapshot in progress is
-//! finished and stored, then the process exits 0.
+//! handed to CMD the same way. SIGTERM or SIGINT: the snapshot in progress is finished and stored,
+//! then the process exits 0 — or 1 with `--all-peers` when the last round did not snapshot every
+//! member of the cluster (`GET /peers`), which the watch logs as it sees it.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         rounds: args.rounds,
         drift_after: args.drift_after,
         on_drift: args.on_drift.clone(),
+        all_peers: args.peers.all_peers,
     };
     let quiet = ctx.is_quiet();
     let summary = |r: &crate::ledger::snapshot::Report| {
@@ -57,6 +59,9 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    ctx.block_on(watch::run(ctx, &opts, summary))??;
-    Ok(ExitCode::SUCCESS)
+    let members = ctx.block_on(watch::run(ctx, &opts, summary))??;
+    Ok(match members {
+        Some(m) if !m.every_member_read() => ExitCode::from(crate::error::ATTENTION),
+        _ => ExitCode::SUCCESS,
+    })
 }

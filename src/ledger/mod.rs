@@ -9,5 +9,6 @@ pub mod repin;
 pub mod restore;
 pub mod run;
 pub mod snapshot;
+pub mod spread;
 pub mod tag;
 pub mod watch;
