@@ -617,6 +617,66 @@ mod tests {
         assert_eq!(t.since(&pin, 6), Some(5));
     }
 
+    /// The since found through the breakpoints is the one the definition gives, view by view, on
+    /// random histories of three peers (a small generator, so no dependency).
+    #[test]
+    fn since_through_breakpoints_is_since_by_definition() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let all: Vec<(i64, i64, String)> =
+                (1..=12).map(|i| (i, 10 * (1 + next(3) as i64), String::new())).collect();
+            let compared: Vec<Compared> = [10, 20, 30]
+                .into_iter()
+                .filter_map(|s| {
+                    all.iter()
+                        .filter(|a| a.1 == s)
+                        .map(|a| a.0)
+                        .max()
+                        .map(|l| (s, l, String::new()))
+                })
+                .collect();
+            let t = Timeline::new(&compared, &all);
+            // Each series' version in each of its snapshots: 0 absent, else a digest.
+            let mut pin = Vec::new();
+            for (i, snaps) in t.snaps.iter().enumerate() {
+                let mut open: Option<(i64, u8)> = None;
+                let mut prev = None;
+                for &k in snaps {
+                    let v = next(3) as u8;
+                    if open.is_some_and(|(_, d)| d != v) {
+                        let (f, d) = open.take().unwrap();
+                        pin.push(obs(i, f, prev, d));
+                    }
+                    if v != 0 && open.is_none() {
+                        open = Some((k, v));
+                    }
+                    prev = Some(k);
+                }
+                if let Some((f, d)) = open {
+                    pin.push(obs(i, f, None, d));
+                }
+            }
+            let Some(now) = t.now else { continue };
+            let mut naive = None;
+            for k in (1..=now).rev() {
+                if !t.disagrees_at(&pin, k) {
+                    break;
+                }
+                naive = Some(k);
+            }
+            let naive = naive.filter(|_| t.disagrees_at(&pin, now));
+            let found =
+                Some(()).filter(|_| t.disagrees_at(&pin, now)).and_then(|_| t.since(&pin, now));
+            assert_eq!(found, naive, "{pin:?} over {:?}", t.snaps);
+        }
+    }
+
     #[test]
     fn rounds_are_runs_without_a_peer_twice() {
         let t = timeline();
