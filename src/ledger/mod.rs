@@ -3,6 +3,7 @@
 
 pub mod convergence;
 pub mod diff;
+pub mod drift;
 pub mod lost;
 pub mod repin;
 pub mod restore;
