@@ -242,3 +242,37 @@ fn the_first_peer_alone_is_one_of_three_members(b: Backend) {
 }
 
 crate::on_both!(the_first_peer_alone_is_one_of_three_members);
+
+/// A real cluster stops listing a stopped peer in `GET /peers` within seconds; the ledger, which
+/// snapshotted it, still counts it a member: `snapshot --all-peers` and `tag` given the two peers
+/// left name the third as not read (exit 1), never "every peer".
+#[test]
+fn a_stopped_real_peer_the_cluster_no_longer_lists_is_still_a_member() {
+    use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
+    if !available(V1_1_6) {
+        return;
+    }
+    let opts = RealOptions { rebroadcast: Some("5s".into()), ..RealOptions::new(V1_1_6, 3) };
+    let mut rc = RealCluster::start(opts);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let two = format!("{},{}", rc.url(0), rc.url(1));
+    let all = run_for(d, &rc.urls(), "30s", &["snapshot", "--all-peers"]);
+    assert_eq!(all.code, 0, "{all:?}");
+    let gone = rc.peers[2].id.clone();
+    rc.stop_peer(2);
+    wait_until(std::time::Duration::from_secs(90), "peer2 unlisted by peer0", || {
+        let listed = raw(rc.url(0), "GET", "/peers", &[], b"").ndjson();
+        !listed.iter().any(|p| p["id"] == gone.as_str())
+    });
+    let said = format!("{} (not listed by the cluster now; snapshotted complete at ", short(&gone));
+    let snap = run_for(d, &two, "30s", &["snapshot", "--all-peers"]);
+    assert_eq!(snap.code, 1, "{snap:?}");
+    assert!(snap.stdout.contains("snapshotted 2 of 3 cluster peers; not read: "), "{snap:?}");
+    assert!(snap.stdout.contains(&said), "{snap:?}");
+    let tag = run_for(d, &two, "30s", &["tag", "--org", "hrdag", "--settle", "1s"]);
+    assert_eq!(tag.code, 1, "{tag:?}");
+    assert!(tag.stdout.contains("verified 2 of 3 cluster peers; not read: "), "{tag:?}");
+    assert!(tag.stdout.contains(&said) && !tag.stdout.contains("every peer"), "{tag:?}");
+    rc.assert_loopback_only();
+}

@@ -22,13 +22,24 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Asks the first of `listing` that answers for the cluster's members and sets them against
-    /// `read`: the ID each peer the command read said it has (`None`: it never said).
-    pub async fn check(listing: &[&Client], read: &[Option<String>]) -> Membership {
+    /// Asks the first of `listing` that answers for the cluster's members and sets them, with the
+    /// `known` peers it does not list, against `read`: the ID each peer the command read said it
+    /// has (`None`: it never said).
+    pub async fn check(
+        listing: &[&Client],
+        read: &[Option<String>],
+        known: &[Known],
+    ) -> Membership {
         let mut members = None;
         for c in listing {
             match c.peers().await {
-                Ok(m) => {
+                Ok(mut m) => {
+                    let unlisted: Vec<Member> = known
+                        .iter()
+                        .filter(|k| !m.iter().any(|x| x.id == k.id))
+                        .map(Known::unlisted)
+                        .collect();
+                    m.extend(unlisted);
                     members = Some(m);
                     break;
                 }
@@ -112,6 +123,29 @@ impl Membership {
     }
 }
 
+/// A peer the ledger snapshotted lately under the cluster's name: a member, whether or not a peer
+/// lists it now. (A real cluster stops listing a stopped peer in `GET /peers` within seconds, so
+/// the listing alone would let a command that never read it say "every peer".)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub id: String,
+    /// When its latest complete snapshot began.
+    pub last_seen: String,
+}
+
+impl Known {
+    fn unlisted(&self) -> Member {
+        Member {
+            id: self.id.clone(),
+            peername: String::new(),
+            error: Some(format!(
+                "not listed by the cluster now; snapshotted complete at {}",
+                self.last_seen
+            )),
+        }
+    }
+}
+
 /// How to give the members' addresses, said after a [`Membership::shortfall`].
 pub const HOW_TO_NAME_THEM: &str = "name each member's REST API with --cluster (comma-separated, the \
                                     write peer first) or in the profile's peers";
@@ -141,6 +175,14 @@ mod tests {
         assert!(m.shortfall("read").unwrap().contains("(not answering, or no REST address given)"));
 
         let every = [Some("c".into()), Some("a".into()), Some("b".into())];
+        let gone = Known { id: "d".into(), last_seen: "2026-12-01T10:00:00.000Z".into() };
+        let said = Membership::of(Some(vec![all[0].clone(), gone.unlisted()]), &every[..1]);
+        assert!(
+            said.shortfall("read").unwrap().ends_with(
+                "d (not listed by the cluster now; snapshotted complete at 2026-12-01T10:00:00.000Z)"
+            ),
+            "{said:?}"
+        );
         let m = Membership::of(Some(all), &every);
         assert!(m.every_member_read());
         assert_eq!(m.shortfall("verified"), None);

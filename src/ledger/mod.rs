@@ -5,6 +5,7 @@ pub mod convergence;
 pub mod diff;
 pub mod drift;
 pub mod lost;
+pub mod members;
 pub mod repin;
 pub mod restore;
 pub mod run;

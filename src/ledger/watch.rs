@@ -15,7 +15,7 @@ use crate::cluster::{Client, Membership};
 use crate::context::Context;
 use crate::ledger::drift;
 use crate::ledger::lost::LossReport;
-use crate::ledger::snapshot;
+use crate::ledger::{members, snapshot};
 use crate::store::incident::{self, LostFilter};
 
 /// How a watch runs.
@@ -60,7 +60,7 @@ pub async fn run(
         let (taken, read) = snapshot_round(ctx, &clients, &mut stop, &mut each).await?;
         // A round a signal cut short says nothing of the members.
         if opts.all_peers && !stop.seen() {
-            members = Some(check_members(&clients, read, round, members).await);
+            members = Some(check_members(ctx, &clients, read, (round, members)).await?);
         }
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
@@ -88,14 +88,14 @@ pub async fn run(
 /// The members a round snapshotted (`read`: the peer ID of each complete snapshot), logged when
 /// they differ from the round before's (`last`).
 async fn check_members(
+    ctx: &Context,
     clients: &[Client],
     mut read: Vec<Option<String>>,
-    round: u64,
-    last: Option<Membership>,
-) -> Membership {
+    (round, last): (u64, Option<Membership>),
+) -> anyhow::Result<Membership> {
     let listing: Vec<&Client> = clients.iter().collect();
     read.resize(clients.len().max(read.len()), None);
-    let m = Membership::check(&listing, &read).await;
+    let m = members::check(ctx, &listing, &read).await?;
     if last.as_ref() != Some(&m) {
         match m.shortfall("snapshotted") {
             Some(said) => tracing::warn!(
@@ -108,7 +108,7 @@ async fn check_members(
             None => {}
         }
     }
-    m
+    Ok(m)
 }
 
 /// SIGTERM or SIGINT, remembered once seen: checked before each snapshot, so a signal lets the
