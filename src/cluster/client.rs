@@ -412,7 +412,15 @@ impl Client {
             };
             let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
             let error = Some(text("error")).filter(|e| !e.is_empty());
-            members.push(Member { id: id.to_string(), peername: text("peername"), error });
+            // A member that could not be asked is listed with its ID and error only (`addresses`
+            // null): docs/cluster-api.md §4, "GET /peers".
+            let addresses = v
+                .get("addresses")
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str()).map(str::to_string).collect())
+                .unwrap_or_default();
+            let peername = text("peername");
+            members.push(Member { id: id.to_string(), peername, addresses, error });
         }
         Ok(members)
     }
@@ -535,6 +543,10 @@ pub struct PeerIdentity {
 pub struct Member {
     pub id: String,
     pub peername: String,
+    /// Its cluster (libp2p) addresses, each ending `/p2p/<id>`; not its REST API's address,
+    /// which the cluster never lists (docs/cluster-api.md §4, "GET /peers").
+    #[serde(skip)]
+    pub addresses: Vec<String>,
     /// Why the listing peer could not ask it (it is still a member).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod discover;
 pub mod repin;
 
 pub use crate::pin::CanonicalPin;

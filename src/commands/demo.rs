@@ -84,6 +84,8 @@ pub fn run(args: DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         profile: Some("demo".to_string()),
         config: None,
         timeout: Duration::from_secs(60),
+        discover: false,
+        rest_port: None,
     };
     // The demo's own ledger and cluster: a context of their own.
     let ctx = &Context::new(ledger, ctx.is_quiet());
