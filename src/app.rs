@@ -47,7 +47,7 @@ pub struct LedgerArgs {
     pub discover: bool,
     /// The REST port to try on the members' hosts with --discover (default: the port of the first
     /// peer given; profile: `rest_port`).
-    #[arg(long, global = true, value_name = "PORT", value_parser = crate::cli::parse_port, allow_hyphen_values = true)]
+    #[arg(id = "rest-port", long = "rest-port", global = true, value_name = "PORT", value_parser = crate::cli::parse_port, allow_hyphen_values = true)]
     pub rest_port: Option<u16>,
 }
 

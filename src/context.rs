@@ -141,10 +141,11 @@ impl Context {
                 return Vec::new();
             }
         };
+        let given = self.target().map(|t| t.peers.clone()).unwrap_or_default();
         let work = move || -> anyhow::Result<Vec<cluster::discover::Discovered>> {
             let probe = |u: &url::Url| Client::new(u.clone(), auth.clone(), settings.clone());
             let rt = crate::app::runtime()?;
-            Ok(rt.block_on(cluster::discover::discover(&write, rest_port, probe))?)
+            Ok(rt.block_on(cluster::discover::discover(&write, &given, rest_port, probe))?)
         };
         let found = std::thread::scope(|s| s.spawn(work).join());
         match found {

@@ -15,6 +15,8 @@ use super::{Client, Error, Member};
 /// Where discovery found a member, or why it did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
+    /// One of the peers given is this member (its `GET /id` said so): nothing to add.
+    Given(Url),
     /// Its REST API: `GET /id` there answered with its ID.
     At(Url),
     /// Its addresses hold no host to try: the listing peer could not ask it (it lists the ID and
@@ -93,10 +95,13 @@ pub fn candidates(member: &Member, scheme: &str, port: u16) -> Vec<Url> {
     out
 }
 
-/// Asks `write` for the members, then every candidate once (all at the same time) for its ID,
-/// through a client `probe` makes for it. `rest_port`: the port to try; `None` for `write`'s.
+/// Asks `write` for the members, then every candidate and every peer `given` once (all at the
+/// same time) for its ID, through a client `probe` makes for it: a member that is one of the
+/// peers given, under whatever URL, is not added again. `rest_port`: the port to try; `None` for
+/// `write`'s.
 pub async fn discover(
     write: &Client,
+    given: &[Url],
     rest_port: Option<u16>,
     probe: impl Fn(&Url) -> anyhow::Result<Client>,
 ) -> Result<Vec<Discovered>, Error> {
@@ -105,7 +110,7 @@ pub async fn discover(
     let port = rest_port.or(write.base().port_or_known_default()).unwrap_or(9094);
     let per_member: Vec<Vec<Url>> = members.iter().map(|m| candidates(m, &scheme, port)).collect();
     let mut unique: Vec<Url> = Vec::new();
-    for u in per_member.iter().flatten() {
+    for u in given.iter().chain(per_member.iter().flatten()) {
         if !unique.contains(u) {
             unique.push(u.clone());
         }
@@ -116,7 +121,11 @@ pub async fn discover(
         .into_iter()
         .zip(per_member)
         .map(|(member, urls)| {
-            let found = judge(&member, &urls, &answer_of);
+            let is_member = |u: &&Url| matches!(answer_of(u), Some(Ok(id)) if *id == member.id);
+            let found = match given.iter().find(is_member) {
+                Some(u) => Found::Given(u.clone()),
+                None => judge(&member, &urls, &answer_of),
+            };
             Discovered { member, found }
         })
         .collect();
@@ -156,15 +165,16 @@ fn judge<'a>(
 /// Logs (at info) where each member was found, and why the others were not.
 pub fn log(found: &[Discovered]) {
     for d in found {
-        let (id, name) = (&d.member.id, crate::app::shown(&d.member.peername).into_owned());
+        let who = format!("member {} ({})", d.member.id, d.member.peername);
+        let who = crate::app::shown(&who).into_owned();
         match &d.found {
-            Found::At(url) => tracing::info!(member = %id, peername = %name, "discovered at {url}"),
-            Found::NoAddress => tracing::info!(
-                member = %id,
-                peername = %name,
-                "not discovered: no address to try{}",
-                d.member.error.as_deref().map(|e| format!(" (listed with an error: {e})")).unwrap_or_default()
-            ),
+            Found::Given(url) => tracing::info!("{who} is the peer given at {url}"),
+            Found::At(url) => tracing::info!("{who} discovered at {url}"),
+            Found::NoAddress => {
+                let error = d.member.error.as_deref().map(|e| format!(" (listed with: {e})"));
+                let error = crate::app::shown(&error.unwrap_or_default()).into_owned();
+                tracing::info!("{who} not discovered: no address to try{error}")
+            }
             Found::NotThere(misses) => {
                 let why: Vec<String> = misses
                     .iter()
@@ -174,7 +184,7 @@ pub fn log(found: &[Discovered]) {
                     })
                     .collect();
                 let why = crate::app::shown(&why.join("; ")).into_owned();
-                tracing::info!(member = %id, peername = %name, "not discovered: {why}");
+                tracing::info!("{who} not discovered: {why}");
             }
         }
     }

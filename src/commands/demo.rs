@@ -143,6 +143,8 @@ pub(crate) fn cluster_config(args: &DemoArgs) -> SimConfig {
     SimConfig {
         peers: n,
         listen: "127.0.0.1:0".parse().expect("a socket address"),
+        distinct_hosts: false,
+        announce: Vec::new(),
         net: NetConfig {
             lag_min: args.lag.0,
             lag_max: args.lag.1,

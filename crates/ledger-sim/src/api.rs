@@ -835,10 +835,7 @@ fn peers_stream(c: &Cluster, p: usize) -> Response {
 
 fn id_json(c: &Cluster, _from: usize, q: usize) -> serde_json::Value {
     let me = &c.peers[q];
-    let addrs = |i: usize| {
-        let peer = &c.peers[i];
-        vec![format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", peer.cluster_port, peer.id)]
-    };
+    let addrs = |i: usize| c.peers[i].cluster_addresses();
     serde_json::json!({
         "id": me.id,
         "addresses": addrs(q),
@@ -850,7 +847,7 @@ fn id_json(c: &Cluster, _from: usize, q: usize) -> serde_json::Value {
         "error": "",
         "ipfs": {
             "id": me.ipfs_id,
-            "addresses": [format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", 4001 + q, me.ipfs_id)],
+            "addresses": me.ipfs_addresses(),
             "error": "",
         },
         "peername": me.name,
