@@ -334,6 +334,7 @@ fn the_config_loader_takes_any_file() {
             profile: profile.as_deref(),
             config: Some(&path),
             env: &env,
+            discover: Default::default(),
         };
         c.hit(if ledger::cluster::config::resolve(&src).is_ok() { "a target" } else { "refused" });
         Ok(())
