@@ -820,10 +820,12 @@ fn peers_stream(c: &Cluster, p: usize) -> Response {
             if q == p || w.link_open(p, q, now) {
                 ok.push(serde_json::to_vec(&id_json(c, p, q)).unwrap());
             } else {
+                // Built in place of the answer it lacks: a zero ID with its ID and error, nil
+                // lists rendered null (docs/cluster-api.md §4, "GET /peers").
                 let e = serde_json::json!({
-                    "id": c.peers[q].id, "addresses": [], "cluster_peers": [], "cluster_peers_addresses": [],
+                    "id": c.peers[q].id, "addresses": null, "cluster_peers": null, "cluster_peers_addresses": null,
                     "version": "", "commit": "", "rpc_protocol_version": "", "error": "context deadline exceeded",
-                    "ipfs": {"addresses": [], "error": ""}, "peername": "",
+                    "ipfs": {"addresses": null, "error": ""}, "peername": "",
                 });
                 failed.push(serde_json::to_vec(&e).unwrap());
             }
