@@ -30,8 +30,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Each peer on an address of its own, all on one port: peer i on the --listen IPv4 address
-    /// + i (127.0.0.1, 127.0.0.2, …, all loopback on Linux), as a real cluster's members are on
-    /// hosts of their own; with port 0, a port free on every one of them. Their `/id` and
+    /// plus i (127.0.0.1, 127.0.0.2, …, all loopback on Linux), as a real cluster's members are
+    /// on hosts of their own; with port 0, a port free on every one of them. Their `/id` and
     /// `/peers` addresses give those hosts (with cluster port 9096), so `ledger --discover` finds
     /// them.
     #[arg(long)]

@@ -141,9 +141,8 @@ pub struct RealCluster {
     stopped: BTreeSet<String>,
     /// How many times each process was started again: its log is `{name}.{n}.log` after the n-th.
     restarts: BTreeMap<String, usize>,
+    /// Peer i's REST forwarder at i, then those [`RealCluster::another_url`] opened.
     forwarders: Vec<Forwarder>,
-    /// Forwarders opened by [`RealCluster::another_url`].
-    extra_forwarders: Vec<Forwarder>,
     auth_header: Option<String>,
     /// Held while the cluster runs: real clusters in one test process start one at a time.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -239,7 +238,6 @@ impl RealCluster {
             stopped: BTreeSet::new(),
             restarts: BTreeMap::new(),
             forwarders: Vec::new(),
-            extra_forwarders: Vec::new(),
             auth_header: opts.basic_auth.as_ref().map(|(u, p)| {
                 let b64 = base64::Engine::encode(
                     &base64::engine::general_purpose::STANDARD,
@@ -613,7 +611,7 @@ impl RealCluster {
     pub fn another_url(&mut self, i: usize) -> String {
         let fwd = Forwarder::start(self.peers[i].dir.join("rest.sock"), None);
         let url = fwd.url.clone();
-        self.extra_forwarders.push(fwd);
+        self.forwarders.push(fwd);
         url
     }
 
@@ -753,7 +751,7 @@ impl RealCluster {
 
 impl Drop for RealCluster {
     fn drop(&mut self) {
-        for fwd in self.forwarders.iter().chain(&self.extra_forwarders) {
+        for fwd in &self.forwarders {
             fwd.stop();
         }
         for (_, child) in self.procs.iter_mut().rev() {
