@@ -96,7 +96,8 @@ pub enum Command {
         arg(crate::commands::sim::not_for_sim("profile")),
         arg(crate::commands::sim::not_for_sim("config")),
         arg(crate::commands::sim::not_for_sim("timeout")),
-        arg(crate::commands::sim::not_for_sim("rest-port"))
+        arg(crate::commands::sim::not_for_sim("rest-port")),
+        arg(crate::commands::sim::not_for_sim("discover"))
     )]
     Sim(Box<crate::commands::sim::SimCommand>),
     /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Each peer on an address of its own, all on one port: peer i on the --listen IPv4 address
     /// plus i (127.0.0.1, 127.0.0.2, …, all loopback on Linux), as a real cluster's members are
     /// on hosts of their own; with port 0, a port free on every one of them. Their `/id` and
-    /// `/peers` addresses give those hosts (with cluster port 9096), so `ledger --discover` finds
+    /// `/peers` addresses give those hosts (with cluster port 9096), so ledger's discovery finds
     /// them.
     #[arg(long)]
     pub distinct_hosts: bool,
@@ -110,7 +110,9 @@ pub struct ServeArgs {
 /// ledger: hidden from its help, refused with the reason. An argument of the same name on `sim`
 /// keeps clap from handing the global one down to `sim` and `sim serve`.
 pub fn not_for_sim(name: &'static str) -> clap::Arg {
-    clap::Arg::new(name).long(name).hide(true).num_args(1).value_parser(
+    // A flag (`--discover`) takes no value: the missing value is refused the same way.
+    let arg = clap::Arg::new(name).long(name).hide(true).num_args(0..=1).default_missing_value("");
+    arg.value_parser(
         move |_: &str| -> Result<String, String> {
             Err(format!(
                 "`ledger sim` serves a simulated cluster and uses no ledger: --{name} does not apply to it"
