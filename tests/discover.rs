@@ -119,6 +119,26 @@ fn a_tag_run_given_one_url_verifies_every_member_discovered() {
 }
 
 #[test]
+fn watch_all_peers_snapshots_every_member_discovered() {
+    let sim = sim_distinct("3", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let args = ["--cluster", sim.url(0), "--discover", "watch", "--every", "1s", "--all-peers"];
+    let out = run(&db, &[&args[..], &["--rounds", "2"]].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    let q = "SELECT r.peer, count(*) FROM snapshots s JOIN series r ON r.id = s.series_id \
+             WHERE s.state = 'complete' GROUP BY r.peer ORDER BY 1";
+    let rows = sql_rows(&db, q);
+    let mut want: Vec<Vec<String>> =
+        sim.peers.iter().map(|p| vec![p.id.clone(), "2".to_string()]).collect();
+    want.sort();
+    assert_eq!(rows, want, "two rounds of every member: {}", out.stderr);
+    // Discovery ran once, at the start.
+    let line = format!("member {} (peer1) discovered at", sim.peers[1].id);
+    assert_eq!(out.stderr.matches(&line).count(), 1, "{}", out.stderr);
+}
+
+#[test]
 fn a_member_whose_id_answers_another_is_not_kept() {
     // peer3 announces peer1's host: its candidate answers peer1's ID.
     let sim = sim_distinct("4", &["--announce", "peer3=/ip4/127.0.0.2/tcp/9096"]);
