@@ -141,7 +141,11 @@ impl Context {
                 return Vec::new();
             }
         };
-        let given = self.target().map(|t| t.peers.clone()).unwrap_or_default();
+        // The peers given, and the peer asked (`--peer` need not be one of them).
+        let mut given = self.target().map(|t| t.peers.clone()).unwrap_or_default();
+        if !given.contains(ask) {
+            given.insert(0, ask.clone());
+        }
         let work = move || -> anyhow::Result<Vec<cluster::discover::Discovered>> {
             let probe = |u: &url::Url| Client::new(u.clone(), auth.clone(), settings.clone());
             let rt = crate::app::runtime()?;

@@ -311,7 +311,7 @@ fn discovery_candidates_come_only_from_the_members_addresses() {
             error: None,
         };
         let port = port.max(1);
-        let urls = ledger::cluster::discover::candidates(&member, scheme, port);
+        let urls = ledger::cluster::discover::candidates(&member, scheme, port, true);
         prop_assert!(urls.len() <= 1, "one host, at most one candidate: {urls:?}");
         for u in &urls {
             let h = u.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();

@@ -78,12 +78,26 @@ pub fn host_of(addr: &str, id: &str) -> Option<url::Host> {
     }
 }
 
+/// Whether `host` is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback<S: AsRef<str>>(host: &url::Host<S>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(d) => d.as_ref().eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// The URLs to try for `member`: each distinct host of its addresses at `scheme://host:port/`, in
-/// the order of its addresses.
-pub fn candidates(member: &Member, scheme: &str, port: u16) -> Vec<Url> {
+/// the order of its addresses. A loopback host only with `loopback` (the peer asked is on
+/// loopback): every member lists its loopback addresses too, and from elsewhere they lead to this
+/// machine, never to that member.
+pub fn candidates(member: &Member, scheme: &str, port: u16, loopback: bool) -> Vec<Url> {
     let mut out: Vec<Url> = Vec::new();
     for a in &member.addresses {
         let Some(host) = host_of(a, &member.id) else { continue };
+        if is_loopback(&host) && !loopback {
+            continue;
+        }
         let Ok(url) = Url::parse(&format!("{scheme}://{host}:{port}/")) else { continue };
         // The URL must name that host and port, nothing else.
         let same = url.host().map(|h| h.to_owned()) == Some(host.clone())
@@ -108,7 +122,9 @@ pub async fn discover(
     let members = write.peers().await?;
     let scheme = write.base().scheme().to_string();
     let port = rest_port.or(write.base().port_or_known_default()).unwrap_or(9094);
-    let per_member: Vec<Vec<Url>> = members.iter().map(|m| candidates(m, &scheme, port)).collect();
+    let loopback = write.base().host().is_some_and(|h| is_loopback(&h));
+    let per_member: Vec<Vec<Url>> =
+        members.iter().map(|m| candidates(m, &scheme, port, loopback)).collect();
     let mut unique: Vec<Url> = Vec::new();
     for u in given.iter().chain(per_member.iter().flatten()) {
         if !unique.contains(u) {
@@ -238,17 +254,23 @@ mod tests {
             "/ip4/10.0.0.2/tcp/9096/p2p/12D3KooWAbC",
             "/ip4/0.0.0.0/tcp/9096",
         ]);
-        let c: Vec<String> = candidates(&m, "http", 9094).iter().map(Url::to_string).collect();
-        assert_eq!(c, ["http://127.0.0.2:9094/", "http://10.0.0.2:9094/"]);
-        let c: Vec<String> = candidates(&m, "https", 443).iter().map(Url::to_string).collect();
-        assert_eq!(c, ["https://127.0.0.2/", "https://10.0.0.2/"]);
-        assert!(candidates(&member(&[]), "http", 9094).is_empty());
+        let c = |scheme, port, lo| -> Vec<String> {
+            candidates(&m, scheme, port, lo).iter().map(Url::to_string).collect()
+        };
+        assert_eq!(c("http", 9094, true), ["http://127.0.0.2:9094/", "http://10.0.0.2:9094/"]);
+        assert_eq!(c("https", 443, true), ["https://127.0.0.2/", "https://10.0.0.2/"]);
+        // Asked from elsewhere, a member's loopback address is this machine: not tried.
+        assert_eq!(c("http", 9094, false), ["http://10.0.0.2:9094/"]);
+        let lo = member(&["/ip6/::1/tcp/9096", "/dns4/localhost/tcp/9096"]);
+        assert!(candidates(&lo, "http", 9094, false).is_empty());
+        assert_eq!(candidates(&lo, "http", 9094, true).len(), 2);
+        assert!(candidates(&member(&[]), "http", 9094, true).is_empty());
     }
 
     #[test]
     fn a_member_is_found_only_where_its_id_answers() {
         let m = member(&["/ip4/10.0.0.2/tcp/1", "/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.4/tcp/1"]);
-        let urls = candidates(&m, "http", 9094);
+        let urls = candidates(&m, "http", 9094, true);
         let answers: Vec<Result<String, String>> =
             vec![Ok("12D3KooWOther".into()), Err("refused".into()), Ok(ID.into())];
         let answer_of = |u: &Url| urls.iter().position(|x| x == u).and_then(|i| answers.get(i));
