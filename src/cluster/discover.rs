@@ -89,8 +89,7 @@ fn is_loopback<S: AsRef<str>>(host: &url::Host<S>) -> bool {
 
 /// The URLs to try for `member`: each distinct host of its addresses at `scheme://host:port/`, in
 /// the order of its addresses. A loopback host only with `loopback` (the peer asked is on
-/// loopback): every member lists its loopback addresses too, and from elsewhere they lead to this
-/// machine, never to that member.
+/// loopback): seen from elsewhere, a member's loopback address is this machine, never that member.
 pub fn candidates(member: &Member, scheme: &str, port: u16, loopback: bool) -> Vec<Url> {
     let mut out: Vec<Url> = Vec::new();
     for a in &member.addresses {
