@@ -67,7 +67,9 @@ fn discover_finds_every_member_from_one_url_and_snapshot_reads_them_all() {
     }
     // Without --discover: the one peer given.
     let out = run(&db, &["--cluster", sim.url(0), "-q", "snapshot", "--all-peers", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    // Membership says so: the members it did not read are named, exit 1.
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("snapshotted 1 of 4 cluster peers; not read:"), "{}", out.stderr);
     assert_eq!(read_peers(&out), peers_of(&sim, &[0]));
     // With it: every member, each once, at its own host.
     let out =
@@ -147,7 +149,8 @@ fn a_member_whose_id_answers_another_is_not_kept() {
         &dir.path().join("ledger.db"),
         &["--cluster", sim.url(0), "--discover", "snapshot", "--all-peers", "--json"],
     );
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "peer3 is a member not read: {out:?}");
+    assert!(out.stderr.contains("snapshotted 3 of 4 cluster peers; not read:"), "{}", out.stderr);
     assert_eq!(read_peers(&out), peers_of(&sim, &[0, 1, 2]), "{}", out.stderr);
     assert_eq!(out.json().as_array().unwrap().len(), 3, "peer1 once: {}", out.stdout);
     let line = format!(
@@ -179,7 +182,7 @@ fn members_without_a_reachable_rest_api_are_named_and_the_rest_are_read() {
             "--json",
         ],
     );
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "peer2 and peer3 are members not read: {out:?}");
     assert_eq!(read_peers(&out), peers_of(&sim, &[0, 1]), "{}", out.stderr);
     let port = sim.url(0).rsplit_once(':').unwrap().1;
     let p2 = format!(
@@ -227,7 +230,7 @@ fn rest_port_is_the_port_tried_on_the_members_hosts() {
     let db = dir.path().join("ledger.db");
     // The given peer's port is tried on the members' hosts: nothing there.
     let out = run(&db, &["--cluster", &via, "--discover", "snapshot", "--all-peers", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "peer1 and peer2 are members not read: {out:?}");
     let ids: BTreeSet<String> = read_peers(&out).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, BTreeSet::from([sim.peers[0].id.clone()]), "{}", out.stderr);
     // --rest-port: the members' own port; peer0, given through the other port, is not read twice.

@@ -538,8 +538,9 @@ pub struct PeerIdentity {
     pub peername: String,
 }
 
-/// A member of the cluster, as `GET /peers` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A member of the cluster, as `GET /peers` lists it. Two are equal when their ID, name and error
+/// are: the addresses, which only discovery reads, are neither stored nor compared.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: String,
     pub peername: String,
@@ -548,9 +549,17 @@ pub struct Member {
     #[serde(skip)]
     pub addresses: Vec<String>,
     /// Why the listing peer could not ask it (it is still a member).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Member) -> bool {
+        (&self.id, &self.peername, &self.error) == (&other.id, &other.peername, &other.error)
+    }
+}
+
+impl Eq for Member {}
 
 /// How a stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,10 @@
 pub mod client;
 pub mod config;
 pub mod discover;
+pub mod membership;
 pub mod repin;
 
 pub use crate::pin::CanonicalPin;
 pub use client::{AllocStream, Client, Error, Member, Settings, StreamOutcome};
 pub use config::{Auth, Target};
+pub use membership::Membership;

@@ -5,6 +5,7 @@ pub mod convergence;
 pub mod db;
 pub mod demo;
 pub mod diff;
+pub mod drift;
 pub mod export;
 pub mod history;
 pub mod lost;
@@ -31,6 +32,7 @@ fn reads_only(c: &Command) -> bool {
         c,
         Command::Snapshots(_)
             | Command::Diff(_)
+            | Command::Drift(_)
             | Command::History(_)
             | Command::Convergence(_)
             | Command::Lost(_)
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(a) => snapshot::run(a, ctx),
         Command::Snapshots(a) => snapshots::run(a, ctx),
         Command::Diff(a) => diff::run(a, ctx),
+        Command::Drift(a) => drift::run(a, ctx),
         Command::History(a) => history::run(a, ctx),
         Command::Tag(a) => tag::run(a, ctx),
         Command::Convergence(a) => convergence::run(a, ctx),

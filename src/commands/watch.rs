@@ -1,7 +1,10 @@
 //! `ledger watch --every DURATION`: snapshots on a schedule, as a long-running process, so that the
 //! history an incident needs exists before it. Each new loss is logged as it appears and, with
-//! `--on-loss CMD`, handed to CMD as JSON on stdin. SIGTERM or SIGINT: the snapshot in progress is
-//! finished and stored, then the process exits 0.
+//! `--on-loss CMD`, handed to CMD as JSON on stdin; with `--drift-after DURATION`, each disagreement
+//! between the peers' replicas that has lasted that long is logged once and, with `--on-drift CMD`,
+//! handed to CMD the same way. SIGTERM or SIGINT: the snapshot in progress is finished and stored,
+//! then the process exits 0 — or 1 with `--all-peers` when the last round did not snapshot every
+//! member of the cluster (`GET /peers`), which the watch logs as it sees it.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +27,16 @@ pub struct WatchArgs {
     /// of `ledger lost --json`, new losses only) on its stdin.
     #[arg(long, value_name = "CMD")]
     pub on_loss: Option<String>,
+    /// After each round, log each pin on which the peers' replicas have disagreed for at least
+    /// DURATION (as `ledger drift` finds it), once per disagreement (a CID and the snapshot it
+    /// started in).
+    #[arg(long, value_parser = crate::cli::parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
+    pub drift_after: Option<std::time::Duration>,
+    /// Run CMD (through `sh -c`) for each round that finds disagreements newly past
+    /// --drift-after, with the drift report (the JSON of `ledger drift --json`, those
+    /// disagreements only) on its stdin.
+    #[arg(long, value_name = "CMD", requires = "drift_after")]
+    pub on_drift: Option<String>,
     /// Stop after this many rounds, at least 1 (default: run until SIGTERM or SIGINT).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
@@ -35,6 +48,9 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         every: args.every,
         on_loss: args.on_loss.clone(),
         rounds: args.rounds,
+        drift_after: args.drift_after,
+        on_drift: args.on_drift.clone(),
+        all_peers: args.peers.all_peers,
     };
     let quiet = ctx.is_quiet();
     let summary = |r: &crate::ledger::snapshot::Report| {
@@ -43,6 +59,9 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    ctx.block_on(watch::run(ctx, &opts, summary))??;
-    Ok(ExitCode::SUCCESS)
+    let members = ctx.block_on(watch::run(ctx, &opts, summary))??;
+    Ok(match members {
+        Some(m) if !m.every_member_read() => ExitCode::from(crate::error::ATTENTION),
+        _ => ExitCode::SUCCESS,
+    })
 }

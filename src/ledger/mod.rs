@@ -3,10 +3,13 @@
 
 pub mod convergence;
 pub mod diff;
+pub mod drift;
 pub mod lost;
+pub mod members;
 pub mod repin;
 pub mod restore;
 pub mod run;
 pub mod snapshot;
+pub mod spread;
 pub mod tag;
 pub mod watch;
