@@ -149,7 +149,8 @@ impl Known {
 
 /// How to give the members' addresses, said after a [`Membership::shortfall`].
 pub const HOW_TO_NAME_THEM: &str = "name each member's REST API with --cluster (comma-separated, the \
-                                    write peer first) or in the profile's peers";
+                                    write peer first) or in the profile's peers, or let --discover \
+                                    find them";
 
 #[cfg(test)]
 mod tests {
