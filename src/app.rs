@@ -39,6 +39,17 @@ pub struct LedgerArgs {
     /// stream (Go duration: 30s, 2m).
     #[arg(long, global = true, default_value = "60s", value_parser = crate::cli::parse_positive_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// Find the REST APIs of the cluster's other members: ask the write peer (the first given, or
+    /// --peer) for the members (GET /peers), try the hosts of each member's cluster addresses
+    /// (ip4, ip6, dns) at that peer's REST port (or --rest-port), and add the ones whose GET /id
+    /// answers with that member's ID to the peers given. A profile turns it on with
+    /// `discover = true`.
+    #[arg(long, global = true)]
+    pub discover: bool,
+    /// The REST port to try on the members' hosts with --discover (default: the write peer's
+    /// port; profile: `rest_port`).
+    #[arg(id = "rest-port", long = "rest-port", global = true, value_name = "PORT", value_parser = crate::cli::parse_port, allow_hyphen_values = true)]
+    pub rest_port: Option<u16>,
 }
 
 /// Set for a command that only reads the ledger (see [`open_existing_only`]).
@@ -80,6 +91,7 @@ impl LedgerArgs {
             profile: self.profile.as_deref(),
             config: self.config.as_deref(),
             env: &env,
+            discover: cluster::config::Discover { on: self.discover, rest_port: self.rest_port },
         })
     }
 }

@@ -34,7 +34,8 @@ pub struct Peers {
     /// Snapshot this peer (URL or multiaddr; repeatable). Default: the cluster's first peer.
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
-    /// Snapshot every peer of the cluster (those named by --cluster or the profile).
+    /// Snapshot every peer of the cluster (those named by --cluster or the profile, and those
+    /// --discover finds).
     #[arg(long, conflicts_with = "peer")]
     pub all_peers: bool,
 }
@@ -49,7 +50,7 @@ impl Peers {
                 .map(|p| crate::cluster::config::parse_address(p).map(|(u, _)| u).context("--peer"))
                 .collect::<anyhow::Result<_>>()?
         } else if self.all_peers {
-            ctx.target()?.peers.clone()
+            ctx.all_peers()?
         } else {
             ctx.target()?.peers.iter().take(1).cloned().collect()
         })
@@ -114,7 +115,9 @@ pub enum Command {
         arg(crate::commands::sim::not_for_sim("cluster")),
         arg(crate::commands::sim::not_for_sim("profile")),
         arg(crate::commands::sim::not_for_sim("config")),
-        arg(crate::commands::sim::not_for_sim("timeout"))
+        arg(crate::commands::sim::not_for_sim("timeout")),
+        arg(crate::commands::sim::not_for_sim("rest-port")),
+        arg(crate::commands::sim::not_for_sim("discover"))
     )]
     Sim(Box<crate::commands::sim::SimCommand>),
     /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.
@@ -190,6 +193,15 @@ pub fn parse_lag(s: &str) -> Result<(std::time::Duration, std::time::Duration), 
         return Err(format!("the lag range {s:?} ends before it starts"));
     }
     Ok((a, b))
+}
+
+/// A TCP port: 1 to 65535 (`--rest-port`).
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) => Err("0 is not a port: give a TCP port from 1 to 65535".to_string()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("{s:?} is not a TCP port: give a number from 1 to 65535")),
+    }
 }
 
 /// A probability: a number from 0 to 1.

@@ -38,6 +38,8 @@ pub struct Context {
     quiet: Cell<bool>,
     store: OnceCell<Store>,
     target: OnceCell<Target>,
+    /// The members `--discover` found beyond the peers given (found once per command).
+    discovered: OnceCell<Vec<url::Url>>,
     runtime: OnceCell<tokio::runtime::Runtime>,
     pub clock: Clock,
 }
@@ -50,6 +52,7 @@ impl Context {
             quiet: Cell::new(quiet),
             store: OnceCell::new(),
             target: OnceCell::new(),
+            discovered: OnceCell::new(),
             runtime: OnceCell::new(),
             clock: Clock::System,
         }
@@ -75,14 +78,102 @@ impl Context {
 
     /// The target's peers, with `write` (a URL or multiaddr, when given) first: the peer that takes
     /// the writes.
+    /// With discovery on, the members found beyond them follow (asked of the write peer).
     pub fn peers(&self, write: Option<&str>) -> anyhow::Result<Vec<url::Url>> {
-        let mut urls = self.target()?.peers.clone();
-        if let Some(p) = write {
-            let (u, _) = cluster::config::parse_address(p).context("--peer")?;
+        let given = match write {
+            Some(p) => Some(cluster::config::parse_address(p).context("--peer")?.0),
+            None => None,
+        };
+        let first = match &given {
+            Some(u) => u.clone(),
+            None => self.first_peer()?,
+        };
+        let mut urls = self.all_peers_from(&first)?;
+        if let Some(u) = given {
             urls.retain(|x| *x != u);
             urls.insert(0, u);
         }
         Ok(urls)
+    }
+
+    /// Every peer of the target: those given and, with discovery on, the members found beyond
+    /// them (asked of the first peer).
+    pub fn all_peers(&self) -> anyhow::Result<Vec<url::Url>> {
+        self.all_peers_from(&self.first_peer()?)
+    }
+
+    fn first_peer(&self) -> anyhow::Result<url::Url> {
+        let peers = &self.target()?.peers;
+        peers.first().cloned().context("the cluster names no peer")
+    }
+
+    /// The target's peers, then the members that discovery (asking `ask`) found beyond them,
+    /// by URL; discovery runs on the first call only.
+    fn all_peers_from(&self, ask: &url::Url) -> anyhow::Result<Vec<url::Url>> {
+        let target = self.target()?;
+        let mut urls = target.peers.clone();
+        if !target.discover.on {
+            return Ok(urls);
+        }
+        let found = match self.discovered.get() {
+            Some(f) => f,
+            None => {
+                let f = self.discover(ask, target.discover.rest_port);
+                self.discovered.get_or_init(|| f)
+            }
+        };
+        for u in found {
+            if !urls.contains(u) {
+                urls.push(u.clone());
+            }
+        }
+        Ok(urls)
+    }
+
+    /// Runs discovery from `ask` and logs what it found; a write peer that cannot list the members
+    /// is logged and nothing is added. It runs on a thread and runtime of its own, so that it can
+    /// be asked for from inside async work on this thread's runtime.
+    fn discover(&self, ask: &url::Url, rest_port: Option<u16>) -> Vec<url::Url> {
+        let (write, auth, settings) = match (self.client(ask), self.target()) {
+            (Ok(w), Ok(t)) => (w, t.auth.clone(), self.settings(0)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot discover the cluster's members: {e:#}");
+                return Vec::new();
+            }
+        };
+        // The peers given, and the peer asked (`--peer` need not be one of them).
+        let mut given = self.target().map(|t| t.peers.clone()).unwrap_or_default();
+        if !given.contains(ask) {
+            given.insert(0, ask.clone());
+        }
+        let work = move || -> anyhow::Result<Vec<cluster::discover::Discovered>> {
+            let probe = |u: &url::Url| Client::new(u.clone(), auth.clone(), settings.clone());
+            let rt = crate::app::runtime()?;
+            Ok(rt.block_on(cluster::discover::discover(&write, &given, rest_port, probe))?)
+        };
+        let found = std::thread::scope(|s| s.spawn(work).join());
+        match found {
+            Ok(Ok(found)) => {
+                cluster::discover::log(&found);
+                found
+                    .into_iter()
+                    .filter_map(|d| match d.found {
+                        cluster::discover::Found::At(u) => Some(u),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "cannot discover the cluster's members from {ask}: {e:#}; going on with the peers given"
+                );
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("discovery stopped unexpectedly; going on with the peers given");
+                Vec::new()
+            }
+        }
     }
 
     /// The target's name: the key of its history in the ledger.
@@ -93,14 +184,20 @@ impl Context {
     /// A client for one peer of the target, with its credentials and the `--timeout` limits.
     pub fn client(&self, url: &url::Url) -> anyhow::Result<Client> {
         let target = self.target()?;
+        Client::new(url.clone(), target.auth.clone(), self.settings(Settings::default().retries))
+    }
+
+    /// The `--timeout` limits, with `retries` retries of an idempotent request (a discovery
+    /// candidate gets none: each is asked once).
+    fn settings(&self, retries: u32) -> Settings {
         let t = self.args.timeout;
-        let settings = Settings {
+        Settings {
             connect_timeout: t.min(std::time::Duration::from_secs(10)),
             request_timeout: t,
             read_timeout: t,
+            retries,
             ..Settings::default()
-        };
-        Client::new(url.clone(), target.auth.clone(), settings)
+        }
     }
 
     /// Clients for `urls`, in that order.

@@ -287,6 +287,44 @@ fn addresses_from_parts_never_panic() {
     });
 }
 
+/// Discovery's candidates from cluster addresses with arbitrary hosts: never a panic, and every
+/// candidate is at the REST port given, on a host one of the member's addresses names, with no
+/// userinfo, path, query or fragment.
+#[test]
+fn discovery_candidates_come_only_from_the_members_addresses() {
+    let parts = (
+        prop::sample::select(vec!["ip4", "ip6", "dns", "dns4", "dns6", "unix", "p2p-circuit", ""]),
+        nasty_text(),
+        any::<u16>(),
+        prop::sample::select(vec!["http", "https"]),
+    );
+    check("discovery candidates", parts, |(proto, host, port, scheme), c| {
+        let id = "12D3KooWAbC";
+        let member = ledger::cluster::Member {
+            id: id.into(),
+            peername: String::new(),
+            addresses: vec![
+                format!("/{proto}/{host}/tcp/9096/p2p/{id}"),
+                format!("/{proto}/{host}/tcp/9096/p2p/12D3KooWOther"),
+                format!("/{proto}/{host}"),
+            ],
+            error: None,
+        };
+        let port = port.max(1);
+        let urls = ledger::cluster::discover::candidates(&member, scheme, port, true);
+        prop_assert!(urls.len() <= 1, "one host, at most one candidate: {urls:?}");
+        for u in &urls {
+            let h = u.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+            prop_assert!(host.to_ascii_lowercase().contains(&h), "{u} from {host:?}");
+            prop_assert_eq!(u.port_or_known_default(), Some(port));
+            prop_assert!(u.username().is_empty() && u.password().is_none(), "{}", u);
+            prop_assert!(u.path() == "/" && u.query().is_none() && u.fragment().is_none(), "{}", u);
+        }
+        c.hit(if urls.is_empty() { "no candidate" } else { "a candidate" });
+        Ok(())
+    });
+}
+
 /// A well-formed ledger.toml with the given profile name, peers and credentials file.
 fn config_file(name: &str, peers: &[String], creds: Option<&str>) -> String {
     let mut profile = toml::Table::new();
@@ -334,6 +372,7 @@ fn the_config_loader_takes_any_file() {
             profile: profile.as_deref(),
             config: Some(&path),
             env: &env,
+            discover: Default::default(),
         };
         c.hit(if ledger::cluster::config::resolve(&src).is_ok() { "a target" } else { "refused" });
         Ok(())

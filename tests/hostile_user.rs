@@ -498,7 +498,9 @@ fn sim_serve_takes_no_ledger_options() {
     };
     for args in [&["sim", "serve"][..], &["sim"][..]] {
         let h = help(args);
-        for flag in ["--db", "--cluster", "--profile", "--config", "--timeout"] {
+        for flag in
+            ["--db", "--cluster", "--profile", "--config", "--timeout", "--discover", "--rest-port"]
+        {
             assert!(!h.contains(flag), "{args:?} --help lists {flag}:\n{h}");
         }
         assert!(h.contains("--verbose") && h.contains("--quiet"), "{h}");
@@ -506,13 +508,18 @@ fn sim_serve_takes_no_ledger_options() {
     // Every other command keeps them.
     for cmd in ["snapshot", "tag", "lost", "db", "demo"] {
         let h = help(&[cmd]);
-        for flag in ["--db", "--cluster", "--profile", "--config", "--timeout"] {
+        for flag in
+            ["--db", "--cluster", "--profile", "--config", "--timeout", "--discover", "--rest-port"]
+        {
             assert!(h.contains(flag), "{cmd} --help lacks {flag}:\n{h}");
         }
     }
-    for args in
-        [vec!["sim", "serve", "--db", "x.db"], vec!["sim", "--cluster", "http://a:1", "serve"]]
-    {
+    for args in [
+        vec!["sim", "serve", "--db", "x.db"],
+        vec!["sim", "--cluster", "http://a:1", "serve"],
+        vec!["sim", "serve", "--discover"],
+        vec!["sim", "serve", "--rest-port", "9094"],
+    ] {
         let out: Out =
             ledger().args(&args).timeout(Duration::from_secs(20)).output().unwrap().into();
         refused(&out, &format!("{args:?}"));

@@ -5,6 +5,7 @@ mod util;
 mod ctl;
 mod demo;
 mod differential;
+mod discover;
 mod drift;
 mod export;
 mod faults;

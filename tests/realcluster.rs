@@ -42,3 +42,100 @@ fn a_real_3_peer_cluster_comes_up_on_loopback_only() {
     rc.assert_loopback_only();
     assert_eq!(rc.pids().len(), 1 + 2 * 3, "the holder, 3 kubo daemons, 3 cluster peers");
 }
+
+/// The peer IDs and URLs one `ledger ARGS snapshot --all-peers --json` read, and its stderr; it
+/// must exit with `code`.
+fn snapshot_all(
+    dir: &std::path::Path,
+    args: &[&str],
+    code: i32,
+) -> (std::collections::BTreeSet<(String, String)>, String) {
+    let out: Out = ledger()
+        .current_dir(dir)
+        .env("LEDGER_LOG", "info")
+        .args(["--db", "ledger.db"])
+        .args(args)
+        .args(["snapshot", "--all-peers", "--json"])
+        .timeout(std::time::Duration::from_secs(180))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, code, "{}", out.all());
+    let v = out.json();
+    let read = v.as_array().unwrap().iter().map(|s| {
+        (s["peer"].as_str().unwrap().to_string(), s["peer_url"].as_str().unwrap().to_string())
+    });
+    let read: Vec<_> = read.collect();
+    let set: std::collections::BTreeSet<_> = read.iter().cloned().collect();
+    assert_eq!(set.len(), read.len(), "each peer read once: {}", out.stdout);
+    (set, out.stderr)
+}
+
+/// `--discover` on a real 4-peer v1.1.6 cluster whose peers are on hosts of their own
+/// (127.0.0.1–4, one REST port): given one peer's URL, ledger finds every member from the
+/// addresses `GET /peers` gives, and reads them all; `--rest-port` is the port tried; a member
+/// whose REST API cannot be reached, or whose address answers with another member's ID, is named
+/// and not read, and the command reads the rest.
+#[test]
+fn discover_finds_every_member_of_a_real_cluster_from_one_url() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let mut rc =
+        RealCluster::start(RealOptions { distinct_hosts: true, ..RealOptions::new(V1_1_6, 4) });
+    let urls: Vec<String> = rc.peers.iter().map(|p| p.url.clone()).collect();
+    let url = |i: usize| urls[i].clone();
+    let port = url(0).rsplit_once(':').unwrap().1.to_string();
+    for (i, p) in rc.peers.iter().enumerate() {
+        assert_eq!(p.url, format!("http://127.0.0.{}:{port}", i + 1));
+    }
+    // What the real /peers says of each member: its cluster swarm address on its own host (with
+    // /p2p/<id>); its REST API's address (port 20004 in the namespace) is not among them.
+    let items = raw(rc.url(0), "GET", "/peers", &[], b"").ndjson();
+    assert_eq!(items.len(), 4);
+    for (i, p) in rc.peers.iter().enumerate() {
+        let item = items.iter().find(|x| x["id"] == p.id.as_str()).expect("listed");
+        let addrs: Vec<&str> =
+            item["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let own = format!("/ip4/127.0.0.{}/tcp/20006/p2p/{}", i + 1, p.id);
+        assert!(addrs.contains(&own.as_str()), "peer{i}: {addrs:?}");
+        assert!(addrs.iter().all(|a| !a.contains("/tcp/20004")), "peer{i}: {addrs:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let peers = rc.peers.clone();
+    let with = |which: &[usize]| -> std::collections::BTreeSet<(String, String)> {
+        which.iter().map(|&i| (peers[i].id.clone(), format!("{}/", peers[i].url))).collect()
+    };
+    // Without --discover: the one peer given; with it: all four, each at its own host.
+    // (Membership: the three members not read are named, exit 1.)
+    let (read, _) = snapshot_all(dir.path(), &["--cluster", &url(0)], 1);
+    assert_eq!(read, with(&[0]));
+    let (read, log) = snapshot_all(dir.path(), &["--cluster", &url(0), "--discover"], 0);
+    assert_eq!(read, with(&[0, 1, 2, 3]), "{log}");
+    // --rest-port: peer0 given through another port; that port finds nothing on the members'
+    // hosts, the REST port finds them all (and peer0 is not read twice).
+    let other = rc.another_url(0);
+    let (read, log) = snapshot_all(dir.path(), &["--cluster", &other, "--discover"], 1);
+    assert_eq!(read, [(rc.peers[0].id.clone(), format!("{other}/"))].into(), "{log}");
+    let (read, log) =
+        snapshot_all(dir.path(), &["--cluster", &other, "--discover", "--rest-port", &port], 0);
+    let mut want = with(&[1, 2, 3]);
+    want.insert((rc.peers[0].id.clone(), format!("{other}/")));
+    assert_eq!(read, want, "{log}");
+    // peer2's REST API unreachable (the peer runs on), peer3's address answering as peer1.
+    rc.close_rest(2);
+    rc.close_rest(3);
+    rc.point_rest(3, 1);
+    let (read, log) = snapshot_all(dir.path(), &["--cluster", &url(0), "--discover"], 1);
+    assert_eq!(read, with(&[0, 1]), "{log}");
+    let p2 = format!("member {} (peer2) not discovered: {}/: no answer", rc.peers[2].id, url(2));
+    assert!(log.contains(&p2), "{p2:?}: {log}");
+    let p3 = format!(
+        "member {} (peer3) not discovered: {}/: /id answered another ID, {}",
+        rc.peers[3].id,
+        url(3),
+        rc.peers[1].id
+    );
+    assert!(log.contains(&p3), "{p3:?}: {log}");
+    rc.assert_loopback_only();
+}

@@ -412,7 +412,15 @@ impl Client {
             };
             let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
             let error = Some(text("error")).filter(|e| !e.is_empty());
-            members.push(Member { id: id.to_string(), peername: text("peername"), error });
+            // A member that could not be asked is listed with its ID and error only (`addresses`
+            // null): docs/cluster-api.md §4, "GET /peers".
+            let addresses = v
+                .get("addresses")
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str()).map(str::to_string).collect())
+                .unwrap_or_default();
+            let peername = text("peername");
+            members.push(Member { id: id.to_string(), peername, addresses, error });
         }
         Ok(members)
     }
@@ -530,15 +538,28 @@ pub struct PeerIdentity {
     pub peername: String,
 }
 
-/// A member of the cluster, as `GET /peers` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A member of the cluster, as `GET /peers` lists it. Two are equal when their ID, name and error
+/// are: the addresses, which only discovery reads, are neither stored nor compared.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: String,
     pub peername: String,
+    /// Its cluster (libp2p) addresses, each ending `/p2p/<id>`; not its REST API's address,
+    /// which the cluster never lists (docs/cluster-api.md §4, "GET /peers").
+    #[serde(skip)]
+    pub addresses: Vec<String>,
     /// Why the listing peer could not ask it (it is still a member).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Member) -> bool {
+        (&self.id, &self.peername, &self.error) == (&other.id, &other.peername, &other.error)
+    }
+}
+
+impl Eq for Member {}
 
 /// How a stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

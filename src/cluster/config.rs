@@ -95,6 +95,11 @@ pub struct Profile {
     /// The organisations sharing the cluster: name → the peer each one runs (informational).
     #[serde(default)]
     pub orgs: BTreeMap<String, OrgConfig>,
+    /// Find the other members' REST APIs from the cluster's `GET /peers` (as `--discover`).
+    #[serde(default)]
+    pub discover: bool,
+    /// The members' REST port for discovery (as `--rest-port`; default: the first peer's port).
+    pub rest_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,12 +109,22 @@ pub struct OrgConfig {
     pub contact: Option<String>,
 }
 
-/// The resolved cluster: a name for the ledger, the peers' API URLs (first = write peer), auth.
+/// The resolved cluster: a name for the ledger, the peers' API URLs (first = write peer), auth,
+/// and whether the other members' REST APIs are to be discovered (see [`super::discover`]).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
     pub peers: Vec<Url>,
     pub auth: Option<Auth>,
+    pub discover: Discover,
+}
+
+/// Discovery as the profile asks for it (the flags come on top, in [`Sources`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discover {
+    pub on: bool,
+    /// The REST port to try on every member's hosts; `None`: the port of the peer asked.
+    pub rest_port: Option<u16>,
 }
 
 /// Parses a REST API address: an `http(s)://` URL, or ipfs-cluster-ctl's multiaddr form
@@ -180,6 +195,8 @@ pub struct Sources<'a> {
     pub config: Option<&'a Path>,
     /// Environment lookup (injected for tests).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// `--discover` and `--rest-port`, over the profile's settings.
+    pub discover: Discover,
 }
 
 /// Resolves the cluster and credentials.
@@ -189,6 +206,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let mut auth = None;
     let name;
     let mut creds_file = None;
+    let mut discover = src.discover;
     let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
     if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
         for a in list.split(',').filter(|a| !a.trim().is_empty()) {
@@ -245,6 +263,8 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
             }
         });
         name = pname;
+        discover.on |= profile.discover;
+        discover.rest_port = discover.rest_port.or(profile.rest_port);
     }
     if peers.is_empty() {
         bail!("the cluster address is empty");
@@ -257,7 +277,19 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     } else if let Some(f) = creds_file {
         auth = Some(read_credentials(&f)?);
     }
-    Ok(Target { name, peers, auth })
+    check_discover(discover)?;
+    Ok(Target { name, peers, auth, discover })
+}
+
+/// A REST port is a port (1–65535), and only given with discovery on.
+fn check_discover(d: Discover) -> anyhow::Result<()> {
+    match d.rest_port {
+        Some(0) => bail!("the REST port 0 is not a port: give rest_port from 1 to 65535"),
+        Some(port) if !d.on => bail!(
+            "a REST port ({port}) is given but discovery is off: --rest-port (or rest_port) applies to --discover (or discover = true in the profile)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The credentials in file `f`, with a warning on stderr when other users can read it.
@@ -326,9 +358,14 @@ mod tests {
         )
         .unwrap();
         let no_env = |_: &str| None;
-        let t =
-            resolve(&Sources { cluster: None, profile: None, config: Some(&cfg), env: &no_env })
-                .unwrap();
+        let t = resolve(&Sources {
+            cluster: None,
+            profile: None,
+            config: Some(&cfg),
+            env: &no_env,
+            discover: Discover::default(),
+        })
+        .unwrap();
         assert_eq!(t.name, "main");
         assert_eq!(t.peers.len(), 2);
         assert!(matches!(t.auth, Some(Auth::Basic { ref user, .. }) if user == "ops"));
@@ -338,6 +375,7 @@ mod tests {
             profile: None,
             config: None,
             env: &env,
+            discover: Discover::default(),
         })
         .unwrap();
         assert_eq!(t.name, "x:1");
@@ -376,7 +414,13 @@ mod tests {
     fn resolve_env(cluster: Option<&str>, env_cluster: &str) -> anyhow::Result<Target> {
         let v = env_cluster.to_string();
         let env = move |k: &str| (k == "LEDGER_CLUSTER").then(|| v.clone());
-        resolve(&Sources { cluster, profile: None, config: None, env: &env })
+        resolve(&Sources {
+            cluster,
+            profile: None,
+            config: None,
+            env: &env,
+            discover: Discover::default(),
+        })
     }
 
     #[test]
@@ -404,10 +448,15 @@ mod tests {
         let cfg = dir.path().join("ledger.toml");
         std::fs::write(&cfg, "[clusters.lab]\npeers = [\"http://u:pw2@[x\"]\n").unwrap();
         let no_env = |_: &str| None;
-        let err =
-            resolve(&Sources { cluster: None, profile: None, config: Some(&cfg), env: &no_env })
-                .err()
-                .unwrap();
+        let err = resolve(&Sources {
+            cluster: None,
+            profile: None,
+            config: Some(&cfg),
+            env: &no_env,
+            discover: Discover::default(),
+        })
+        .err()
+        .unwrap();
         let err = format!("{err:#}");
         assert!(err.contains("\"lab\"") && err.contains("ledger.toml"), "{err}");
         assert!(!err.contains("pw2"), "{err}");
@@ -416,7 +465,13 @@ mod tests {
     #[test]
     fn basic_auth_from_the_environment_must_be_user_and_password() {
         let env = |k: &str| (k == "LEDGER_BASIC_AUTH").then(|| "alice".to_string());
-        let src = Sources { cluster: Some("http://x:1"), profile: None, config: None, env: &env };
+        let src = Sources {
+            cluster: Some("http://x:1"),
+            profile: None,
+            config: None,
+            env: &env,
+            discover: Discover::default(),
+        };
         let err = format!("{:#}", resolve(&src).expect_err("alice is not user:password"));
         assert!(err.contains("LEDGER_BASIC_AUTH") && err.contains("user:password"), "{err}");
         assert!(err.contains("LEDGER_TOKEN"), "says where a token goes: {err}");

@@ -138,6 +138,7 @@ impl Known {
         Member {
             id: self.id.clone(),
             peername: String::new(),
+            addresses: Vec::new(),
             error: Some(format!(
                 "not listed by the cluster now; snapshotted complete at {}",
                 self.last_seen
@@ -148,14 +149,15 @@ impl Known {
 
 /// How to give the members' addresses, said after a [`Membership::shortfall`].
 pub const HOW_TO_NAME_THEM: &str = "name each member's REST API with --cluster (comma-separated, the \
-                                    write peer first) or in the profile's peers";
+                                    write peer first) or in the profile's peers, or let --discover \
+                                    find them";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn member(id: &str, name: &str) -> Member {
-        Member { id: id.into(), peername: name.into(), error: None }
+        Member { id: id.into(), peername: name.into(), addresses: Vec::new(), error: None }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod discover;
 pub mod membership;
 pub mod repin;
 

@@ -84,6 +84,8 @@ pub fn run(args: DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         profile: Some("demo".to_string()),
         config: None,
         timeout: Duration::from_secs(60),
+        discover: false,
+        rest_port: None,
     };
     // The demo's own ledger and cluster: a context of their own.
     let ctx = &Context::new(ledger, ctx.is_quiet());
@@ -141,6 +143,8 @@ pub(crate) fn cluster_config(args: &DemoArgs) -> SimConfig {
     SimConfig {
         peers: n,
         listen: "127.0.0.1:0".parse().expect("a socket address"),
+        distinct_hosts: false,
+        announce: Vec::new(),
         net: NetConfig {
             lag_min: args.lag.0,
             lag_max: args.lag.1,

@@ -29,6 +29,18 @@ pub struct ServeArgs {
     /// Address of peer0; peer i listens on PORT+i. Port 0 picks a free port for every peer.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Each peer on an address of its own, all on one port: peer i on the --listen IPv4 address
+    /// plus i (127.0.0.1, 127.0.0.2, …, all loopback on Linux), as a real cluster's members are
+    /// on hosts of their own; with port 0, a port free on every one of them. Their `/id` and
+    /// `/peers` addresses give those hosts (with cluster port 9096), so ledger's discovery finds
+    /// them.
+    #[arg(long)]
+    pub distinct_hosts: bool,
+    /// Peer NAME's `/id` and `/peers` addresses are these multiaddrs instead of its own
+    /// (comma-separated; repeatable), as a real peer's `cluster.announce_multiaddress` does; e.g.
+    /// `peer2=/ip4/127.0.0.9/tcp/9096`. `/p2p/<id>` is added to each.
+    #[arg(long, value_name = "NAME=MULTIADDR[,…]", value_parser = parse_announce)]
+    pub announce: Vec<(String, Vec<String>)>,
     /// Generate this many pins (a realistic mix; see docs/simulator.md).
     #[arg(long, default_value_t = 0, value_parser = parse_pin_count, conflicts_with = "from")]
     pub pins: usize,
@@ -98,13 +110,25 @@ pub struct ServeArgs {
 /// ledger: hidden from its help, refused with the reason. An argument of the same name on `sim`
 /// keeps clap from handing the global one down to `sim` and `sim serve`.
 pub fn not_for_sim(name: &'static str) -> clap::Arg {
-    clap::Arg::new(name).long(name).hide(true).num_args(1).value_parser(
+    // A flag (`--discover`) takes no value: the missing value is refused the same way.
+    let arg = clap::Arg::new(name).long(name).hide(true).num_args(0..=1).default_missing_value("");
+    arg.value_parser(
         move |_: &str| -> Result<String, String> {
             Err(format!(
                 "`ledger sim` serves a simulated cluster and uses no ledger: --{name} does not apply to it"
             ))
         },
     )
+}
+
+fn parse_announce(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, addrs) = s.split_once('=').ok_or("expected NAME=MULTIADDR[,MULTIADDR…]")?;
+    let addrs: Vec<String> =
+        addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+    if name.trim().is_empty() || addrs.iter().any(|a| !a.starts_with('/')) {
+        return Err("expected NAME=MULTIADDR[,MULTIADDR…], each multiaddr starting with /".into());
+    }
+    Ok((name.trim().to_string(), addrs))
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -133,6 +157,8 @@ impl ServeArgs {
         Ok(SimConfig {
             peers: n,
             listen: self.listen,
+            distinct_hosts: self.distinct_hosts,
+            announce: self.announce.clone(),
             net: NetConfig {
                 lag_min: self.lag.0,
                 lag_max: self.lag.1,

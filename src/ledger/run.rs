@@ -118,6 +118,8 @@ mod tests {
             profile: None,
             config: None,
             timeout: std::time::Duration::from_secs(10),
+            discover: false,
+            rest_port: None,
         };
         (rt, sim, Context::new(ledger, true))
     }

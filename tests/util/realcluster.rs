@@ -95,11 +95,16 @@ pub struct RealOptions {
     pub basic_auth: Option<(String, String)>,
     /// `consensus.crdt.rebroadcast_interval` (default 1m, as in a fresh `service.json`).
     pub rebroadcast: Option<String>,
+    /// Each peer on a loopback address of its own, 127.0.0.(i+1), with the same ports as every
+    /// other peer: its REST API, cluster swarm and kubo inside the namespace, and its forwarded
+    /// REST URL in the test process (one port on every address), as members on hosts of their
+    /// own are. Otherwise every peer is on 127.0.0.1 with ports of its own.
+    pub distinct_hosts: bool,
 }
 
 impl RealOptions {
     pub fn new(version: &'static str, peers: usize) -> RealOptions {
-        RealOptions { version, peers, basic_auth: None, rebroadcast: None }
+        RealOptions { version, peers, basic_auth: None, rebroadcast: None, distinct_hosts: false }
     }
 }
 
@@ -136,6 +141,7 @@ pub struct RealCluster {
     stopped: BTreeSet<String>,
     /// How many times each process was started again: its log is `{name}.{n}.log` after the n-th.
     restarts: BTreeMap<String, usize>,
+    /// Peer i's REST forwarder at i, then those [`RealCluster::another_url`] opened.
     forwarders: Vec<Forwarder>,
     auth_header: Option<String>,
     /// Held while the cluster runs: real clusters in one test process start one at a time.
@@ -149,6 +155,35 @@ static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Per-peer ports inside the namespace: 20000 + 10 × peer + offset.
 fn port(peer: usize, offset: u16) -> u16 {
     20000 + 10 * peer as u16 + offset
+}
+
+/// The multiaddr of peer `peer`'s listener `offset` inside the namespace: on 127.0.0.1 at a port
+/// of its own, or with distinct hosts on 127.0.0.(peer+1) at the port every peer has.
+fn listen_addr(distinct: bool, peer: usize, offset: u16) -> String {
+    if distinct {
+        format!("/ip4/{}/tcp/{}", host_of(peer), port(0, offset))
+    } else {
+        format!("/ip4/127.0.0.1/tcp/{}", port(peer, offset))
+    }
+}
+
+/// Peer `peer`'s own loopback address with distinct hosts: 127.0.0.(peer+1).
+pub fn host_of(peer: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 1 + peer as u8)
+}
+
+/// A port of the test process that is free on 127.0.0.1 to 127.0.0.n (the forwarders' common
+/// REST port with distinct hosts).
+fn port_free_on(n: usize) -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let rest: Vec<_> = (1..n).map(|i| TcpListener::bind((host_of(i), port))).collect();
+        if rest.iter().all(Result::is_ok) {
+            return port;
+        }
+    }
+    panic!("no port free on 127.0.0.1 to 127.0.0.{n}")
 }
 const IPFS_API: u16 = 1;
 const IPFS_SWARM: u16 = 2;
@@ -223,7 +258,7 @@ impl RealCluster {
                 "ipfs-init",
                 Command::new(kubo_bin()).args(["init", "--profile", "test"]),
             );
-            configure_kubo(&pdir.join("ipfs/config"), i);
+            configure_kubo(&pdir.join("ipfs/config"), i, opts.distinct_hosts);
             let mut init = Command::new(cluster_bin(opts.version, "ipfs-cluster-service"));
             init.args(["--config"]).arg(pdir.join("cluster")).args(["init", "--consensus", "crdt"]);
             init.env("CLUSTER_SECRET", SECRET);
@@ -241,10 +276,12 @@ impl RealCluster {
         for i in 0..n {
             rc.wait_for_log(&format!("peer{i}-ipfs"), "Daemon is ready");
         }
+        let common = opts.distinct_hosts.then(|| port_free_on(n));
         for (i, id) in ids.iter().enumerate() {
             let pdir = rc.dir.join(format!("peer{i}"));
             rc.spawn_cluster(i);
-            let fwd = Forwarder::start(pdir.join("rest.sock"), None);
+            let at = common.map(|p| std::net::SocketAddr::from((host_of(i), p)));
+            let fwd = Forwarder::start(pdir.join("rest.sock"), at);
             let ipfs_id = read_json(&pdir.join("ipfs/config"))["Identity"]["PeerID"]
                 .as_str()
                 .unwrap()
@@ -570,6 +607,27 @@ impl RealCluster {
         started.elapsed()
     }
 
+    /// Another URL of peer `i`'s REST API: a forwarder of its own on a free 127.0.0.1 port.
+    pub fn another_url(&mut self, i: usize) -> String {
+        let fwd = Forwarder::start(self.peers[i].dir.join("rest.sock"), None);
+        let url = fwd.url.clone();
+        self.forwarders.push(fwd);
+        url
+    }
+
+    /// Closes the port of peer `i`'s REST URL (a connection to it is then refused) while the
+    /// peer runs on: its REST API unreachable, the peer still a member.
+    pub fn close_rest(&mut self, i: usize) {
+        self.forwarders[i].stop();
+    }
+
+    /// Peer `i`'s REST URL, closed by [`RealCluster::close_rest`], now forwarded to peer `to`'s
+    /// REST API: the address of one member answers as another.
+    pub fn point_rest(&mut self, i: usize, to: usize) {
+        let addr = self.forwarders[i].addr;
+        self.forwarders[i] = Forwarder::start(self.peers[to].dir.join("rest.sock"), Some(addr));
+    }
+
     /// Stops peer `i`'s kubo daemon (`peer{i}-ipfs`): SIGTERM, then SIGKILL after 20 s. Its cluster
     /// daemon keeps running. Returns how long it took to exit.
     pub fn stop_kubo(&mut self, i: usize) -> Duration {
@@ -727,9 +785,9 @@ fn write_json(p: &Path, v: &Value) {
 /// kubo for a test peer: the `test` profile (loopback addresses, no bootstrap peers, no mDNS, no NAT
 /// mapping, no AutoTLS or AutoConf) plus no routing at all, no relay, no hole punching, only TCP,
 /// no providing, no HTTP retrieval, no gateway and the telemetry plugin disabled.
-fn configure_kubo(path: &Path, peer: usize) {
+fn configure_kubo(path: &Path, peer: usize, distinct: bool) {
     let mut c = read_json(path);
-    let ma = |off| format!("/ip4/127.0.0.1/tcp/{}", port(peer, off));
+    let ma = |off| listen_addr(distinct, peer, off);
     c["Addresses"]["API"] = json!(ma(IPFS_API));
     c["Addresses"]["Gateway"] = json!([]);
     c["Addresses"]["Swarm"] = json!([ma(IPFS_SWARM)]);
@@ -760,7 +818,7 @@ fn configure_kubo(path: &Path, peer: usize) {
 fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOptions) {
     let path = pdir.join("cluster/service.json");
     let mut c = read_json(&path);
-    let ma = |p: usize, off| format!("/ip4/127.0.0.1/tcp/{}", port(p, off));
+    let ma = |p: usize, off| listen_addr(opts.distinct_hosts, p, off);
     c["cluster"]["peername"] = json!(format!("peer{peer}"));
     c["cluster"]["listen_multiaddress"] = json!([ma(peer, CLUSTER_SWARM)]);
     c["cluster"]["announce_multiaddress"] = json!([]);

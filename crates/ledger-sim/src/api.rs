@@ -820,10 +820,12 @@ fn peers_stream(c: &Cluster, p: usize) -> Response {
             if q == p || w.link_open(p, q, now) {
                 ok.push(serde_json::to_vec(&id_json(c, p, q)).unwrap());
             } else {
+                // Built in place of the answer it lacks: a zero ID with its ID and error, nil
+                // lists rendered null (docs/cluster-api.md §4, "GET /peers").
                 let e = serde_json::json!({
-                    "id": c.peers[q].id, "addresses": [], "cluster_peers": [], "cluster_peers_addresses": [],
+                    "id": c.peers[q].id, "addresses": null, "cluster_peers": null, "cluster_peers_addresses": null,
                     "version": "", "commit": "", "rpc_protocol_version": "", "error": "context deadline exceeded",
-                    "ipfs": {"addresses": [], "error": ""}, "peername": "",
+                    "ipfs": {"addresses": null, "error": ""}, "peername": "",
                 });
                 failed.push(serde_json::to_vec(&e).unwrap());
             }
@@ -835,10 +837,7 @@ fn peers_stream(c: &Cluster, p: usize) -> Response {
 
 fn id_json(c: &Cluster, _from: usize, q: usize) -> serde_json::Value {
     let me = &c.peers[q];
-    let addrs = |i: usize| {
-        let peer = &c.peers[i];
-        vec![format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", peer.cluster_port, peer.id)]
-    };
+    let addrs = |i: usize| c.peers[i].cluster_addresses();
     serde_json::json!({
         "id": me.id,
         "addresses": addrs(q),
@@ -850,7 +849,7 @@ fn id_json(c: &Cluster, _from: usize, q: usize) -> serde_json::Value {
         "error": "",
         "ipfs": {
             "id": me.ipfs_id,
-            "addresses": [format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", 4001 + q, me.ipfs_id)],
+            "addresses": me.ipfs_addresses(),
             "error": "",
         },
         "peername": me.name,

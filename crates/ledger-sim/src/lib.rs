@@ -34,6 +34,12 @@ pub use state::NetConfig;
 pub struct SimConfig {
     pub peers: usize,
     pub listen: SocketAddr,
+    /// Each peer on a loopback address of its own (`listen`'s IP + i), all on one port, as the
+    /// members of a real cluster are on hosts of their own; otherwise one IP, a port each.
+    pub distinct_hosts: bool,
+    /// Peers whose `/id` and `/peers` addresses are these multiaddrs instead of their own (by
+    /// name), as a real peer's `cluster.announce_multiaddress` replaces what it says of itself.
+    pub announce: Vec<(String, Vec<String>)>,
     pub net: NetConfig,
     pub pins: Vec<pin::Pin>,
     pub users: auth::Users,
@@ -52,8 +58,44 @@ pub struct PeerInfo {
     pub url: String,
     #[serde(skip)]
     pub ipfs_id: String,
+    /// The host its cluster addresses give: the IP it listens on (127.0.0.1 for an unspecified one).
+    #[serde(skip)]
+    pub host: std::net::IpAddr,
     #[serde(skip)]
     pub cluster_port: u16,
+    /// Its kubo's swarm port.
+    #[serde(skip)]
+    pub ipfs_port: u16,
+    /// Its announced cluster addresses (`SimConfig::announce`), if any: they replace its own.
+    #[serde(skip)]
+    pub announce: Option<Vec<String>>,
+}
+
+impl PeerInfo {
+    /// Its cluster addresses, each ending `/p2p/<id>`, as `/id` and `/peers` give them.
+    pub fn cluster_addresses(&self) -> Vec<String> {
+        match &self.announce {
+            Some(a) => {
+                a.iter().map(|m| format!("{}/p2p/{}", m.trim_end_matches('/'), self.id)).collect()
+            }
+            None => {
+                vec![format!("{}/tcp/{}/p2p/{}", ip_part(self.host), self.cluster_port, self.id)]
+            }
+        }
+    }
+
+    /// Its kubo's addresses, on its host.
+    pub fn ipfs_addresses(&self) -> Vec<String> {
+        vec![format!("{}/tcp/{}/p2p/{}", ip_part(self.host), self.ipfs_port, self.ipfs_id)]
+    }
+}
+
+/// `/ip4/A` or `/ip6/A`.
+fn ip_part(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("/ip4/{a}"),
+        std::net::IpAddr::V6(a) => format!("/ip6/{a}"),
+    }
 }
 
 /// The shared state of a running simulated cluster.
@@ -137,30 +179,33 @@ pub fn peer_ids(seed: u64, n: usize) -> Vec<(String, String)> {
 /// Binds every peer's port, then serves until the returned [`Running`] is dropped.
 pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
     anyhow::ensure!(cfg.peers >= 1, "--peers must be at least 1");
-    let mut listeners = Vec::with_capacity(cfg.peers);
-    for i in 0..cfg.peers {
-        let addr = if cfg.listen.port() == 0 {
-            cfg.listen
-        } else {
-            let port = cfg.listen.port().checked_add(i as u16).context("port out of range")?;
-            SocketAddr::new(cfg.listen.ip(), port)
-        };
-        let l =
-            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(l);
+    for (name, _) in &cfg.announce {
+        let known = (0..cfg.peers).any(|i| format!("peer{i}") == *name);
+        anyhow::ensure!(known, "--announce names {name:?}, which is not a peer (peer0, peer1, …)");
     }
+    let listeners = if cfg.distinct_hosts {
+        bind_distinct(cfg.listen, cfg.peers).await?
+    } else {
+        bind_shared(cfg.listen, cfg.peers).await?
+    };
     let ids = peer_ids(cfg.net.seed, cfg.peers);
     let peers: Vec<PeerInfo> = listeners
         .iter()
         .enumerate()
         .map(|(i, l)| {
             let addr = l.local_addr().expect("bound");
+            let name = format!("peer{i}");
+            let announce = cfg.announce.iter().find(|(n, _)| *n == name).map(|(_, a)| a.clone());
             PeerInfo {
-                name: format!("peer{i}"),
+                name,
                 id: ids[i].0.clone(),
                 url: format!("http://{addr}"),
                 ipfs_id: ids[i].1.clone(),
-                cluster_port: 9096 + i as u16,
+                host: advertised(addr.ip()),
+                // On hosts of their own, every peer has the default cluster port.
+                cluster_port: if cfg.distinct_hosts { 9096 } else { 9096 + i as u16 },
+                ipfs_port: if cfg.distinct_hosts { 4001 } else { 4001 + i as u16 },
+                announce,
             }
         })
         .collect();
@@ -187,6 +232,74 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(async move { accept_loop(c, i, l).await }));
     }
     Ok(Running { cluster, tasks })
+}
+
+/// One IP, peer i on `listen`'s port + i (or each on a free port, for port 0).
+async fn bind_shared(listen: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(n);
+    for i in 0..n {
+        let addr = if listen.port() == 0 {
+            listen
+        } else {
+            let port = listen.port().checked_add(i as u16).context("port out of range")?;
+            SocketAddr::new(listen.ip(), port)
+        };
+        let l =
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// The address of peer `i` with distinct hosts: `ip` + i.
+fn nth_host(ip: std::net::Ipv4Addr, i: usize) -> Option<std::net::Ipv4Addr> {
+    let n = u32::from(ip).checked_add(u32::try_from(i).ok()?)?;
+    Some(std::net::Ipv4Addr::from(n))
+}
+
+/// Peer i on `listen`'s IPv4 address + i, all on one port: `listen`'s, or for port 0 one that is
+/// free on every host (tried a few times over).
+async fn bind_distinct(listen: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let std::net::IpAddr::V4(first) = listen.ip() else {
+        anyhow::bail!("--distinct-hosts needs an IPv4 --listen address (127.0.0.1:PORT)");
+    };
+    anyhow::ensure!(
+        !first.is_unspecified(),
+        "--distinct-hosts needs the first peer's own address, not {first}"
+    );
+    let last = nth_host(first, n - 1).context("--distinct-hosts: the addresses run out")?;
+    anyhow::ensure!(
+        first.is_loopback() == last.is_loopback(),
+        "--distinct-hosts: {first} to {last} leave the loopback network 127.0.0.0/8"
+    );
+    for _ in 0..20 {
+        let l0 = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let port = l0.local_addr()?.port();
+        let mut listeners = vec![l0];
+        for i in 1..n {
+            let addr = SocketAddr::new(nth_host(first, i).context("no address")?.into(), port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => listeners.push(l),
+                Err(_) if listen.port() == 0 => break,
+                Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+            }
+        }
+        if listeners.len() == n {
+            return Ok(listeners);
+        }
+    }
+    anyhow::bail!("--distinct-hosts: found no port free on all {n} addresses from {first}")
+}
+
+/// The host a peer's addresses give for its listen IP: itself, or loopback for an unspecified one.
+fn advertised(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    }
 }
 
 /// Runs due deliveries, batch commits and rebroadcast ticks, sleeping until the next one or a write.
