@@ -56,6 +56,27 @@ impl Peers {
     }
 }
 
+/// `ledger drift`'s arguments. Shared by the listings it dispatches to: `--status` lists pins
+/// stuck on a peer (`commands/drift_status.rs`).
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// List pins stuck in pin_error, pin_queued or pinning on a peer, from the status readings of
+    /// `ledger snapshot --status`: per peer, with since when, the status and the tracker's error
+    /// text. Exit 1 when any is listed.
+    #[arg(long)]
+    pub status: bool,
+    /// Only what has lasted at least this long, from the first reading that saw it to the peer's
+    /// latest (Go duration: 30s, 10m, 1h30m; 0s lists every stuck pin).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
+    pub older_than: std::time::Duration,
+    /// JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV on stdout instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record one pass of the pin set of a peer (or of every peer) into the ledger.
@@ -80,6 +101,8 @@ pub enum Command {
     Restore(crate::commands::restore::RestoreArgs),
     /// Pins per organisation and peer, unowned pins, and owner changes.
     Owners(crate::commands::owners::OwnersArgs),
+    /// Pins the peers disagree on; with --status, pins stuck in pin_error, pin_queued or pinning.
+    Drift(DriftArgs),
     /// Take snapshots on a schedule and report each new loss as it appears.
     Watch(crate::commands::watch::WatchArgs),
     /// Write a table of the ledger as CSV.

@@ -5,6 +5,7 @@ pub mod convergence;
 pub mod db;
 pub mod demo;
 pub mod diff;
+pub mod drift_status;
 pub mod export;
 pub mod history;
 pub mod lost;
@@ -37,6 +38,7 @@ fn reads_only(c: &Command) -> bool {
             | Command::Owners(_)
             | Command::Export(_)
             | Command::Report(_)
+            | Command::Drift(_)
     )
 }
 
@@ -56,6 +58,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lost(a) => lost::run(a, ctx),
         Command::Restore(a) => restore::run(a, ctx),
         Command::Owners(a) => owners::run(a, ctx),
+        Command::Drift(a) if a.status => drift_status::run(ctx, &a),
+        Command::Drift(_) => {
+            anyhow::bail!("ledger drift without --status is not available in this build")
+        }
         Command::Watch(a) => watch::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),

@@ -8,5 +8,6 @@ pub mod repin;
 pub mod restore;
 pub mod run;
 pub mod snapshot;
+pub mod status;
 pub mod tag;
 pub mod watch;

@@ -40,6 +40,9 @@ pub struct Report {
     pub unowned: i64,
     pub error: Option<String>,
     pub seconds: f64,
+    /// The status reading taken with the snapshot (`snapshot --status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::ledger::status::Reading>,
 }
 
 /// Options of one snapshot.
@@ -322,6 +325,7 @@ impl Pipeline {
             unowned: 0,
             error: None,
             seconds: 0.0,
+            status: None,
         };
         Ok(Pipeline {
             started,
