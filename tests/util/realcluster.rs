@@ -95,11 +95,14 @@ pub struct RealOptions {
     pub basic_auth: Option<(String, String)>,
     /// `consensus.crdt.rebroadcast_interval` (default 1m, as in a fresh `service.json`).
     pub rebroadcast: Option<String>,
+    /// `ipfs_connector.ipfshttp.pin_timeout`: how long a pin may go without progress before the
+    /// peer gives it up as `pin_error` (default 2m, as in a fresh `service.json`).
+    pub pin_timeout: Option<String>,
 }
 
 impl RealOptions {
     pub fn new(version: &'static str, peers: usize) -> RealOptions {
-        RealOptions { version, peers, basic_auth: None, rebroadcast: None }
+        RealOptions { version, peers, basic_auth: None, rebroadcast: None, pin_timeout: None }
     }
 }
 
@@ -800,6 +803,9 @@ fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOption
         c["api"]["pinsvcapi"]["http_listen_multiaddress"] = json!(ma(peer, PINSVC));
     }
     c["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = json!(ma(peer, IPFS_API));
+    if let Some(t) = &opts.pin_timeout {
+        c["ipfs_connector"]["ipfshttp"]["pin_timeout"] = json!(t);
+    }
     write_json(&path, &c);
 }
 
