@@ -255,6 +255,25 @@ fn a_snapshot_without_status_and_a_failed_reading_leave_the_stored_statuses_alon
 }
 
 #[test]
+fn watch_status_reads_the_statuses_after_every_snapshot() {
+    let case = Case::start(&["--peers", "2", "--pins", "8", "--lag", "0s"]);
+    let cid = case.pins()[2]["cid"].as_str().unwrap().to_string();
+    steer(&case, "peer1", &cid, Some("pinning"), "");
+    let out = case.run(&["watch", "--every", "1s", "--rounds", "3", "--all-peers", "--status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.matches("  statuses (reading ").count(), 6, "{out:?}");
+    assert_eq!(case.count("SELECT count(*) FROM status_readings WHERE state = 'complete'"), 6);
+    let out = case.run(&["drift", "--status", "--older-than", "1s", "--json"]);
+    assert_eq!(out.code, 1, "pinning for three rounds a second apart: {out:?}");
+    let r = report(&out);
+    assert_eq!(r.stuck.len(), 1, "{:?}", r.stuck);
+    assert_eq!((r.stuck[0].cid.as_str(), r.stuck[0].status.as_str()), (cid.as_str(), "pinning"));
+    assert_eq!(r.stuck[0].peer, case.sim.peers[1].id);
+    // Three rounds started a second apart: the first and last readings of peer1 about 2 s apart.
+    assert!(r.stuck[0].stuck_seconds >= 1.5, "{:?}", r.stuck[0]);
+}
+
+#[test]
 fn drift_status_bad_input_exits_2() {
     let case = Case::start(&["--peers", "1", "--pins", "3"]);
     let expect = |args: &[&str], says: &str| {

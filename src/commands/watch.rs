@@ -24,6 +24,10 @@ pub struct WatchArgs {
     /// of `ledger lost --json`, new losses only) on its stdin.
     #[arg(long, value_name = "CMD")]
     pub on_loss: Option<String>,
+    /// After each complete snapshot, also read the peer's own tracker status of its pins and store
+    /// the changes (as `snapshot --status`; `ledger drift --status` lists the stuck ones).
+    #[arg(long)]
+    pub status: bool,
     /// Stop after this many rounds, at least 1 (default: run until SIGTERM or SIGINT).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
@@ -35,6 +39,7 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         every: args.every,
         on_loss: args.on_loss.clone(),
         rounds: args.rounds,
+        status: args.status,
     };
     let quiet = ctx.is_quiet();
     let summary = |r: &crate::ledger::snapshot::Report| {

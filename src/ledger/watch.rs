@@ -23,6 +23,8 @@ pub struct Options {
     pub on_loss: Option<String>,
     /// Stop after this many rounds (`None`: until a signal).
     pub rounds: Option<u64>,
+    /// Read each peer's pin statuses after each complete snapshot (`--status`).
+    pub status: bool,
 }
 
 /// Watches until the rounds are done or a signal arrives. `each` gets every complete snapshot.
@@ -43,7 +45,7 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         round += 1;
-        let taken = snapshot_round(ctx, &clients, &mut stop, &mut each).await?;
+        let taken = snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
             let losses = incident::lost(&ctx.store()?.conn, &filter)?;
@@ -94,6 +96,7 @@ impl Stop {
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
+    status: bool,
     stop: &mut Stop,
     each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<i64>> {
@@ -104,7 +107,10 @@ async fn snapshot_round(
             break;
         }
         match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
-            Ok(r) if r.complete => {
+            Ok(mut r) if r.complete => {
+                if status {
+                    r.status = Some(read_status(store, c, &r).await?);
+                }
                 each(&r)?;
                 taken.push(r.id);
             }
@@ -122,6 +128,27 @@ async fn snapshot_round(
         }
     }
     Ok(taken)
+}
+
+/// The status reading after snapshot `r`: an incomplete one is logged (the next round reads
+/// again); one the ledger cannot store ends the watch.
+async fn read_status(
+    store: &crate::store::Store,
+    c: &Client,
+    r: &snapshot::Report,
+) -> anyhow::Result<crate::ledger::status::Reading> {
+    let reading = crate::ledger::status::read(store, c, r.id, &r.peer)
+        .await
+        .map_err(|e| e.context(format!("cannot store the statuses of {}", c.base())))?;
+    if !reading.complete {
+        tracing::warn!(
+            reading = reading.id,
+            "status reading of {} is incomplete ({}); no status counts as changed because of it",
+            c.base(),
+            reading.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(reading)
 }
 
 /// What the `--on-loss` hook's environment holds besides `LEDGER_DB`: the variables a shell command
