@@ -273,6 +273,57 @@ fn watch_status_reads_the_statuses_after_every_snapshot() {
     assert!(r.stuck[0].stuck_seconds >= 1.5, "{:?}", r.stuck[0]);
 }
 
+/// Waits until snapshot 1 is stored and its status reading has begun (the simulator holds the
+/// `GET /pins` answer back by its latency).
+fn wait_reading_begun(case: &Case) {
+    wait_until(PATIENCE, "the status reading to begin", || {
+        case.count("SELECT count(*) FROM status_readings WHERE state = 'running'") == 1
+    });
+    assert_eq!(case.count("SELECT count(*) FROM snapshots WHERE state = 'complete'"), 1);
+}
+
+#[test]
+fn a_status_reading_stopped_by_a_signal_or_a_kill_is_recorded_incomplete_and_changes_nothing() {
+    let case = Case::start(&["--peers", "1", "--pins", "8", "--lag", "0s"]);
+    let stored = "SELECT count(*) FROM pin_statuses";
+
+    // SIGTERM while the peer holds back its statuses: the reading is recorded incomplete at once,
+    // exit 2; the snapshot before it stays complete.
+    case.faults(r#"{"latency_ms":1500}"#);
+    let mut l = case.spawn(&["snapshot", "--status"]);
+    wait_reading_begun(&case);
+    l.signal("TERM");
+    let out = l.wait(PATIENCE);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(
+        case.sql("SELECT id, state, error FROM status_readings"),
+        vec![vec!["1".to_string(), "incomplete".into(), "interrupted by a signal".into()]]
+    );
+    assert_eq!(case.count(stored), 0);
+
+    // SIGKILL at the same point: the reading stays `running` until the next snapshot marks it.
+    case.faults(r#"{"latency_ms":1500}"#);
+    let mut l = case.spawn(&["snapshot", "--status"]);
+    wait_until(PATIENCE, "snapshot 2 to be stored", || {
+        case.count("SELECT count(*) FROM snapshots WHERE state = 'complete'") == 2
+    });
+    wait_until(PATIENCE, "the status reading to begin", || {
+        case.count("SELECT count(*) FROM status_readings WHERE state = 'running'") == 1
+    });
+    l.child.kill().unwrap();
+    l.child.wait().unwrap();
+    case.clear_faults();
+    let out = case.run(&["snapshot", "--status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows = case.sql("SELECT id, state, error FROM status_readings ORDER BY id");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[1][1], "incomplete", "{rows:?}");
+    assert!(rows[1][2].starts_with("interrupted: the ledger process stopped"), "{rows:?}");
+    assert_eq!(rows[2][1..], ["complete".to_string(), "NULL".into()]);
+    assert_eq!(case.count(stored), 8, "one interval per pin, opened by the complete reading");
+    assert_eq!(case.count("SELECT count(*) FROM pin_statuses WHERE first_reading = 3"), 8);
+}
+
 #[test]
 fn drift_status_bad_input_exits_2() {
     let case = Case::start(&["--peers", "1", "--pins", "3"]);

@@ -163,6 +163,7 @@ pub async fn take(
     // any snapshot still `running` belongs to a process that died.
     let _lock = store.write_lock()?;
     db::mark_interrupted(&store.conn)?;
+    crate::store::status::mark_interrupted(&store.conn)?;
     let me = client.id().await?;
     let conn = &store.conn;
     let mut snapshot = Pipeline::begin(conn, client, cluster, &me.id, opts, started)?;
