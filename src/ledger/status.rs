@@ -143,27 +143,50 @@ fn stream_failure(outcome: Option<&StreamOutcome>) -> Option<String> {
     }
 }
 
+/// One line of `GET /pins?local=true` as read: the fields ledger keeps, the rest skipped.
+#[derive(serde::Deserialize)]
+struct Info<'a> {
+    #[serde(borrow)]
+    cid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    peer_map: BTreeMap<std::borrow::Cow<'a, str>, Entry<'a>>,
+}
+
+/// A peer's entry of a GlobalPinInfo (PinInfoShort).
+#[derive(serde::Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    attempt_count: Option<i64>,
+}
+
 /// One line of `GET /pins?local=true`: a GlobalPinInfo whose `peer_map` holds this peer's entry
 /// (keyed by its ID; a map with one entry under another key is taken as the peer's own).
 pub fn parse_line(line: &[u8], peer: &str) -> Result<StatusLine, String> {
-    let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let cid = v.get("cid").and_then(|c| c.as_str()).filter(|c| !c.is_empty());
-    let cid = cid.ok_or("no \"cid\"")?;
-    let map = v.get("peer_map").and_then(|m| m.as_object()).ok_or("no \"peer_map\"")?;
-    let entry = match map.get(peer) {
+    let info: Info = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    if info.cid.is_empty() {
+        return Err("an empty \"cid\"".into());
+    }
+    let entry = match info.peer_map.get(peer) {
         Some(e) => e,
-        None if map.len() == 1 => map.values().next().ok_or("an empty \"peer_map\"")?,
+        None if info.peer_map.len() == 1 => {
+            info.peer_map.values().next().ok_or("an empty \"peer_map\"")?
+        }
         None => return Err(format!("no entry for peer {peer} in \"peer_map\"")),
     };
-    let status = entry.get("status").and_then(|s| s.as_str()).filter(|s| !s.is_empty());
+    let status = entry.status.as_deref().filter(|s| !s.is_empty());
     let status = status.ok_or("no \"status\" in the peer's entry")?;
-    let text = |k: &str| entry.get(k).and_then(|x| x.as_str()).unwrap_or("");
     Ok(StatusLine {
-        cid: cid.to_string(),
+        cid: info.cid.into_owned(),
         status: status.to_string(),
-        error: text("error").to_string(),
-        status_at: utc_time(text("timestamp")),
-        attempt_count: entry.get("attempt_count").and_then(|a| a.as_i64()).unwrap_or(0),
+        error: entry.error.as_deref().unwrap_or("").to_string(),
+        status_at: entry.timestamp.as_deref().and_then(utc_time),
+        attempt_count: entry.attempt_count.unwrap_or(0),
     })
 }
 
