@@ -101,7 +101,8 @@ pub enum Command {
     Restore(crate::commands::restore::RestoreArgs),
     /// Pins per organisation and peer, unowned pins, and owner changes.
     Owners(crate::commands::owners::OwnersArgs),
-    /// Pins the peers disagree on; with --status, pins stuck in pin_error, pin_queued or pinning.
+    /// Replica drift, from stored history; --status: pins stuck in pin_error, pin_queued or pinning
+    /// on a peer.
     Drift(DriftArgs),
     /// Take snapshots on a schedule and report each new loss as it appears.
     Watch(crate::commands::watch::WatchArgs),

@@ -274,3 +274,88 @@ pub fn latest_readings(conn: &Connection) -> rusqlite::Result<Vec<LatestReading>
     })?;
     rows.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(cid: &str, status: &str, error: &str) -> StatusLine {
+        let (cid, status, error) = (cid.to_string(), status.to_string(), error.to_string());
+        StatusLine { cid, status, error, status_at: None, attempt_count: 0 }
+    }
+
+    /// One complete reading of `lines` in `series`: its id.
+    fn reading(conn: &Connection, series: i64, lines: &[StatusLine]) -> (i64, Counts) {
+        let snap = crate::store::snapshots::begin(
+            conn,
+            series,
+            "http://127.0.0.1:1/",
+            None,
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap();
+        let id = begin(conn, snap, series, "2026-01-01T00:00:00Z").unwrap();
+        let previous = latest_complete(conn, series).unwrap();
+        let mut set = LineSet::new(conn).unwrap();
+        for l in lines {
+            set.add(l).unwrap();
+        }
+        let counts = set.apply(series, id, previous).unwrap();
+        drop(set);
+        finish(conn, id, true, previous, &counts, None).unwrap();
+        (id, counts)
+    }
+
+    fn intervals(conn: &Connection) -> Vec<(String, String, String, i64, Option<i64>)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT c.cid, ps.status, ps.error, ps.first_reading, ps.last_reading FROM pin_statuses ps
+                 JOIN cids c ON c.id = ps.cid_id ORDER BY c.cid, ps.first_reading",
+            )
+            .unwrap();
+        let rows =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)));
+        rows.unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn a_status_opens_an_interval_the_same_extends_it_a_change_or_absence_closes_it() {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let conn = &store.conn;
+        let series = crate::store::snapshots::series_id(conn, "c", "peerA").unwrap();
+        let (r1, c1) =
+            reading(conn, series, &[line("a", "pinned", ""), line("b", "pin_error", "x")]);
+        assert_eq!((c1.entries, c1.opened, c1.closed), (2, 2, 0));
+        // The same again: nothing written. A repeated CID in one reading: the first line counts.
+        let (_, c2) = reading(
+            conn,
+            series,
+            &[line("a", "pinned", ""), line("b", "pin_error", "x"), line("a", "pinning", "")],
+        );
+        assert_eq!((c2.entries, c2.opened, c2.closed), (2, 0, 0));
+        // b's error text changes (a new interval); a is no longer listed (closed); c is new.
+        let (r3, c3) =
+            reading(conn, series, &[line("b", "pin_error", "y"), line("c", "pin_queued", "")]);
+        assert_eq!((c3.entries, c3.opened, c3.closed), (2, 2, 2));
+        let r2 = r3 - 1;
+        assert_eq!(
+            intervals(conn),
+            vec![
+                ("a".into(), "pinned".into(), "".into(), r1, Some(r2)),
+                ("b".into(), "pin_error".into(), "x".into(), r1, Some(r2)),
+                ("b".into(), "pin_error".into(), "y".into(), r3, None),
+                ("c".into(), "pin_queued".into(), "".into(), r3, None),
+            ]
+        );
+        let stuck = current(conn, &["pin_error", "pin_queued", "pinning"]).unwrap();
+        let got: Vec<(&str, &str, i64)> =
+            stuck.iter().map(|s| (s.cid.as_str(), s.status.as_str(), s.first_reading)).collect();
+        assert_eq!(got, vec![("b", "pin_error", r3), ("c", "pin_queued", r3)]);
+        assert!(stuck.iter().all(|s| s.last_reading == r3));
+        // Another peer's series is its own.
+        let other = crate::store::snapshots::series_id(conn, "c", "peerB").unwrap();
+        let (_, c4) = reading(conn, other, &[line("b", "pinned", "")]);
+        assert_eq!((c4.opened, c4.closed), (1, 0));
+        assert_eq!(latest_readings(conn).unwrap().len(), 2);
+    }
+}
