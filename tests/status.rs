@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::case::Case;
 use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
@@ -322,6 +322,66 @@ fn a_status_reading_stopped_by_a_signal_or_a_kill_is_recorded_incomplete_and_cha
     assert_eq!(rows[2][1..], ["complete".to_string(), "NULL".into()]);
     assert_eq!(case.count(stored), 8, "one interval per pin, opened by the complete reading");
     assert_eq!(case.count("SELECT count(*) FROM pin_statuses WHERE first_reading = 3"), 8);
+}
+
+#[test]
+fn the_simulators_steered_status_shows_in_every_status_answer_until_cleared() {
+    let case = Case::start(&["--peers", "3", "--pins", "6", "--lag", "0s"]);
+    let cid = case.pins().iter().find(|p| p["max_depth"] == -1).unwrap()["cid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id1 = case.sim.peers[1].id.clone();
+    let entry_on = |peer: usize, path: &str| -> Vec<Value> {
+        let r = raw(case.sim.url(peer), "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.ndjson()
+            .into_iter()
+            .filter(|v| v["cid"] == cid.as_str())
+            .map(|v| v["peer_map"][&id1].clone())
+            .collect()
+    };
+    steer(&case, "peer1", &cid, Some("pin_error"), "context canceled");
+    for (peer, path) in [
+        (1, "/pins?local=true".to_string()),
+        (0, "/pins".to_string()),
+        (2, format!("/pins/{cid}")),
+        (1, "/pins?filter=pin_error&local=true".to_string()),
+    ] {
+        let e = entry_on(peer, &path);
+        assert_eq!(e.len(), 1, "{path} on peer{peer}: {e:?}");
+        assert_eq!(
+            (e[0]["status"].as_str(), e[0]["error"].as_str()),
+            (Some("pin_error"), Some("context canceled")),
+            "{path}"
+        );
+        assert_eq!(e[0]["attempt_count"], 1, "{path}");
+    }
+    // Other peers keep their own status.
+    let r = raw(case.sim.url(0), "GET", &format!("/pins/{cid}?local=true"), &[], b"");
+    assert_eq!(r.json()["peer_map"][&case.sim.peers[0].id]["status"], "pinned");
+    // Back to the tracker's own; a restart clears what was steered.
+    steer(&case, "peer1", &cid, None, "");
+    assert_eq!(entry_on(1, "/pins?local=true")[0]["status"], "pinned");
+    steer(&case, "peer1", &cid, Some("pinning"), "");
+    assert_eq!(entry_on(1, "/pins?local=true")[0]["status"], "pinning");
+    case.sim.control("POST", "/_sim/peers/peer1/restart", "");
+    assert_eq!(entry_on(1, "/pins?local=true")[0]["status"], "pinned");
+    steer(&case, "peer2", &cid, Some("pin_queued"), "");
+    case.sim.control("DELETE", "/_sim/status", "");
+    let r = raw(case.sim.url(2), "GET", &format!("/pins/{cid}?local=true"), &[], b"");
+    assert_eq!(r.json()["peer_map"][&case.sim.peers[2].id]["status"], "pinned");
+    // Refused: an unknown peer, status or CID, an unknown field.
+    for body in [
+        json!({"peer": "peer9", "cid": cid, "status": "pin_error"}),
+        json!({"peer": "peer1", "cid": cid, "status": "stuck"}),
+        json!({"peer": "peer1", "cid": cid, "status": "cluster_error"}),
+        json!({"peer": "peer1", "cid": "notacid", "status": "pin_error"}),
+        json!({"peer": "peer1", "cid": cid, "status": "pin_error", "extra": 1}),
+    ] {
+        let r = raw(case.sim.url(0), "POST", "/_sim/status", &[], body.to_string().as_bytes());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+    }
 }
 
 #[test]
