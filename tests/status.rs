@@ -7,7 +7,8 @@
 //! (readings a second or two apart against `--older-than 2s`). On the real cluster, a CID nobody
 //! has (kubo has no bootstrap peers and no routing, and nothing leaves loopback) is pinned with
 //! replication 2 under a 15 s `ipfshttp.pin_timeout`: its two allocated peers report it `pinning`,
-//! then `pin_error`, and `drift --status` lists it on exactly those two.
+//! then `pin_error`, and `drift --status` lists it on exactly those two; unpinned, it is listed
+//! nowhere.
 
 use std::time::{Duration, Instant};
 
@@ -532,5 +533,21 @@ fn real_a_pin_no_kubo_can_fetch_is_listed_stuck_on_the_peers_it_was_allocated_to
     );
     assert_eq!(remote, vec![vec!["remote".to_string()]]);
     assert_eq!(local_status(&rc, off, &cid).0, "remote");
+
+    // Unpinned, the pin leaves every peer's listing: its intervals end, nothing is stuck.
+    let r = raw(rc.url(0), "DELETE", &format!("/pins/{cid}"), &rc.auth(), b"");
+    assert_eq!(r.status, 200, "unpin: {}", r.text());
+    wait_real("every peer to drop the pin", || {
+        (0..3).all(|i| rc.pinset(i).iter().all(|p| p["cid"] != cid.as_str()))
+    });
+    let out = ledger_real(&rc, &db, &["snapshot", "--all-peers", "--status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = ledger_real(&rc, &db, &["drift", "--status", "--older-than", "0s"]);
+    assert_eq!(out.code, 0, "nothing stuck once unpinned: {out:?}");
+    let open = sql_rows(
+        &db,
+        &format!("SELECT count(*) FROM status_history WHERE cid = '{cid}' AND current"),
+    );
+    assert_eq!(open, vec![vec!["0".to_string()]], "every interval of the pin ended");
     rc.assert_loopback_only();
 }
