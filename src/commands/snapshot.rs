@@ -62,7 +62,8 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             if args.status {
                 let client = ctx.client(url)?;
                 let reading = status::read(ctx.store()?, &client, report.id, &report.peer).await;
-                report.status = Some(reading.with_context(|| format!("cannot read {url}"))?);
+                let why = || format!("cannot store the statuses of {url}");
+                report.status = Some(reading.with_context(why)?);
             }
             if !args.json {
                 render::snapshot_summary(&report)?;
