@@ -2,7 +2,9 @@
 //! lines on stdout (through [`crate::out!`], so a closed pipe ends the program quietly).
 
 use crate::app::{print_table, shown};
+use crate::cluster::Membership;
 use crate::ledger::convergence::Convergence;
+use crate::ledger::spread::Spread;
 use crate::ledger::{snapshot, tag};
 use crate::store::runs::ProbeRow;
 
@@ -68,41 +70,42 @@ fn status_summary(s: &crate::ledger::status::Reading) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Which members of the cluster the run verified, when not all: "verified 1 of 4 cluster peers; not
-/// read: …", and how to name the others.
-fn membership(r: &tag::Report) -> std::io::Result<()> {
-    let Some(members) = r.members else {
-        crate::out!(
-            "the write peer could not list the cluster's members (GET /peers): only the peers \
-             named were verified"
-        );
-        return Ok(());
-    };
-    if r.not_read.is_empty() {
+/// Which members of the cluster a command read, when not all: "verified 1 of 4 cluster peers; not
+/// read: …", and how to name the others. Nothing when every member was read.
+pub fn membership(m: &Membership, verb: &str) -> std::io::Result<()> {
+    if let Some(said) = m.shortfall(verb) {
+        crate::out!("{said}");
+        if m.members.is_some() {
+            crate::out!("  {}", crate::cluster::membership::HOW_TO_NAME_THEM);
+        }
+    }
+    Ok(())
+}
+
+/// Which peers show the `written` pins of a repin or a restore as the write peer does: every member,
+/// or the peers short of them and the members not read.
+pub fn spread(s: &Spread, written: usize) -> std::io::Result<()> {
+    if written == 0 {
         return Ok(());
     }
-    let names: Vec<String> = r
-        .not_read
-        .iter()
-        .map(|m| {
-            let name = if m.peername.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", shown(&m.peername))
-            };
-            format!("{}{name} (no REST address given)", crate::app::short_peer(&m.id))
-        })
-        .collect();
-    crate::out!(
-        "verified {} of {members} cluster peers; not read: {}",
-        members - r.not_read.len(),
-        names.join(", ")
-    );
-    crate::out!(
-        "  name each member's REST API with --cluster (comma-separated, the write peer first) or in \
-         the profile's peers"
-    );
-    Ok(())
+    if s.everywhere() {
+        crate::out!("shown as written on every peer ({} cluster members read)", s.peers.len());
+        return Ok(());
+    }
+    let fine = s.peers.iter().filter(|p| p.error.is_none() && p.lacking.is_empty()).count();
+    crate::out!("shown as written on {fine} of the {} peer(s) read", s.peers.len());
+    for p in s.short() {
+        let who = p.id.as_deref().map_or_else(|| p.url.clone(), crate::app::short_peer);
+        match &p.error {
+            Some(e) => crate::out!("  {who}: not read: {}", shown(e)),
+            None => crate::out!(
+                "  {who}: {} of {written} not shown as written within --timeout (first: {})",
+                p.lacking.len(),
+                p.lacking[0]
+            ),
+        }
+    }
+    membership(&s.membership, "read")
 }
 
 /// `TITLE: N` and the first ten (cid, owner), when there are any.
@@ -188,7 +191,7 @@ pub fn tag_report(r: &tag::Report) -> std::io::Result<()> {
         }
     }
     if !r.dry_run {
-        membership(r)?;
+        membership(&r.membership, "verified")?;
     }
     owned_list("owned by others (left alone)", &p.owned_by_others)?;
     owned_list(
@@ -241,6 +244,10 @@ pub fn convergence(report: &Convergence, every_sample: bool) -> anyhow::Result<(
             Some(s) => crate::out!("{}: every target after {s:.1}s", crate::app::short_peer(peer)),
             None => crate::out!("{}: NOT converged", crate::app::short_peer(peer)),
         }
+    }
+    match &report.membership {
+        Some(m) => membership(m, "verified")?,
+        None => crate::out!("{}", crate::report::unverified(None).unwrap_or_default()),
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod hostile_user;
 mod identity;
 mod layout;
 mod lost;
+mod membership;
 mod realcluster;
 mod repin;
 mod report;

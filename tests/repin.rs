@@ -45,7 +45,7 @@ fn repin(
 ) -> Output {
     let mut cmd = ledger();
     cmd.current_dir(dir.path())
-        .args(["--db", "ledger.db", "--cluster", sim.peer_url(0), "repin"])
+        .args(["--db", "ledger.db", "--cluster", &sim.all_urls(), "repin"])
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);

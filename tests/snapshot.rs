@@ -1392,11 +1392,13 @@ fn profile_with_peers_and_credentials_file_and_all_peers() {
     let out = l.run(&["snapshot", "--json"]);
     assert_eq!(out.code, 0, "{out:?}");
 
-    // --all-peers with several --cluster addresses.
+    // --all-peers with several --cluster addresses: two of the three members, so the third is
+    // named as not read (exit 1).
     let l2 = Ledger::new();
     let list = format!("{},{}", sim.url(0), sim.url(1));
     let (out, reports) = l2.snapshot_with(&[("LEDGER_BASIC_AUTH", &auth)], &list, &["--all-peers"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("snapshotted 2 of 3 cluster peers; not read: "), "{out:?}");
     assert_eq!(reports.len(), 2);
     assert_eq!(reports[1]["peer"].as_str(), Some(sim.peers[1].id.as_str()));
 }

@@ -543,12 +543,12 @@ pub struct PeerIdentity {
 }
 
 /// A member of the cluster, as `GET /peers` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: String,
     pub peername: String,
     /// Why the listing peer could not ask it (it is still a member).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

@@ -3,8 +3,10 @@
 
 pub mod client;
 pub mod config;
+pub mod membership;
 pub mod repin;
 
 pub use crate::pin::CanonicalPin;
 pub use client::{AllocStream, Client, Error, Member, Settings, StreamOutcome};
 pub use config::{Auth, Target};
+pub use membership::Membership;

@@ -224,7 +224,7 @@ fn outcome(r: &crate::report::Report, started: Instant) -> std::io::Result<bool>
     if !firsts.is_empty() {
         crate::out!("first read after pass 1 on the other peers: {}", firsts.join(", "));
     }
-    let converged = r.converged();
+    let converged = r.every_peer_converged();
     crate::out!(
         "{} after {} pass(es); demo finished in {:.1}s",
         if converged { "every peer converged" } else { "NOT every peer converged" },

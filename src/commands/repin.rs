@@ -9,6 +9,8 @@ use crate::app::print_json;
 use crate::context::Context;
 use crate::domain::Outcome;
 use crate::ledger::repin;
+use crate::ledger::spread::Spread;
+use crate::render;
 
 #[derive(Debug, Args)]
 pub struct RepinArgs {
@@ -62,14 +64,25 @@ pub fn run(args: RepinArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = ctx.until_signal(repin::one(ctx, &opts))?;
+    let one = ctx.until_signal(repin::one(ctx, &opts))?;
     if args.json {
-        print_json(&outcome)?;
+        print_json(&one)?;
     } else {
-        print_outcome(&cid, &outcome)?;
+        print_outcome(&cid, &one.outcome)?;
+        if let Some(spread) = &one.spread {
+            render::spread(spread, 1)?;
+        }
     }
+    let outcome = one.outcome;
     Ok(match outcome.outcome {
-        o if o.is_success() => ExitCode::SUCCESS,
+        _ if one.spread.as_ref().is_some_and(Spread::everywhere) => ExitCode::SUCCESS,
+        o if o.is_success() => {
+            eprintln!(
+                "ledger: the write peer shows the re-pin, but not every member of the cluster was \
+                 seen showing it (above)"
+            );
+            ExitCode::from(crate::error::ATTENTION)
+        }
         Outcome::Mismatch if outcome.still_as_before => {
             eprintln!(
                 "ledger: the cluster accepted the re-pin, but the pin still reads as it did before, \

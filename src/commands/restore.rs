@@ -63,8 +63,7 @@ pub fn run(args: RestoreArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report)?;
     }
-    let attention =
-        !report.conflicts.is_empty() || !report.failed.is_empty() || !report.unpinned.is_empty();
+    let attention = report.needs_attention();
     Ok(if attention { ExitCode::from(crate::error::ATTENTION) } else { ExitCode::SUCCESS })
 }
 
@@ -99,6 +98,9 @@ fn print_report(r: &restore::Report) -> std::io::Result<()> {
     }
     for f in &r.failed {
         crate::out!("  failed {}: {}", f.cid, crate::app::shown(&f.error));
+    }
+    if let Some(s) = &r.spread {
+        crate::render::spread(s, r.restored.len())?;
     }
     Ok(())
 }

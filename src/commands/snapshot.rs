@@ -1,6 +1,7 @@
 //! `ledger snapshot`: record one pass of a peer's pin set (`GET /allocations?filter=all`, that peer's
 //! own replica) as changes since the peer's previous complete snapshot. A peer that cannot be asked
-//! is named and the other peers are snapshotted all the same (exit 2).
+//! is named and the other peers are snapshotted all the same (exit 2). With `--all-peers`, members
+//! of the cluster (`GET /peers`) that no peer given is are named, and the command exits 1.
 
 use std::process::ExitCode;
 
@@ -96,11 +97,38 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             r.pins
         );
     }
-    Ok(if failed.is_empty() && unread.is_empty() && unreachable == 0 {
-        ExitCode::SUCCESS
-    } else {
+    let every_member = !args.peers.all_peers || members_read(ctx, &urls, &reports, args.json)?;
+    Ok(if !failed.is_empty() || !unread.is_empty() || unreachable > 0 {
         ExitCode::from(crate::error::ERROR)
+    } else if !every_member {
+        ExitCode::from(crate::error::ATTENTION)
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+/// `--all-peers`: whether the complete snapshots taken were of every member of the cluster (as the
+/// first peer that answers `GET /peers` lists them); says which were not, when not all.
+fn members_read(
+    ctx: &Context,
+    urls: &[url::Url],
+    reports: &[Report],
+    json: bool,
+) -> anyhow::Result<bool> {
+    let clients = ctx.clients(urls)?;
+    let listing: Vec<&crate::cluster::Client> = clients.iter().collect();
+    let mut read: Vec<Option<String>> =
+        reports.iter().filter(|r| r.complete).map(|r| Some(r.peer.clone())).collect();
+    read.resize(urls.len().max(read.len()), None);
+    let m = ctx.block_on(crate::cluster::Membership::check(&listing, &read))?;
+    if let Some(said) = m.shortfall("snapshotted") {
+        if json {
+            eprintln!("ledger: {said}");
+        } else {
+            render::membership(&m, "snapshotted")?;
+        }
+    }
+    Ok(m.every_member_read())
 }
 
 /// Whether `e` is the peer's answer, or its lack of one, rather than an error of the ledger.

@@ -1,7 +1,8 @@
 //! `ledger watch --every DURATION`: snapshots on a schedule, as a long-running process, so that the
 //! history an incident needs exists before it. Each new loss is logged as it appears and, with
 //! `--on-loss CMD`, handed to CMD as JSON on stdin. SIGTERM or SIGINT: the snapshot in progress is
-//! finished and stored, then the process exits 0.
+//! finished and stored, then the process exits 0 — or 1 with `--all-peers` when the last round did
+//! not snapshot every member of the cluster (`GET /peers`), which the watch logs as it sees it.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         every: args.every,
         on_loss: args.on_loss.clone(),
         rounds: args.rounds,
+        all_peers: args.peers.all_peers,
         status: args.status,
     };
     let quiet = ctx.is_quiet();
@@ -48,6 +50,9 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    ctx.block_on(watch::run(ctx, &opts, summary))??;
-    Ok(ExitCode::SUCCESS)
+    let members = ctx.block_on(watch::run(ctx, &opts, summary))??;
+    Ok(match members {
+        Some(m) if !m.every_member_read() => ExitCode::from(crate::error::ATTENTION),
+        _ => ExitCode::SUCCESS,
+    })
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use serde::Serialize;
 
+use crate::cluster::Membership;
 use crate::store::runs::{self, PassRow, ProbeRow, RunRow};
 
 /// A run's convergence (also the JSON of `ledger convergence --json`).
@@ -16,6 +17,8 @@ pub struct Convergence {
     pub curve: Vec<ProbeRow>,
     /// Per peer: seconds after the run started when it first showed every target (`null`: never).
     pub converged_after: BTreeMap<String, Option<f64>>,
+    /// The cluster's members the run read and those it did not (`null`: not recorded).
+    pub membership: Option<Membership>,
 }
 
 /// The run `id` (default: the latest tag run that was not a dry run) and how it converged.
@@ -44,12 +47,16 @@ pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Conv
         .into_iter()
         .map(|peer| (peer.to_string(), crate::report::converged_after(&curve, peer)))
         .collect();
-    Ok(Convergence { run, passes, curve, converged_after })
+    let membership = crate::report::recorded_membership(conn, id)?;
+    Ok(Convergence { run, passes, curve, converged_after, membership })
 }
 
 impl Convergence {
-    /// Whether every peer showed every target at some point.
+    /// Whether every peer read showed every target at some point, and those were every member of
+    /// the cluster.
     pub fn every_peer(&self) -> bool {
-        !self.converged_after.is_empty() && self.converged_after.values().all(Option::is_some)
+        !self.converged_after.is_empty()
+            && self.converged_after.values().all(Option::is_some)
+            && self.membership.as_ref().is_some_and(Membership::every_member_read)
     }
 }

@@ -8,6 +8,7 @@ pub mod repin;
 pub mod restore;
 pub mod run;
 pub mod snapshot;
+pub mod spread;
 pub mod status;
 pub mod tag;
 pub mod watch;

@@ -13,6 +13,7 @@ use crate::cluster::{CanonicalPin, Client, repin};
 use crate::context::Context;
 use crate::domain::{Outcome, RunKind, RunState};
 use crate::ledger::run::{Run, Spec};
+use crate::ledger::spread::{self, Spread};
 use crate::store::runs;
 
 /// What became of one re-pin.
@@ -483,30 +484,55 @@ pub async fn preview(ctx: &Context, opts: &OneOptions) -> anyhow::Result<repin::
     Ok(repin::build(&pin, &opts.set, &opts.unset, ctx.now())?)
 }
 
-/// One safe re-pin as a run of its own (kind `repin`): `done` when applied or already as asked,
-/// `attention` when the pin read back differs, `failed` otherwise.
-pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<RepinOutcome> {
-    let url = ctx.peers(opts.peer.as_deref())?.remove(0);
-    let client = ctx.client(&url)?;
+/// One safe re-pin and where it was seen: the outcome on the write peer, then (when it succeeded)
+/// which peers show the pin as the write peer does.
+#[derive(Debug, Clone, Serialize)]
+pub struct One {
+    #[serde(flatten)]
+    pub outcome: RepinOutcome,
+    pub spread: Option<Spread>,
+}
+
+impl One {
+    /// Whether the re-pin succeeded and every member of the cluster shows it.
+    pub fn everywhere(&self) -> bool {
+        self.outcome.outcome.is_success() && self.spread.as_ref().is_some_and(Spread::everywhere)
+    }
+}
+
+/// One safe re-pin as a run of its own (kind `repin`): `done` when applied or already as asked and
+/// shown so on every member of the cluster, `attention` when the pin read back differs or some
+/// member does not show it (or was not read), `failed` otherwise.
+pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<One> {
+    let clients = ctx.clients(&ctx.peers(opts.peer.as_deref())?)?;
+    let client = &clients[0];
     let params = serde_json::json!({ "cid": opts.cid, "set": opts.set, "unset": opts.unset });
     let spec = Spec { kind: RunKind::Repin, org: None, params, dry_run: false };
-    let run = Run::begin(ctx, &client, spec).await?;
+    let run = Run::begin(ctx, client, spec).await?;
     let change = Change { set: &opts.set, unset: &opts.unset, guard: None, per_cid: None };
     let b = Batch {
         conn: &ctx.store()?.conn,
-        client: &client,
+        client,
         at: (run.id(), 1),
         change: &change,
         pace: &Pace::default(),
         clock: ctx.clock,
     };
     let outcome = safe_repin(&b, &opts.cid).await?;
-    run.finish(match outcome.outcome {
-        o if o.is_success() => RunState::Done,
+    let mut one = One { outcome, spread: None };
+    if one.outcome.outcome.is_success() {
+        let cids = [opts.cid.clone()];
+        let spread = spread::check(&clients, &cids, client.timeout(), 1).await;
+        run.record_membership(&spread.membership)?;
+        one.spread = Some(spread);
+    }
+    run.finish(match one.outcome.outcome {
+        _ if one.everywhere() => RunState::Done,
+        o if o.is_success() => RunState::Attention,
         Outcome::Mismatch => RunState::Attention,
         _ => RunState::Failed,
     })?;
-    Ok(outcome)
+    Ok(one)
 }
 
 #[cfg(test)]

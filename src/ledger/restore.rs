@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::domain::{Outcome, PlanClass, RunKind, RunState, SnapshotState};
 use crate::ledger::repin::{self, Change, Pace, PinEdit};
 use crate::ledger::run::{Run, Spec};
+use crate::ledger::spread::{self, Spread};
 use crate::store::incident::{self, LostField};
 use crate::store::snapshots::{self as db, PinRow};
 use crate::store::{Store, runs};
@@ -195,6 +196,19 @@ pub struct Report {
     pub failed: Vec<Failed>,
     /// What each pin gets back.
     pub plan: Vec<Restored>,
+    /// Which peers show the restored pins as the write peer does (`None`: nothing was restored).
+    pub spread: Option<Spread>,
+}
+
+impl Report {
+    /// Whether a person must look at the restore: conflicts, failures, pins unpinned since, or
+    /// restored pins some member of the cluster was not seen to show.
+    pub fn needs_attention(&self) -> bool {
+        !self.conflicts.is_empty()
+            || !self.failed.is_empty()
+            || !self.unpinned.is_empty()
+            || self.spread.as_ref().is_some_and(|s| !s.everywhere())
+    }
 }
 
 struct Plan {
@@ -284,14 +298,14 @@ fn plan(store: &Store, opts: &Options) -> anyhow::Result<(db::SnapshotRow, i64, 
 pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
     let store = ctx.store()?;
     let (from, current, plan) = plan(store, opts)?;
-    let url = ctx.peers(opts.peer.as_deref())?.remove(0);
-    let client = ctx.client(&url)?;
+    let clients = ctx.clients(&ctx.peers(opts.peer.as_deref())?)?;
+    let client = &clients[0];
     let params = serde_json::json!({
         "from": opts.from, "current": current, "only": opts.only.as_ref().map(|o| o.len()),
         "keys": opts.keys, "force": opts.force, "concurrency": opts.concurrency,
     });
     let spec = Spec { kind: RunKind::Restore, org: None, params, dry_run: opts.dry_run };
-    let run = Run::begin(ctx, &client, spec).await?;
+    let run = Run::begin(ctx, client, spec).await?;
     let tx = store.conn.unchecked_transaction()?;
     runs::record_plan(
         &tx,
@@ -312,6 +326,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
         unpinned: plan.unpinned,
         failed: Vec::new(),
         plan: plan.restored,
+        spread: None,
     };
     if opts.dry_run {
         report.restored = report.plan.iter().map(|r| r.cid.clone()).collect();
@@ -319,7 +334,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
         return Ok(report);
     }
     let outcomes =
-        put_back(ctx, &client, run.id(), opts, &report.plan, (plan.edits, plan.expect)).await?;
+        put_back(ctx, client, run.id(), opts, &report.plan, (plan.edits, plan.expect)).await?;
     for o in outcomes {
         match o.outcome {
             o2 if o2.is_success() => report.restored.push(o.cid),
@@ -334,7 +349,15 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
             }),
         }
     }
-    let clean = report.conflicts.is_empty() && report.failed.is_empty();
+    if !report.restored.is_empty() {
+        let pace = opts.concurrency.max(1);
+        let spread = spread::check(&clients, &report.restored, client.timeout(), pace).await;
+        run.record_membership(&spread.membership)?;
+        report.spread = Some(spread);
+    }
+    let clean = report.conflicts.is_empty()
+        && report.failed.is_empty()
+        && report.spread.as_ref().is_none_or(Spread::everywhere);
     run.finish(if clean { RunState::Done } else { RunState::Attention })?;
     Ok(report)
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::cluster::Client;
+use crate::cluster::{Client, Membership};
 use crate::context::Context;
 use crate::domain::{RunKind, RunState};
 use crate::ledger::repin;
@@ -62,6 +62,12 @@ impl<'c> Run<'c> {
 
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// Records which members of the cluster the run read (for `convergence` and the report).
+    pub fn record_membership(&self, m: &Membership) -> anyhow::Result<()> {
+        runs::set_membership(&self.ctx.store()?.conn, self.id, &serde_json::to_string(m)?)?;
+        Ok(())
     }
 
     /// Records how the run ended.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cluster::{CanonicalPin, Client, Member};
+use crate::cluster::{CanonicalPin, Client, Membership};
 use crate::context::Context;
 use crate::domain::{Outcome, PlanClass, RunKind, RunState};
 use crate::ledger::run::{Run, Spec};
@@ -107,11 +107,9 @@ pub struct Report {
     pub stragglers: BTreeMap<String, Vec<String>>,
     /// Pins that changed owner between the plan and the re-pin, or failed, with the reason.
     pub not_tagged: Vec<(String, String)>,
-    /// How many members the cluster has, as the write peer lists them (`None`: it could not say,
-    /// or a dry run, which verifies nothing).
-    pub members: Option<usize>,
-    /// Members no peer of `--cluster` (or of the profile) is: never read, so never verified.
-    pub not_read: Vec<Member>,
+    /// The members the run verified and those it did not (a dry run verifies nothing).
+    #[serde(flatten)]
+    pub membership: Membership,
     pub seconds: f64,
 }
 
@@ -128,7 +126,7 @@ impl Report {
 
     /// Whether every member of the cluster was read: only then may the run say "every peer".
     pub fn every_member_read(&self) -> bool {
-        self.members.is_some() && self.not_read.is_empty()
+        self.membership.every_member_read()
     }
 }
 
@@ -170,26 +168,6 @@ fn ownership_guard(opts: &Options) -> impl Fn(&CanonicalPin) -> Option<String> +
         Some(o) if opts.reassign_from.as_deref() == Some(o) => None,
         Some(o) => Some(format!("owned by {o}: changed since the plan, left alone")),
     }
-}
-
-/// The cluster's members, as the write peer lists them (`GET /peers`), or `None` (logged) when it
-/// cannot say.
-async fn cluster_members(write: &Client) -> Option<Vec<Member>> {
-    match write.peers().await {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(
-                "cannot list the cluster's members ({e}): the run verifies the peers it was given, \
-                 and cannot say whether they are all"
-            );
-            None
-        }
-    }
-}
-
-/// The members whose ID none of the peers read (`read`: each peer's ID, `None` when it never said).
-fn not_read(members: Vec<Member>, read: &[Option<String>]) -> Vec<Member> {
-    members.into_iter().filter(|m| !read.iter().flatten().any(|id| *id == m.id)).collect()
 }
 
 /// The peer's ID as its `/id` says, or `None` when it cannot be asked now.
@@ -248,8 +226,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
         converged: false,
         stragglers: BTreeMap::new(),
         not_tagged: Vec::new(),
-        members: None,
-        not_read: Vec::new(),
+        membership: Membership::default(),
         seconds: 0.0,
     };
     if opts.dry_run {
@@ -258,7 +235,6 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
         run.finish(RunState::Done)?;
         return Ok(report);
     }
-    let members = cluster_members(write).await;
     let mut m = Migration::new(ctx, &clients, &run, opts, &report.plan, started).await?;
     for pass in 1..=opts.max_passes {
         let mut pr = m.repin(pass, &mut report).await?;
@@ -273,8 +249,8 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
             break;
         }
     }
-    report.members = members.as_ref().map(Vec::len);
-    report.not_read = not_read(members.unwrap_or_default(), &m.peer_ids);
+    report.membership = Membership::check(&[write], &m.peer_ids).await;
+    run.record_membership(&report.membership)?;
     report.seconds = started.elapsed().as_secs_f64();
     run.finish(if report.needs_attention() { RunState::Attention } else { RunState::Done })?;
     Ok(report)

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cluster::Client;
+use crate::cluster::{Client, Membership};
 use crate::context::Context;
 use crate::ledger::lost::LossReport;
 use crate::ledger::snapshot;
@@ -23,16 +23,19 @@ pub struct Options {
     pub on_loss: Option<String>,
     /// Stop after this many rounds (`None`: until a signal).
     pub rounds: Option<u64>,
+    /// `--all-peers`: say which members of the cluster (`GET /peers`) a round did not snapshot.
+    pub all_peers: bool,
     /// Read each peer's pin statuses after each complete snapshot (`--status`).
     pub status: bool,
 }
 
 /// Watches until the rounds are done or a signal arrives. `each` gets every complete snapshot.
+/// With `--all-peers`, the members the last round snapshotted (`None` without it).
 pub async fn run(
     ctx: &Context,
     opts: &Options,
     mut each: impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Membership>> {
     let clients = ctx.clients(&opts.peers)?;
     let mut stop = Stop { shutdown: crate::app::Shutdown::new()?, seen: false };
     tracing::info!(
@@ -42,10 +45,16 @@ pub async fn run(
         ctx.db_path().display()
     );
     let mut round = 0u64;
+    let mut members: Option<Membership> = None;
     loop {
         let started = tokio::time::Instant::now();
         round += 1;
-        let taken = snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
+        let (taken, read) =
+            snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
+        // A round a signal cut short says nothing of the members.
+        if opts.all_peers && !stop.seen() {
+            members = Some(check_members(&clients, read, round, members).await);
+        }
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
             let losses = incident::lost(&ctx.store()?.conn, &filter)?;
@@ -63,7 +72,33 @@ pub async fn run(
     if stop.seen {
         tracing::info!("stopping");
     }
-    Ok(())
+    Ok(members)
+}
+
+/// The members a round snapshotted (`read`: the peer ID of each complete snapshot), logged when
+/// they differ from the round before's (`last`).
+async fn check_members(
+    clients: &[Client],
+    mut read: Vec<Option<String>>,
+    round: u64,
+    last: Option<Membership>,
+) -> Membership {
+    let listing: Vec<&Client> = clients.iter().collect();
+    read.resize(clients.len().max(read.len()), None);
+    let m = Membership::check(&listing, &read).await;
+    if last.as_ref() != Some(&m) {
+        match m.shortfall("snapshotted") {
+            Some(said) => tracing::warn!(
+                "round {round}: {said}; {}",
+                crate::cluster::membership::HOW_TO_NAME_THEM
+            ),
+            None if last.is_some() => {
+                tracing::info!("round {round}: every member of the cluster snapshotted")
+            }
+            None => {}
+        }
+    }
+    m
 }
 
 /// SIGTERM or SIGINT, remembered once seen: checked before each snapshot, so a signal lets the
@@ -91,17 +126,17 @@ impl Stop {
     }
 }
 
-/// One snapshot of each peer (until a signal); the ids of the complete ones. A peer that cannot be
-/// read is logged; a snapshot the ledger cannot store is an error.
+/// One snapshot of each peer (until a signal); the ids of the complete ones, and their peers' IDs. A
+/// peer that cannot be read is logged; a snapshot the ledger cannot store is an error.
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
     status: bool,
     stop: &mut Stop,
     each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<(Vec<i64>, Vec<Option<String>>)> {
     let (store, cluster) = (ctx.store()?, ctx.cluster_name()?);
-    let mut taken = Vec::new();
+    let (mut taken, mut read) = (Vec::new(), Vec::new());
     for c in clients {
         if stop.seen() {
             break;
@@ -113,6 +148,7 @@ async fn snapshot_round(
                 }
                 each(&r)?;
                 taken.push(r.id);
+                read.push(Some(r.peer.clone()));
             }
             Ok(r) => tracing::warn!(
                 snapshot = r.id,
@@ -127,7 +163,7 @@ async fn snapshot_round(
             Err(e) => tracing::warn!("cannot snapshot {}: {e:#}", c.base()),
         }
     }
-    Ok(taken)
+    Ok((taken, read))
 }
 
 /// The status reading after snapshot `r`: an incomplete one is logged (the next round reads

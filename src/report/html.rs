@@ -110,11 +110,18 @@ fn summary(h: &mut String, r: &Report) {
         r.planned(PlanClass::Already),
         r.planned(PlanClass::Conflict),
     );
-    if r.converged() {
+    if r.every_peer_converged() {
         let last = r.peers.iter().filter_map(|p| r.converged_after(p)).fold(0.0, f64::max);
         let _ = writeln!(
             h,
             "<p class=\"good\">Converged: every peer showed every target tagged {last:.1} s after the run started.</p>"
+        );
+    } else if r.converged() {
+        let last = r.peers.iter().filter_map(|p| r.converged_after(p)).fold(0.0, f64::max);
+        let _ = writeln!(
+            h,
+            "<p class=\"bad\">Converged on the {} peer(s) read, {last:.1} s after the run started; not known for the rest of the cluster.</p>",
+            r.peers.len()
         );
     } else if !r.peers.is_empty() {
         let _ = writeln!(
@@ -122,6 +129,9 @@ fn summary(h: &mut String, r: &Report) {
             "<p class=\"bad\">Not converged: {} target(s) not tagged on some peer at the last verification.</p>",
             r.stragglers.len()
         );
+    }
+    if let Some(said) = crate::report::unverified(r.membership.as_ref()) {
+        let _ = writeln!(h, "<p class=\"bad\" id=\"membership\">{}.</p>", esc(&said));
     }
 }
 
@@ -249,7 +259,11 @@ fn section_stragglers(h: &mut String, r: &Report) {
     }
     h.push_str("</table>\n");
     if r.stragglers.is_empty() {
-        h.push_str("<p class=\"good\">None: every peer's last verification snapshot shows every target tagged.</p>\n");
+        if r.every_member_read() {
+            h.push_str("<p class=\"good\">None: every peer's last verification snapshot shows every target tagged.</p>\n");
+        } else {
+            h.push_str("<p class=\"good\">None: the last verification snapshot of each peer read shows every target tagged.</p>\n");
+        }
         return;
     }
     h.push_str("<table id=\"stragglers\">\n<tr><th class=\"l\">peer</th><th class=\"l\">cid</th><th class=\"l\">state</th><th class=\"l\">org seen</th></tr>\n");

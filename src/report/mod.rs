@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use rusqlite::Connection;
 
+use crate::cluster::Membership;
 use crate::domain::PlanClass;
 use crate::store::incident::{self, PeerOwners};
 use crate::store::report::{self as q, Conflict, Straggler, Verified};
@@ -41,6 +42,8 @@ pub struct Report {
     pub asked_by_name: bool,
     /// Each peer of the run's cluster, its latest complete snapshot by owner.
     pub owners: Vec<PeerOwners>,
+    /// The cluster's members the run read and those it did not (`None`: not recorded).
+    pub membership: Option<Membership>,
 }
 
 /// The run a report is about: the one asked for, or the latest tag run that was not a dry run.
@@ -79,6 +82,7 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
     let stragglers = q::stragglers(conn, id, &org)?;
     let owned_by_others = q::owned_by_others(conn, id)?;
     let asked_by_name = q::asked_by_name(conn, id)?;
+    let membership = recorded_membership(conn, id)?;
     let plan = q::plan_counts(conn, id)?.into_iter().collect();
     let mut peers: Vec<String> = probes.iter().map(|p| p.peer.clone()).collect();
     peers.extend(verified.iter().map(|v| v.peer.clone()));
@@ -105,7 +109,29 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
         owned_by_others,
         asked_by_name,
         owners,
+        membership,
     })
+}
+
+/// The members a run read, as it recorded them (`None`: it recorded none).
+pub fn recorded_membership(conn: &Connection, run: i64) -> anyhow::Result<Option<Membership>> {
+    let Some(json) = runs::membership(conn, run)? else { return Ok(None) };
+    let m = serde_json::from_str(&json)
+        .with_context(|| format!("run {run}'s recorded members are not readable"))?;
+    Ok(Some(m))
+}
+
+/// What may be said of the members a run read, when it may not say "every peer": the members it
+/// did not read, or that it recorded none. `None` when every member was read.
+pub fn unverified(m: Option<&Membership>) -> Option<String> {
+    match m {
+        Some(m) => m.shortfall("verified"),
+        None => Some(
+            "which of the cluster's members the run read was not recorded: only the peers shown \
+             were verified"
+                .into(),
+        ),
+    }
 }
 
 impl Report {
@@ -142,7 +168,17 @@ impl Report {
         converged_after(&self.probes, peer)
     }
 
-    /// Whether every peer showed every target at its last sample.
+    /// Whether every member of the cluster was read, so that the report may say "every peer".
+    pub fn every_member_read(&self) -> bool {
+        self.membership.as_ref().is_some_and(Membership::every_member_read)
+    }
+
+    /// Whether every peer read showed every target at its last sample, and those were every member.
+    pub fn every_peer_converged(&self) -> bool {
+        self.converged() && self.every_member_read()
+    }
+
+    /// Whether every peer read showed every target at its last sample.
     pub fn converged(&self) -> bool {
         !self.peers.is_empty()
             && self.peers.iter().all(|peer| {

@@ -39,6 +39,26 @@ pub fn begin(conn: &Connection, r: &NewRun) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
+/// Records which members of the cluster the run read, as `params.membership` (JSON).
+pub fn set_membership(conn: &Connection, run: i64, membership_json: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET params = json_set(coalesce(params, '{}'), '$.membership', json(?2))
+         WHERE id = ?1",
+        params![run, membership_json],
+    )?;
+    Ok(())
+}
+
+/// The members the run read, as [`set_membership`] recorded them (`None`: a run that recorded
+/// none, such as a dry run or one begun before runs recorded them).
+pub fn membership(conn: &Connection, run: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT json_extract(params, '$.membership') FROM runs WHERE id = ?1",
+        params![run],
+        |r| r.get(0),
+    )
+}
+
 /// Ends a run with its state.
 pub fn finish(conn: &Connection, run: i64, state: RunState) -> rusqlite::Result<()> {
     conn.execute(

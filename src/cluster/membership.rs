@@ -1,0 +1,150 @@
+//! Which members of the cluster a command read: the members a peer lists (`GET /peers`) against the
+//! IDs the peers the command was given answered with. Only when every member was read may a
+//! command say "every peer"; otherwise it names the members it did not read and says how to give
+//! their addresses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Client, Member};
+
+/// The members a command read and those it did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// How many members the cluster has, as the listing peer says (`None`: no peer could list them).
+    pub members: Option<usize>,
+    /// Members the command read (their IDs, as the cluster lists them).
+    pub read: Vec<String>,
+    /// Members no peer the command read is: never read, so never verified.
+    pub not_read: Vec<Member>,
+    /// Peers the command was given that never said who they are (down, or refusing).
+    #[serde(default)]
+    pub unanswered: usize,
+}
+
+impl Membership {
+    /// Asks the first of `listing` that answers for the cluster's members and sets them against
+    /// `read`: the ID each peer the command read said it has (`None`: it never said).
+    pub async fn check(listing: &[&Client], read: &[Option<String>]) -> Membership {
+        let mut members = None;
+        for c in listing {
+            match c.peers().await {
+                Ok(m) => {
+                    members = Some(m);
+                    break;
+                }
+                Err(e) => tracing::warn!("cannot list the cluster's members at {}: {e}", c.base()),
+            }
+        }
+        if members.is_none() {
+            tracing::warn!(
+                "no peer could list the cluster's members: only the peers given are verified, \
+                 and whether they are all the cluster's is not known"
+            );
+        }
+        Membership::of(members, read)
+    }
+
+    /// `members` (as a peer lists them, `None`: not known) set against the IDs read.
+    pub fn of(members: Option<Vec<Member>>, read: &[Option<String>]) -> Membership {
+        let unanswered = read.iter().filter(|r| r.is_none()).count();
+        let Some(members) = members else {
+            return Membership {
+                members: None,
+                read: Vec::new(),
+                not_read: Vec::new(),
+                unanswered,
+            };
+        };
+        let count = members.len();
+        let (was_read, not_read): (Vec<Member>, Vec<Member>) =
+            members.into_iter().partition(|m| read.iter().flatten().any(|id| *id == m.id));
+        Membership {
+            members: Some(count),
+            read: was_read.into_iter().map(|m| m.id).collect(),
+            not_read,
+            unanswered,
+        }
+    }
+
+    /// Whether every member of the cluster was read: only then may a command say "every peer".
+    pub fn every_member_read(&self) -> bool {
+        self.members.is_some() && self.not_read.is_empty()
+    }
+
+    /// What a command says of the members it read, when it may not say "every peer": "verified 1 of
+    /// 4 cluster peers; not read: 12D3Ko…x (no REST address given)", or that the members are not
+    /// known. `None` when every member was read.
+    pub fn shortfall(&self, verb: &str) -> Option<String> {
+        let Some(members) = self.members else {
+            return Some(format!(
+                "the peers asked could not list the cluster's members (GET /peers): only the peers \
+                 given were {verb}, and whether they are all the cluster's is not known"
+            ));
+        };
+        if self.not_read.is_empty() {
+            return None;
+        }
+        let why = if self.unanswered > 0 {
+            "not answering, or no REST address given"
+        } else {
+            "no REST address given"
+        };
+        let names: Vec<String> = self
+            .not_read
+            .iter()
+            .map(|m| {
+                let name = if m.peername.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", crate::app::shown(&m.peername))
+                };
+                let why = m.error.as_deref().map_or(why.into(), crate::app::shown);
+                format!("{}{name} ({why})", crate::app::short_peer(&m.id))
+            })
+            .collect();
+        Some(format!(
+            "{verb} {} of {members} cluster peers; not read: {}",
+            members - self.not_read.len(),
+            names.join(", ")
+        ))
+    }
+}
+
+/// How to give the members' addresses, said after a [`Membership::shortfall`].
+pub const HOW_TO_NAME_THEM: &str = "name each member's REST API with --cluster (comma-separated, the \
+                                    write peer first) or in the profile's peers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, name: &str) -> Member {
+        Member { id: id.into(), peername: name.into(), error: None }
+    }
+
+    #[test]
+    fn only_a_cluster_whose_every_member_was_read_is_every_peer() {
+        let all = vec![member("a", "p0"), member("b", "p1"), member("c", "p2")];
+        let m = Membership::of(Some(all.clone()), &[Some("a".into()), Some("b".into())]);
+        assert_eq!(
+            (m.members, m.read.clone(), m.not_read.clone()),
+            (Some(3), vec!["a".to_string(), "b".to_string()], vec![member("c", "p2")])
+        );
+        assert!(!m.every_member_read());
+        let said = m.shortfall("verified").unwrap();
+        assert!(said.starts_with("verified 2 of 3 cluster peers; not read: "), "{said}");
+        assert!(said.ends_with(" p2 (no REST address given)"), "{said}");
+
+        let m = Membership::of(Some(all.clone()), &[Some("a".into()), None]);
+        assert!(m.shortfall("read").unwrap().contains("(not answering, or no REST address given)"));
+
+        let every = [Some("c".into()), Some("a".into()), Some("b".into())];
+        let m = Membership::of(Some(all), &every);
+        assert!(m.every_member_read());
+        assert_eq!(m.shortfall("verified"), None);
+
+        let unknown = Membership::of(None, &every);
+        assert!(!unknown.every_member_read());
+        assert!(unknown.shortfall("verified").unwrap().contains("not known"));
+    }
+}
