@@ -56,27 +56,6 @@ impl Peers {
     }
 }
 
-/// `ledger drift`'s arguments. Shared by the listings it dispatches to: `--status` lists pins
-/// stuck on a peer (`commands/drift_status.rs`).
-#[derive(Debug, Args)]
-pub struct DriftArgs {
-    /// List pins stuck in pin_error, pin_queued or pinning on a peer, from the status readings of
-    /// `ledger snapshot --status`: per peer, with since when, the status and the tracker's error
-    /// text. Exit 1 when any is listed.
-    #[arg(long)]
-    pub status: bool,
-    /// Only what has lasted at least this long, from the first reading that saw it to the peer's
-    /// latest (Go duration: 30s, 10m, 1h30m; 0s lists every stuck pin).
-    #[arg(long, default_value = "10m", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
-    pub older_than: std::time::Duration,
-    /// JSON instead of a table.
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// CSV on stdout instead of a table.
-    #[arg(long)]
-    pub csv: bool,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record one pass of the pin set of a peer (or of every peer) into the ledger.
@@ -99,11 +78,34 @@ pub enum Command {
     Lost(crate::commands::lost::LostArgs),
     /// Put back the values pins had in a snapshot and have since lost (safe re-pins, on the record).
     Restore(crate::commands::restore::RestoreArgs),
+    /// Pins on which the peers' replicas disagree, since when, who holds what, and whether it heals.
+    ///
+    /// Reads the ledger only. A pin disagrees when the compared peers' latest complete snapshots
+    /// do not all hold the same version of it (the stored form: name, metadata, allocations,
+    /// replication, expiry, timestamp …), or some hold it and others lack it. The peers compared
+    /// are the cluster's (--cluster or the profile) that the ledger holds snapshots of, less those
+    /// whose latest snapshot is incomplete or whose latest complete snapshot started more than
+    /// --stale-after before the newest peer's (each named, with why).
+    ///
+    /// Since: the view at snapshot K holds each compared peer's latest complete snapshot up to K;
+    /// a disagreement lasts since the earliest snapshot K from which the pin disagrees in every
+    /// view up to the current one, without a break. Its age is now minus that snapshot's start.
+    ///
+    /// A round is a run of consecutive complete snapshots in which no peer appears twice (one
+    /// `snapshot --all-peers`, one `watch` round). The disagreeing pins are counted at the end of
+    /// each of the last --rounds rounds; the trend compares the two latest: healing (fewer),
+    /// growing (more), steady (as many), agreed (none), unknown (one round).
+    ///
+    /// Exit 0 when no disagreement is older than --older-than, 1 when one is, 2 on bad input.
+    ///
+    /// --status lists instead the pins stuck in pin_error, pin_queued or pinning on a peer, from
+    /// the status readings of `ledger snapshot --status`: per peer, with since when (the first
+    /// reading that saw the status), the status and the tracker's error text; --older-than is
+    /// then measured from that reading to the peer's latest, which still sees it. Exit 1 when any
+    /// is listed, 0 when none, 2 on bad input or a ledger with no status reading.
+    Drift(crate::commands::drift::DriftArgs),
     /// Pins per organisation and peer, unowned pins, and owner changes.
     Owners(crate::commands::owners::OwnersArgs),
-    /// Replica drift, from stored history; --status: pins stuck in pin_error, pin_queued or pinning
-    /// on a peer.
-    Drift(DriftArgs),
     /// Take snapshots on a schedule and report each new loss as it appears.
     Watch(crate::commands::watch::WatchArgs),
     /// Write a table of the ledger as CSV.
@@ -236,6 +238,27 @@ mod tests {
         assert!(Cli::try_parse_from(["ledger", "report", "x"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--lag", "2s..1s"]).is_err());
         assert!(Cli::try_parse_from(["ledger", "demo", "--rate", "-3"]).is_err());
+    }
+
+    #[test]
+    fn drift_and_its_watch_flags_parse() {
+        use std::time::Duration;
+        let cli = Cli::try_parse_from(["ledger", "drift"]).unwrap();
+        let Command::Drift(a) = cli.command else { panic!("not drift") };
+        assert_eq!(
+            (a.older_than, a.stale_after, a.rounds),
+            (Duration::from_secs(600), Duration::from_secs(3600), 5)
+        );
+        assert!(Cli::try_parse_from(["ledger", "drift", "--json", "--csv"]).is_err());
+        assert!(Cli::try_parse_from(["ledger", "drift", "--older-than", "-1s"]).is_err());
+        let w = ["ledger", "watch", "--every", "1s", "--drift-after", "0s", "--on-drift", "cat"];
+        let Command::Watch(a) = Cli::try_parse_from(w).unwrap().command else {
+            panic!("not watch")
+        };
+        assert_eq!((a.drift_after, a.on_drift.as_deref()), (Some(Duration::ZERO), Some("cat")));
+        assert!(
+            Cli::try_parse_from(["ledger", "watch", "--every", "1s", "--on-drift", "x"]).is_err()
+        );
     }
 
     #[test]

@@ -206,9 +206,9 @@ fn expect(cmd: Cmd, fault: Fault) -> Expect {
                 "incomplete",
             ]],
         ),
-        // peer2, down for 6 s, missed every round (exit 1, said), or was back for the last one.
+        // peer2, down for 6 s, missed every round (exit 1, said), or was back by the last one.
         (Watch, Restarted) => Expect {
-            or: Some((0, "round 3: every member of the cluster snapshotted")),
+            or: Some((0, ": every member of the cluster snapshotted")),
             ..e(
                 1,
                 &["cannot snapshot", "round 1: snapshotted 2 of 3 cluster peers; not read: "],

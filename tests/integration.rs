@@ -5,6 +5,7 @@ mod util;
 mod ctl;
 mod demo;
 mod differential;
+mod drift;
 mod export;
 mod faults;
 mod faults_real;

@@ -7,11 +7,15 @@ use std::path::Path;
 
 use crate::util::*;
 
-/// `ledger --db DIR/ledger.db --cluster CLUSTER ARGS`.
+/// `ledger --db DIR/ledger.db --cluster CLUSTER --timeout 2s ARGS`.
 fn run(dir: &Path, cluster: &str, args: &[&str]) -> Out {
+    run_for(dir, cluster, "2s", args)
+}
+
+fn run_for(dir: &Path, cluster: &str, timeout: &str, args: &[&str]) -> Out {
     ledger()
         .current_dir(dir)
-        .args(["--db", "ledger.db", "--cluster", cluster, "--timeout", "2s"])
+        .args(["--db", "ledger.db", "--cluster", cluster, "--timeout", timeout])
         .args(args)
         .output()
         .unwrap()
@@ -180,4 +184,95 @@ fn convergence_and_report_say_every_peer_only_of_a_run_that_read_every_member() 
     let html = report("all");
     assert!(html.contains("Converged: every peer showed every target tagged"), "{html}");
     assert!(!html.contains("id=\"membership\""), "{html}");
+}
+
+/// On either cluster, three peers and only the first named: `tag` verifies that peer, names the two
+/// members it never read and exits 1 (`attention`); named whole, the same cluster's run tags and
+/// verifies every member, leaves the pins another organisation owns alone and exits 0 (`done`).
+/// `snapshot --all-peers` and `repin` given the first peer only name the other two as well.
+fn the_first_peer_alone_is_one_of_three_members(b: Backend) {
+    let Some(c) = Cluster::start(b, 3) else { return };
+    let (timeout, settle) = match b {
+        Backend::Sim => ("2s", "300ms"),
+        Backend::Real => ("30s", "2s"),
+    };
+    let pins: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let q = if i % 3 == 0 { "meta-org=amnesty".to_string() } else { format!("name=m{i}") };
+            (format!("/pins/{}", cid_of(&format!("membership-{i}"))), q)
+        })
+        .collect();
+    c.seed(&pins);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = c.ids();
+    let tag = ["tag", "--org", "hrdag", "--settle", settle, "--json"];
+
+    let all = run_for(d, &c.urls(), timeout, &tag);
+    assert_eq!(all.code, 0, "{all:?}");
+    let v = all.json();
+    assert_eq!((v["converged"].clone(), v["members"].clone()), (true.into(), 3.into()), "{v}");
+    assert_eq!(v["plan"]["owned_by_others"].as_array().unwrap().len(), 4, "{v}");
+    assert!(not_read(&v).is_empty(), "{v}");
+
+    let one = run_for(d, c.url(0), timeout, &tag);
+    assert_eq!(one.code, 1, "{one:?}");
+    let v = one.json();
+    assert_eq!(v["members"], 3, "{v}");
+    assert_eq!(not_read(&v), ids[1..].to_vec(), "{v}");
+    let text = run_for(d, c.url(0), timeout, &tag[..5]);
+    assert!(text.stdout.contains("verified 1 of 3 cluster peers; not read: "), "{text:?}");
+    assert!(!text.stdout.contains("every peer"), "{text:?}");
+    assert!(text.stdout.contains("owned by others (left alone): 4"), "{text:?}");
+
+    let snap = run_for(d, c.url(0), timeout, &["snapshot", "--all-peers"]);
+    assert_eq!(snap.code, 1, "{snap:?}");
+    assert!(snap.stdout.contains("snapshotted 1 of 3 cluster peers; not read: "), "{snap:?}");
+    let cid = cid_of("membership-1");
+    let repin = run_for(d, c.url(0), timeout, &["repin", &cid, "--meta", "note=a", "--json"]);
+    assert_eq!(repin.code, 1, "{repin:?}");
+    assert_eq!(not_read(&repin.json()["spread"]), ids[1..].to_vec(), "{repin:?}");
+    let states = sql_rows(&d.join("ledger.db"), "SELECT kind, state FROM runs ORDER BY id");
+    let want =
+        [["tag", "done"], ["tag", "attention"], ["tag", "attention"], ["repin", "attention"]];
+    assert_eq!(states, want);
+    if let Cluster::Real(rc) = &c {
+        rc.assert_loopback_only();
+    }
+}
+
+crate::on_both!(the_first_peer_alone_is_one_of_three_members);
+
+/// A real cluster stops listing a stopped peer in `GET /peers` within seconds; the ledger, which
+/// snapshotted it, still counts it a member: `snapshot --all-peers` and `tag` given the two peers
+/// left name the third as not read (exit 1), never "every peer".
+#[test]
+fn a_stopped_real_peer_the_cluster_no_longer_lists_is_still_a_member() {
+    use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
+    if !available(V1_1_6) {
+        return;
+    }
+    let opts = RealOptions { rebroadcast: Some("5s".into()), ..RealOptions::new(V1_1_6, 3) };
+    let mut rc = RealCluster::start(opts);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let two = format!("{},{}", rc.url(0), rc.url(1));
+    let all = run_for(d, &rc.urls(), "30s", &["snapshot", "--all-peers"]);
+    assert_eq!(all.code, 0, "{all:?}");
+    let gone = rc.peers[2].id.clone();
+    rc.stop_peer(2);
+    wait_until(std::time::Duration::from_secs(90), "peer2 unlisted by peer0", || {
+        let listed = raw(rc.url(0), "GET", "/peers", &[], b"").ndjson();
+        !listed.iter().any(|p| p["id"] == gone.as_str())
+    });
+    let said = format!("{} (not listed by the cluster now; snapshotted complete at ", short(&gone));
+    let snap = run_for(d, &two, "30s", &["snapshot", "--all-peers"]);
+    assert_eq!(snap.code, 1, "{snap:?}");
+    assert!(snap.stdout.contains("snapshotted 2 of 3 cluster peers; not read: "), "{snap:?}");
+    assert!(snap.stdout.contains(&said), "{snap:?}");
+    let tag = run_for(d, &two, "30s", &["tag", "--org", "hrdag", "--settle", "1s"]);
+    assert_eq!(tag.code, 1, "{tag:?}");
+    assert!(tag.stdout.contains("verified 2 of 3 cluster peers; not read: "), "{tag:?}");
+    assert!(tag.stdout.contains(&said) && !tag.stdout.contains("every peer"), "{tag:?}");
+    rc.assert_loopback_only();
 }

@@ -12,9 +12,9 @@ use crate::cluster::{Client, Member};
 pub struct Membership {
     /// How many members the cluster has, as the listing peer says (`None`: no peer could list them).
     pub members: Option<usize>,
-    /// Members the command read (their IDs, as the cluster lists them).
+    /// Members the command read (their IDs), by peer name then ID.
     pub read: Vec<String>,
-    /// Members no peer the command read is: never read, so never verified.
+    /// Members no peer the command read is: never read, so never verified. By peer name, then ID.
     pub not_read: Vec<Member>,
     /// Peers the command was given that never said who they are (down, or refusing).
     #[serde(default)]
@@ -22,13 +22,24 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Asks the first of `listing` that answers for the cluster's members and sets them against
-    /// `read`: the ID each peer the command read said it has (`None`: it never said).
-    pub async fn check(listing: &[&Client], read: &[Option<String>]) -> Membership {
+    /// Asks the first of `listing` that answers for the cluster's members and sets them, with the
+    /// `known` peers it does not list, against `read`: the ID each peer the command read said it
+    /// has (`None`: it never said).
+    pub async fn check(
+        listing: &[&Client],
+        read: &[Option<String>],
+        known: &[Known],
+    ) -> Membership {
         let mut members = None;
         for c in listing {
             match c.peers().await {
-                Ok(m) => {
+                Ok(mut m) => {
+                    let unlisted: Vec<Member> = known
+                        .iter()
+                        .filter(|k| !m.iter().any(|x| x.id == k.id))
+                        .map(Known::unlisted)
+                        .collect();
+                    m.extend(unlisted);
                     members = Some(m);
                     break;
                 }
@@ -47,7 +58,7 @@ impl Membership {
     /// `members` (as a peer lists them, `None`: not known) set against the IDs read.
     pub fn of(members: Option<Vec<Member>>, read: &[Option<String>]) -> Membership {
         let unanswered = read.iter().filter(|r| r.is_none()).count();
-        let Some(members) = members else {
+        let Some(mut members) = members else {
             return Membership {
                 members: None,
                 read: Vec::new(),
@@ -56,6 +67,8 @@ impl Membership {
             };
         };
         let count = members.len();
+        // A peer lists the members in no fixed order: by name, then ID, they read the same twice.
+        members.sort_by(|a, b| (&a.peername, &a.id).cmp(&(&b.peername, &b.id)));
         let (was_read, not_read): (Vec<Member>, Vec<Member>) =
             members.into_iter().partition(|m| read.iter().flatten().any(|id| *id == m.id));
         Membership {
@@ -110,6 +123,29 @@ impl Membership {
     }
 }
 
+/// A peer the ledger snapshotted lately under the cluster's name: a member, whether or not a peer
+/// lists it now. (A real cluster stops listing a stopped peer in `GET /peers` within seconds, so
+/// the listing alone would let a command that never read it say "every peer".)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub id: String,
+    /// When its latest complete snapshot began.
+    pub last_seen: String,
+}
+
+impl Known {
+    fn unlisted(&self) -> Member {
+        Member {
+            id: self.id.clone(),
+            peername: String::new(),
+            error: Some(format!(
+                "not listed by the cluster now; snapshotted complete at {}",
+                self.last_seen
+            )),
+        }
+    }
+}
+
 /// How to give the members' addresses, said after a [`Membership::shortfall`].
 pub const HOW_TO_NAME_THEM: &str = "name each member's REST API with --cluster (comma-separated, the \
                                     write peer first) or in the profile's peers";
@@ -124,7 +160,7 @@ mod tests {
 
     #[test]
     fn only_a_cluster_whose_every_member_was_read_is_every_peer() {
-        let all = vec![member("a", "p0"), member("b", "p1"), member("c", "p2")];
+        let all = vec![member("c", "p2"), member("a", "p0"), member("b", "p1")];
         let m = Membership::of(Some(all.clone()), &[Some("a".into()), Some("b".into())]);
         assert_eq!(
             (m.members, m.read.clone(), m.not_read.clone()),
@@ -139,6 +175,14 @@ mod tests {
         assert!(m.shortfall("read").unwrap().contains("(not answering, or no REST address given)"));
 
         let every = [Some("c".into()), Some("a".into()), Some("b".into())];
+        let gone = Known { id: "d".into(), last_seen: "2026-12-01T10:00:00.000Z".into() };
+        let said = Membership::of(Some(vec![all[0].clone(), gone.unlisted()]), &every[..1]);
+        assert!(
+            said.shortfall("read").unwrap().ends_with(
+                "d (not listed by the cluster now; snapshotted complete at 2026-12-01T10:00:00.000Z)"
+            ),
+            "{said:?}"
+        );
         let m = Membership::of(Some(all), &every);
         assert!(m.every_member_read());
         assert_eq!(m.shortfall("verified"), None);

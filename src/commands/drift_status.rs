@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use crate::app::{csv_writer, print_json, print_table, short_peer, shown};
-use crate::cli::DriftArgs;
 use crate::context::Context;
 use crate::ledger::status::{self, StuckReport};
 
@@ -28,7 +27,15 @@ const CSV_COLUMNS: [&str; 14] = [
     "last_reading",
 ];
 
-pub fn run(ctx: &Context, args: &DriftArgs) -> anyhow::Result<ExitCode> {
+/// What `drift --status` is asked: `--older-than`, `--json`, `--csv` of `ledger drift`'s arguments.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub older_than: std::time::Duration,
+    pub json: bool,
+    pub csv: bool,
+}
+
+pub fn run(ctx: &Context, args: &Listing) -> anyhow::Result<ExitCode> {
     let report = status::stuck(ctx.store()?, args.older_than)?;
     if args.json {
         print_json(&report)?;

@@ -5,6 +5,7 @@ pub mod convergence;
 pub mod db;
 pub mod demo;
 pub mod diff;
+pub mod drift;
 pub mod drift_status;
 pub mod export;
 pub mod history;
@@ -32,13 +33,13 @@ fn reads_only(c: &Command) -> bool {
         c,
         Command::Snapshots(_)
             | Command::Diff(_)
+            | Command::Drift(_)
             | Command::History(_)
             | Command::Convergence(_)
             | Command::Lost(_)
             | Command::Owners(_)
             | Command::Export(_)
             | Command::Report(_)
-            | Command::Drift(_)
     )
 }
 
@@ -51,6 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(a) => snapshot::run(a, ctx),
         Command::Snapshots(a) => snapshots::run(a, ctx),
         Command::Diff(a) => diff::run(a, ctx),
+        Command::Drift(a) if a.status => {
+            let listing =
+                drift_status::Listing { older_than: a.older_than, json: a.json, csv: a.csv };
+            drift_status::run(ctx, &listing)
+        }
+        Command::Drift(a) => drift::run(a, ctx),
         Command::History(a) => history::run(a, ctx),
         Command::Tag(a) => tag::run(a, ctx),
         Command::Convergence(a) => convergence::run(a, ctx),
@@ -58,10 +65,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lost(a) => lost::run(a, ctx),
         Command::Restore(a) => restore::run(a, ctx),
         Command::Owners(a) => owners::run(a, ctx),
-        Command::Drift(a) if a.status => drift_status::run(ctx, &a),
-        Command::Drift(_) => {
-            anyhow::bail!("ledger drift without --status is not available in this build")
-        }
         Command::Watch(a) => watch::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),

@@ -120,7 +120,7 @@ fn members_read(
     let mut read: Vec<Option<String>> =
         reports.iter().filter(|r| r.complete).map(|r| Some(r.peer.clone())).collect();
     read.resize(urls.len().max(read.len()), None);
-    let m = ctx.block_on(crate::cluster::Membership::check(&listing, &read))?;
+    let m = ctx.block_on(crate::ledger::members::check(ctx, &listing, &read))??;
     if let Some(said) = m.shortfall("snapshotted") {
         if json {
             eprintln!("ledger: {said}");

@@ -3,7 +3,9 @@
 
 pub mod convergence;
 pub mod diff;
+pub mod drift;
 pub mod lost;
+pub mod members;
 pub mod repin;
 pub mod restore;
 pub mod run;

@@ -522,7 +522,7 @@ pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<One> {
     let mut one = One { outcome, spread: None };
     if one.outcome.outcome.is_success() {
         let cids = [opts.cid.clone()];
-        let spread = spread::check(&clients, &cids, client.timeout(), 1).await;
+        let spread = spread::check(ctx, &clients, &cids, (client.timeout(), 1)).await?;
         run.record_membership(&spread.membership)?;
         one.spread = Some(spread);
     }

@@ -351,7 +351,8 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
     }
     if !report.restored.is_empty() {
         let pace = opts.concurrency.max(1);
-        let spread = spread::check(&clients, &report.restored, client.timeout(), pace).await;
+        let spread =
+            spread::check(ctx, &clients, &report.restored, (client.timeout(), pace)).await?;
         run.record_membership(&spread.membership)?;
         report.spread = Some(spread);
     }

@@ -11,6 +11,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cluster::{Client, Membership};
+use crate::context::Context;
+use crate::ledger::members;
 use crate::ledger::repin::read_pin;
 
 /// What one peer shows of the written pins.
@@ -51,11 +53,11 @@ impl Spread {
 /// Reads `cids` on the write peer (`clients[0]`), then on each other peer until it shows each as
 /// the write peer does, for at most `timeout` in all; `concurrency` reads at a time per peer.
 pub async fn check(
+    ctx: &Context,
     clients: &[Client],
     cids: &[String],
-    timeout: Duration,
-    concurrency: usize,
-) -> Spread {
+    (timeout, concurrency): (Duration, usize),
+) -> anyhow::Result<Spread> {
     let deadline = Instant::now() + timeout;
     let write = &clients[0];
     let wanted: Vec<(String, Option<[u8; 16]>)> = futures::stream::iter(cids)
@@ -91,8 +93,8 @@ pub async fn check(
     }
     let read: Vec<Option<String>> = peers.iter().map(|p| p.id.clone()).collect();
     let listing: Vec<&Client> = clients.iter().collect();
-    let membership = Membership::check(&listing, &read).await;
-    Spread { peers, membership }
+    let membership = members::check(ctx, &listing, &read).await?;
+    Ok(Spread { peers, membership })
 }
 
 /// The pins of `wanted` that `client`'s peer does not show with the wanted digest by `deadline`.

@@ -12,7 +12,7 @@ use crate::cluster::{CanonicalPin, Client, Membership};
 use crate::context::Context;
 use crate::domain::{Outcome, PlanClass, RunKind, RunState};
 use crate::ledger::run::{Run, Spec};
-use crate::ledger::{repin, snapshot};
+use crate::ledger::{members, repin, snapshot};
 use crate::store::{Store, runs, snapshots as db};
 
 /// How a tag run is asked to behave.
@@ -249,7 +249,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
             break;
         }
     }
-    report.membership = Membership::check(&[write], &m.peer_ids).await;
+    report.membership = members::check(ctx, &[write], &m.peer_ids).await?;
     run.record_membership(&report.membership)?;
     report.seconds = started.elapsed().as_secs_f64();
     run.finish(if report.needs_attention() { RunState::Attention } else { RunState::Done })?;

@@ -1,17 +1,21 @@
 //! Snapshots on a schedule (`ledger watch`): every round snapshots each peer, looks for losses
-//! first seen in the new snapshots, logs each and hands them to the `--on-loss` hook. A peer that
+//! first seen in the new snapshots, logs each and hands them to the `--on-loss` hook; with
+//! `--drift-after`, it also logs each disagreement between the peers' replicas that has lasted that
+//! long, once, and hands it to the `--on-drift` hook. A peer that
 //! cannot be read is logged and tried again next round; one the ledger cannot store (a full disk)
 //! ends the watch with the error. SIGTERM or SIGINT: the snapshot in progress is
 //! finished and stored, then the watch ends.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::cluster::{Client, Membership};
 use crate::context::Context;
+use crate::ledger::drift;
 use crate::ledger::lost::LossReport;
-use crate::ledger::snapshot;
+use crate::ledger::{members, snapshot};
 use crate::store::incident::{self, LostFilter};
 
 /// How a watch runs.
@@ -23,6 +27,10 @@ pub struct Options {
     pub on_loss: Option<String>,
     /// Stop after this many rounds (`None`: until a signal).
     pub rounds: Option<u64>,
+    /// Log each disagreement between the peers once it has lasted this long (`None`: no drift).
+    pub drift_after: Option<Duration>,
+    /// Run this (through `sh -c`) with the disagreements newly past `drift_after` on stdin.
+    pub on_drift: Option<String>,
     /// `--all-peers`: say which members of the cluster (`GET /peers`) a round did not snapshot.
     pub all_peers: bool,
     /// Read each peer's pin statuses after each complete snapshot (`--status`).
@@ -46,6 +54,8 @@ pub async fn run(
     );
     let mut round = 0u64;
     let mut members: Option<Membership> = None;
+    // The disagreements already handed on, by (CID, since snapshot): each is reported once.
+    let mut reported: HashSet<(String, i64)> = HashSet::new();
     loop {
         let started = tokio::time::Instant::now();
         round += 1;
@@ -53,12 +63,15 @@ pub async fn run(
             snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
         // A round a signal cut short says nothing of the members.
         if opts.all_peers && !stop.seen() {
-            members = Some(check_members(&clients, read, round, members).await);
+            members = Some(check_members(ctx, &clients, read, (round, members)).await?);
         }
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
             let losses = incident::lost(&ctx.store()?.conn, &filter)?;
             report_losses(&losses, opts.on_loss.as_deref(), ctx.db_path());
+            if let Some(after) = opts.drift_after {
+                report_drift(ctx, after, opts.on_drift.as_deref(), &mut reported);
+            }
         }
         if opts.rounds.is_some_and(|n| round >= n) || stop.seen() {
             break;
@@ -78,14 +91,14 @@ pub async fn run(
 /// The members a round snapshotted (`read`: the peer ID of each complete snapshot), logged when
 /// they differ from the round before's (`last`).
 async fn check_members(
+    ctx: &Context,
     clients: &[Client],
     mut read: Vec<Option<String>>,
-    round: u64,
-    last: Option<Membership>,
-) -> Membership {
+    (round, last): (u64, Option<Membership>),
+) -> anyhow::Result<Membership> {
     let listing: Vec<&Client> = clients.iter().collect();
     read.resize(clients.len().max(read.len()), None);
-    let m = Membership::check(&listing, &read).await;
+    let m = members::check(ctx, &listing, &read).await?;
     if last.as_ref() != Some(&m) {
         match m.shortfall("snapshotted") {
             Some(said) => tracing::warn!(
@@ -98,7 +111,7 @@ async fn check_members(
             None => {}
         }
     }
-    m
+    Ok(m)
 }
 
 /// SIGTERM or SIGINT, remembered once seen: checked before each snapshot, so a signal lets the
@@ -222,10 +235,57 @@ fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::pat
         );
     }
     let Some(cmd) = on_loss else { return };
-    let json = match serde_json::to_vec(&LossReport { losses, count: losses.len() }) {
-        Ok(j) => j,
-        Err(e) => return tracing::error!("cannot render the loss report: {e}"),
+    match serde_json::to_vec(&LossReport { losses, count: losses.len() }) {
+        Ok(json) => run_hook("--on-loss", cmd, &json, db),
+        Err(e) => tracing::error!("cannot render the loss report: {e}"),
+    }
+}
+
+/// Logs each disagreement that has lasted `after` and was not reported before, and hands them
+/// (the JSON of `ledger drift --json`, with only those in `drift`) to `--on-drift`. A drift report
+/// that cannot be made is logged; the watch goes on.
+fn report_drift(
+    ctx: &Context,
+    after: Duration,
+    on_drift: Option<&str>,
+    reported: &mut HashSet<(String, i64)>,
+) {
+    let made = drift::Options::of(ctx, after, drift::DEFAULT_STALE_AFTER, 2)
+        .and_then(|o| drift::report(&ctx.store()?.conn, &o));
+    let mut report = match made {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!("cannot compare the peers' replicas: {e:#}"),
     };
+    let lasted = |d: &drift::Disagreement| {
+        Duration::try_from_secs_f64(d.age_seconds.max(0.0)).is_ok_and(|a| a >= after)
+    };
+    report.drift.retain(|d| lasted(d) && reported.insert((d.cid.clone(), d.since.snapshot)));
+    if report.drift.is_empty() {
+        return;
+    }
+    for d in &report.drift {
+        let holders: Vec<String> = d.versions.iter().map(|v| v.peers.len().to_string()).collect();
+        tracing::warn!(
+            cid = %d.cid,
+            since = d.since.snapshot,
+            versions = %holders.join("/"),
+            lacking = d.lacking.len(),
+            "drift for {}s: the peers disagree",
+            d.age_seconds.floor()
+        );
+    }
+    (report.count, report.older) = (report.drift.len(), report.drift.len());
+    let Some(cmd) = on_drift else { return };
+    match serde_json::to_vec(&report) {
+        Ok(json) => run_hook("--on-drift", cmd, &json, ctx.db_path()),
+        Err(e) => tracing::error!("cannot render the drift report: {e}"),
+    }
+}
+
+/// Runs a hook (`flag` names it in messages) through `sh -c` with `json` on its stdin, with
+/// [`hook_env`] and `LEDGER_DB` as its whole environment, and waits for it. A failing hook is
+/// logged, never fatal.
+fn run_hook(flag: &str, cmd: &str, json: &[u8], db: &std::path::Path) {
     let run = || -> std::io::Result<std::process::ExitStatus> {
         let mut child = std::process::Command::new("sh")
             .arg("-c")
@@ -237,13 +297,13 @@ fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::pat
             .spawn()?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         // A hook that does not read its stdin is not an error.
-        let _ = stdin.write_all(&json);
+        let _ = stdin.write_all(json);
         drop(stdin);
         child.wait()
     };
     match run() {
         Ok(s) if s.success() => {}
-        Ok(s) => tracing::error!("--on-loss command exited with {s}"),
-        Err(e) => tracing::error!("cannot run the --on-loss command: {e}"),
+        Ok(s) => tracing::error!("{flag} command exited with {s}"),
+        Err(e) => tracing::error!("cannot run the {flag} command: {e}"),
     }
 }

@@ -2,6 +2,7 @@
 //! refinery migrations embedded from `migrations/`). Table groups live in their own files; their
 //! functions take the caller's `&Connection` or `&Transaction` and never open transactions themselves.
 
+pub mod drift;
 pub mod export;
 pub mod incident;
 pub mod report;
