@@ -98,6 +98,12 @@ pub enum Command {
     /// growing (more), steady (as many), agreed (none), unknown (one round).
     ///
     /// Exit 0 when no disagreement is older than --older-than, 1 when one is, 2 on bad input.
+    ///
+    /// --status lists instead the pins stuck in pin_error, pin_queued or pinning on a peer, from
+    /// the status readings of `ledger snapshot --status`: per peer, with since when (the first
+    /// reading that saw the status), the status and the tracker's error text; --older-than is
+    /// then measured from that reading to the peer's latest, which still sees it. Exit 1 when any
+    /// is listed, 0 when none, 2 on bad input or a ledger with no status reading.
     Drift(crate::commands::drift::DriftArgs),
     /// Pins per organisation and peer, unowned pins, and owner changes.
     Owners(crate::commands::owners::OwnersArgs),

@@ -38,6 +38,35 @@ pub fn snapshot_summary(r: &snapshot::Report) -> std::io::Result<()> {
         if owners.is_empty() { "none".to_string() } else { owners.join(", ") },
         r.unowned
     );
+    if let Some(s) = &r.status {
+        status_summary(s)?;
+    }
+    Ok(())
+}
+
+/// The status reading of a snapshot (`snapshot --status`): pins per status, and what changed.
+fn status_summary(s: &crate::ledger::status::Reading) -> std::io::Result<()> {
+    if !s.complete {
+        crate::out!(
+            "  statuses (reading {}): INCOMPLETE after {} lines: {}",
+            s.id,
+            s.entries,
+            shown(s.error.as_deref().unwrap_or("unknown error"))
+        );
+        return Ok(());
+    }
+    let counts: Vec<String> = s.statuses.iter().map(|(k, n)| format!("{} {n}", shown(k))).collect();
+    let since = match s.previous_id {
+        Some(p) => format!("since reading {p}"),
+        None => "first status reading of this peer".to_string(),
+    };
+    crate::out!(
+        "  statuses (reading {}): {} · {since}: {} changed or new, {} ended",
+        s.id,
+        if counts.is_empty() { "none".to_string() } else { counts.join(", ") },
+        s.opened.unwrap_or(0),
+        s.closed.unwrap_or(0)
+    );
     Ok(())
 }
 

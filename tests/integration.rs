@@ -31,5 +31,6 @@ mod sim_process;
 mod sim_seed;
 mod snapshot;
 mod soak;
+mod status;
 mod tag;
 mod thirdparty;

@@ -484,12 +484,24 @@ impl Client {
     /// `GET /allocations?filter=all` as a stream of lines. Retries happen only before the stream
     /// starts; once items flow, a failure ends the stream (see [`AllocStream::outcome`]).
     pub async fn allocations(&self) -> Result<AllocStream, Error> {
-        let resp =
-            self.send_idempotent(reqwest::Method::GET, "/allocations?filter=all", false).await?;
+        self.stream("/allocations?filter=all").await
+    }
+
+    /// `GET /pins?local=true`: this peer's own tracker status of every pin in its replica, one
+    /// GlobalPinInfo per line with this peer alone in its `peer_map` (docs/cluster-api.md §4, "GET
+    /// /pins"), streamed as `/allocations` is.
+    pub async fn local_statuses(&self) -> Result<AllocStream, Error> {
+        self.stream("/pins?local=true").await
+    }
+
+    /// A streaming `GET` (docs/cluster-api.md §5): 200 and lines, 204 empty; a 404 is not the API.
+    async fn stream(&self, path_and_query: &str) -> Result<AllocStream, Error> {
+        let resp = self.send_idempotent(reqwest::Method::GET, path_and_query, false).await?;
         let status = resp.status().as_u16();
         let url = strip_query(resp.url());
         if status == 404 {
-            return Err(Error::Decode { url, message: "GET /allocations answered 404".into() });
+            let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+            return Err(Error::Decode { url, message: format!("GET {path} answered 404") });
         }
         let empty = status == 204;
         let resp: http::Response<reqwest::Body> = resp.into();

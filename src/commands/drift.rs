@@ -30,8 +30,10 @@ pub struct DriftArgs {
     /// CSV on stdout: one row per version (or lack) of each disagreeing pin.
     #[arg(long)]
     pub csv: bool,
-    // Pin tracker statuses (issue 13, point 5) come as another listing beside the versions:
-    // a `--status` flag here selects it in `What` below.
+    /// List the pins stuck in pin_error, pin_queued or pinning on a peer instead, from the status
+    /// readings of `ledger snapshot --status` (`commands::run` sends it to `drift_status`).
+    #[arg(long, conflicts_with_all = ["stale_after", "rounds"])]
+    pub status: bool,
 }
 
 /// What `ledger drift` lists. One listing today; a `--status` listing (pins stuck in a tracker

@@ -6,6 +6,7 @@ pub mod db;
 pub mod demo;
 pub mod diff;
 pub mod drift;
+pub mod drift_status;
 pub mod export;
 pub mod history;
 pub mod lost;
@@ -51,6 +52,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(a) => snapshot::run(a, ctx),
         Command::Snapshots(a) => snapshots::run(a, ctx),
         Command::Diff(a) => diff::run(a, ctx),
+        Command::Drift(a) if a.status => {
+            let listing =
+                drift_status::Listing { older_than: a.older_than, json: a.json, csv: a.csv };
+            drift_status::run(ctx, &listing)
+        }
         Command::Drift(a) => drift::run(a, ctx),
         Command::History(a) => history::run(a, ctx),
         Command::Tag(a) => tag::run(a, ctx),

@@ -5,18 +5,26 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::print_json;
 use crate::cli::Peers;
 use crate::context::Context;
 use crate::ledger::snapshot::{self, Report};
+use crate::ledger::status;
 use crate::render;
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub peers: Peers,
+    /// Also read each peer's own tracker status of its pins (`GET /pins?local=true`: pinned,
+    /// pin_error, pin_queued, pinning, remote, …) and store them as changes since the peer's
+    /// previous status reading (`ledger drift --status` lists the stuck ones). Costs the peer a
+    /// listing of its IPFS pins.
+    #[arg(long)]
+    pub status: bool,
     /// Print the reports as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +39,7 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         let mut reports = Vec::new();
         let mut unreachable = 0;
         for url in &urls {
-            let report = match snapshot::of_peer(ctx, url).await {
+            let mut report = match snapshot::of_peer(ctx, url).await {
                 Ok(r) => r,
                 // A peer that cannot be asked (down, refusing the credentials) has nothing
                 // recorded; it is said, and the other peers are snapshotted all the same. An
@@ -52,6 +60,12 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                     report.pins
                 );
             }
+            if args.status {
+                let client = ctx.client(url)?;
+                let reading = status::read(ctx.store()?, &client, report.id, &report.peer).await;
+                let why = || format!("cannot store the statuses of {url}");
+                report.status = Some(reading.with_context(why)?);
+            }
             if !args.json {
                 render::snapshot_summary(&report)?;
             }
@@ -61,6 +75,17 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     })?;
     if args.json {
         print_json(&reports)?;
+    }
+    let unread: Vec<&Report> =
+        reports.iter().filter(|r| r.status.as_ref().is_some_and(|s| !s.complete)).collect();
+    for r in &unread {
+        let s = r.status.as_ref().expect("filtered on a reading");
+        eprintln!(
+            "ledger: error: status reading {} of {} is incomplete: {}. No status counts as changed because of it. Run `ledger snapshot --status` again.",
+            s.id,
+            r.peer_url,
+            s.error.as_deref().unwrap_or("unknown error"),
+        );
     }
     let failed: Vec<&Report> = reports.iter().filter(|r| !r.complete).collect();
     for r in &failed {
@@ -73,7 +98,7 @@ pub fn run(args: SnapshotArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         );
     }
     let every_member = !args.peers.all_peers || members_read(ctx, &urls, &reports, args.json)?;
-    Ok(if !failed.is_empty() || unreachable > 0 {
+    Ok(if !failed.is_empty() || !unread.is_empty() || unreachable > 0 {
         ExitCode::from(crate::error::ERROR)
     } else if !every_member {
         ExitCode::from(crate::error::ATTENTION)

@@ -37,6 +37,10 @@ pub struct WatchArgs {
     /// disagreements only) on its stdin.
     #[arg(long, value_name = "CMD", requires = "drift_after")]
     pub on_drift: Option<String>,
+    /// After each complete snapshot, also read the peer's own tracker status of its pins and store
+    /// the changes (as `snapshot --status`; `ledger drift --status` lists the stuck ones).
+    #[arg(long)]
+    pub status: bool,
     /// Stop after this many rounds, at least 1 (default: run until SIGTERM or SIGINT).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
@@ -51,6 +55,7 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         drift_after: args.drift_after,
         on_drift: args.on_drift.clone(),
         all_peers: args.peers.all_peers,
+        status: args.status,
     };
     let quiet = ctx.is_quiet();
     let summary = |r: &crate::ledger::snapshot::Report| {

@@ -11,5 +11,6 @@ pub mod restore;
 pub mod run;
 pub mod snapshot;
 pub mod spread;
+pub mod status;
 pub mod tag;
 pub mod watch;

@@ -40,6 +40,9 @@ pub struct Report {
     pub unowned: i64,
     pub error: Option<String>,
     pub seconds: f64,
+    /// The status reading taken with the snapshot (`snapshot --status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::ledger::status::Reading>,
 }
 
 /// Options of one snapshot.
@@ -160,6 +163,7 @@ pub async fn take(
     // any snapshot still `running` belongs to a process that died.
     let _lock = store.write_lock()?;
     db::mark_interrupted(&store.conn)?;
+    crate::store::status::mark_interrupted(&store.conn)?;
     let me = client.id().await?;
     let conn = &store.conn;
     let mut snapshot = Pipeline::begin(conn, client, cluster, &me.id, opts, started)?;
@@ -322,6 +326,7 @@ impl Pipeline {
             unowned: 0,
             error: None,
             seconds: 0.0,
+            status: None,
         };
         Ok(Pipeline {
             started,

@@ -33,6 +33,8 @@ pub struct Options {
     pub on_drift: Option<String>,
     /// `--all-peers`: say which members of the cluster (`GET /peers`) a round did not snapshot.
     pub all_peers: bool,
+    /// Read each peer's pin statuses after each complete snapshot (`--status`).
+    pub status: bool,
 }
 
 /// Watches until the rounds are done or a signal arrives. `each` gets every complete snapshot.
@@ -57,7 +59,8 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         round += 1;
-        let (taken, read) = snapshot_round(ctx, &clients, &mut stop, &mut each).await?;
+        let (taken, read) =
+            snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
         // A round a signal cut short says nothing of the members.
         if opts.all_peers && !stop.seen() {
             members = Some(check_members(ctx, &clients, read, (round, members)).await?);
@@ -141,6 +144,7 @@ impl Stop {
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
+    status: bool,
     stop: &mut Stop,
     each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Vec<i64>, Vec<Option<String>>)> {
@@ -151,7 +155,10 @@ async fn snapshot_round(
             break;
         }
         match snapshot::take(store, c, cluster, &Default::default(), |_| {}).await {
-            Ok(r) if r.complete => {
+            Ok(mut r) if r.complete => {
+                if status {
+                    r.status = Some(read_status(store, c, &r).await?);
+                }
                 each(&r)?;
                 taken.push(r.id);
                 read.push(Some(r.peer.clone()));
@@ -170,6 +177,27 @@ async fn snapshot_round(
         }
     }
     Ok((taken, read))
+}
+
+/// The status reading after snapshot `r`: an incomplete one is logged (the next round reads
+/// again); one the ledger cannot store ends the watch.
+async fn read_status(
+    store: &crate::store::Store,
+    c: &Client,
+    r: &snapshot::Report,
+) -> anyhow::Result<crate::ledger::status::Reading> {
+    let reading = crate::ledger::status::read(store, c, r.id, &r.peer)
+        .await
+        .map_err(|e| e.context(format!("cannot store the statuses of {}", c.base())))?;
+    if !reading.complete {
+        tracing::warn!(
+            reading = reading.id,
+            "status reading of {} is incomplete ({}); no status counts as changed because of it",
+            c.base(),
+            reading.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(reading)
 }
 
 /// What the `--on-loss` hook's environment holds besides `LEDGER_DB`: the variables a shell command

@@ -8,6 +8,7 @@ pub mod incident;
 pub mod report;
 pub mod runs;
 pub mod snapshots;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 

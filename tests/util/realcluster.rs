@@ -100,11 +100,21 @@ pub struct RealOptions {
     /// REST URL in the test process (one port on every address), as members on hosts of their
     /// own are. Otherwise every peer is on 127.0.0.1 with ports of its own.
     pub distinct_hosts: bool,
+    /// `ipfs_connector.ipfshttp.pin_timeout`: how long a pin may go without progress before the
+    /// peer gives it up as `pin_error` (default 2m, as in a fresh `service.json`).
+    pub pin_timeout: Option<String>,
 }
 
 impl RealOptions {
     pub fn new(version: &'static str, peers: usize) -> RealOptions {
-        RealOptions { version, peers, basic_auth: None, rebroadcast: None, distinct_hosts: false }
+        RealOptions {
+            version,
+            peers,
+            basic_auth: None,
+            rebroadcast: None,
+            distinct_hosts: false,
+            pin_timeout: None,
+        }
     }
 }
 
@@ -858,6 +868,9 @@ fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOption
         c["api"]["pinsvcapi"]["http_listen_multiaddress"] = json!(ma(peer, PINSVC));
     }
     c["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = json!(ma(peer, IPFS_API));
+    if let Some(t) = &opts.pin_timeout {
+        c["ipfs_connector"]["ipfshttp"]["pin_timeout"] = json!(t);
+    }
     write_json(&path, &c);
 }
 

@@ -1010,6 +1010,22 @@ fn peer_view(
     now: Instant,
 ) -> PeerView {
     let wall = Utc::now();
+    // A steered status is the tracker's: on the peer itself it comes before `remote`, as an
+    // operation does in the stateless tracker's listing.
+    let steered = w.replicas[q].get(key).and_then(|e| {
+        c.steered_status(q, key).map(|s| PeerView {
+            peer: q,
+            status: s.status,
+            error: s.error,
+            timestamp: s.since,
+            pin: Some(e.value().clone()),
+        })
+    });
+    if q == p
+        && let Some(v) = steered
+    {
+        return v;
+    }
     let local = w.replicas[p].get(key);
     if let Some(e) = local
         && !allocated_to(e.value(), &c.peers[q].id)
@@ -1030,6 +1046,9 @@ fn peer_view(
             timestamp: wall,
             pin: None,
         };
+    }
+    if let Some(v) = steered {
+        return v;
     }
     match w.replicas[q].get(key) {
         Some(e) => {
@@ -1096,7 +1115,10 @@ fn render_global(
                         error: &v.error,
                         // An operation on a recent pin is queued with priority; its attempt
                         // is counted once it runs.
-                        attempt_count: u32::from(v.status == "pinning"),
+                        attempt_count: u32::from(matches!(
+                            v.status,
+                            "pinning" | "pin_error" | "unpin_error"
+                        )),
                         priority_pin: matches!(v.status, "pin_queued" | "pinning"),
                     },
                 )

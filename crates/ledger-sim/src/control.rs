@@ -134,11 +134,47 @@ impl Faults {
     }
 }
 
+/// A tracker status set on one peer for one pin (`POST /_sim/status`): what that peer's status
+/// listings say for the pin while its replica holds it, until cleared or the peer restarts (a
+/// restart resets the tracker).
+#[derive(Debug, Clone)]
+pub struct SteeredStatus {
+    pub status: &'static str,
+    pub error: String,
+    /// When it was set: the tracker's `timestamp`.
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+/// The steered statuses, by (peer, pin key).
+pub type Steered = std::collections::HashMap<(usize, String), SteeredStatus>;
+
+/// The statuses a peer's tracker can be steered to: every single TrackerStatus a peer reports of
+/// itself (not the asker's `cluster_error`, nor the composite filter names).
+pub const STEERABLE: [&str; 11] = [
+    "pinned",
+    "pin_error",
+    "pin_queued",
+    "pinning",
+    "unpin_error",
+    "unpin_queued",
+    "unpinning",
+    "unpinned",
+    "remote",
+    "sharded",
+    "unexpectedly_unpinned",
+];
+
 fn applies(peers: &Option<Vec<String>>, c: &Cluster, p: usize) -> bool {
     peers.as_ref().is_none_or(|list| list.iter().any(|n| c.peer_index(n) == Some(p)))
 }
 
 impl Cluster {
+    /// The status steered on peer `p` for the pin `key`, if any.
+    pub fn steered_status(&self, p: usize, key: &str) -> Option<SteeredStatus> {
+        let steered = self.steered.lock().unwrap_or_else(|e| e.into_inner());
+        steered.get(&(p, key.to_string())).cloned()
+    }
+
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -225,6 +261,11 @@ pub async fn handle(c: &Cluster, req: Request) -> Response {
             ok_json(serde_json::json!({}))
         }
         ("POST", ["peers", name, action]) => peer_action(c, name, action, &req.query, now).await,
+        ("POST", ["status"]) => steer_status(c, &req.body),
+        ("DELETE", ["status"]) => {
+            c.steered.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            ok_json(serde_json::json!({}))
+        }
         ("POST", ["partition"]) => partition(c, &req.body),
         ("DELETE", ["partition"]) => {
             c.world().partition = None;
@@ -314,6 +355,7 @@ async fn peer_action(c: &Cluster, name: &str, action: &str, query: &str, now: In
             "resume" => w.paused[p] = false,
             "restart" => {
                 w.restart(p, down, now);
+                c.steered.lock().unwrap_or_else(|e| e.into_inner()).retain(|(q, _), _| *q != p);
                 c.restarts[p].notify_one();
             }
             _ => return not_found("unknown peer action"),
@@ -326,6 +368,48 @@ async fn peer_action(c: &Cluster, name: &str, action: &str, query: &str, now: In
         let _ = tokio::time::timeout(Duration::from_secs(2), c.closed[p].notified()).await;
     }
     ok_json(serde_json::json!({ "peer": c.peers[p].name, "action": action }))
+}
+
+/// `POST /_sim/status` `{"peer":"peer1","cid":"Qm…","status":"pin_error","error":"…"}`: peer1's
+/// tracker reports that status (and error text, default empty) for the pin from now on, in `GET
+/// /pins` (local or not) and `GET /pins/{cid}`, while its replica holds the pin. `"status":null`
+/// gives the pin back to the tracker's own status.
+fn steer_status(c: &Cluster, body: &[u8]) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Steer {
+        peer: String,
+        cid: String,
+        status: Option<String>,
+        #[serde(default)]
+        error: String,
+    }
+    let s: Steer = match serde_json::from_slice(body) {
+        Ok(s) => s,
+        Err(e) => return bad(&format!("bad status JSON: {e}")),
+    };
+    let Some(p) = c.peer_index(&s.peer) else {
+        return bad(&format!("unknown peer {:?}", s.peer));
+    };
+    let key = match super::options::parse_cid(&s.cid) {
+        Ok(pc) => pc.key,
+        Err(e) => return bad(&format!("bad cid: {e}")),
+    };
+    let mut steered = c.steered.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(name) = s.status else {
+        steered.remove(&(p, key));
+        return ok_json(
+            serde_json::json!({ "peer": c.peers[p].name, "cid": s.cid, "status": null }),
+        );
+    };
+    let Some(status) = STEERABLE.iter().copied().find(|x| *x == name) else {
+        return bad(&format!("{name:?} is not a status a peer reports: {}", STEERABLE.join(", ")));
+    };
+    let since = chrono::Utc::now();
+    steered.insert((p, key), SteeredStatus { status, error: s.error.clone(), since });
+    ok_json(
+        serde_json::json!({ "peer": c.peers[p].name, "cid": s.cid, "status": status, "error": s.error }),
+    )
 }
 
 /// `POST /_sim/partition` `{"groups":[["peer0","peer1"],…]}`.

@@ -114,6 +114,8 @@ pub struct Cluster {
     pub restarts: Vec<Notify>,
     /// Told by a peer's accept loop once its port is closed, so a restart answers only then.
     pub closed: Vec<Notify>,
+    /// Tracker statuses set through `POST /_sim/status`, by (peer, pin key).
+    pub steered: Mutex<control::Steered>,
 }
 
 impl Cluster {
@@ -223,6 +225,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
         started: Instant::now(),
         restarts: (0..cfg.peers).map(|_| Notify::new()).collect(),
         closed: (0..cfg.peers).map(|_| Notify::new()).collect(),
+        steered: Mutex::default(),
     });
     let mut tasks = Vec::new();
     let c = cluster.clone();
