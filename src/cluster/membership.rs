@@ -25,11 +25,7 @@ impl Membership {
     /// Asks the first of `listing` that answers for the cluster's members and sets them, with the
     /// `known` peers it does not list, against `read`: the ID each peer the command read said it
     /// has (`None`: it never said).
-    pub async fn check(
-        listing: &[&Client],
-        read: &[Option<String>],
-        known: &[Known],
-    ) -> Membership {
+    pub async fn check(listing: &[Client], read: &[Option<String>], known: &[Known]) -> Membership {
         let mut members = None;
         for c in listing {
             match c.peers().await {

@@ -116,11 +116,10 @@ fn members_read(
     json: bool,
 ) -> anyhow::Result<bool> {
     let clients = ctx.clients(urls)?;
-    let listing: Vec<&crate::cluster::Client> = clients.iter().collect();
     let mut read: Vec<Option<String>> =
         reports.iter().filter(|r| r.complete).map(|r| Some(r.peer.clone())).collect();
     read.resize(urls.len().max(read.len()), None);
-    let m = ctx.block_on(crate::ledger::members::check(ctx, &listing, &read))??;
+    let m = ctx.block_on(crate::ledger::members::check(ctx, &clients, &read))??;
     if let Some(said) = m.shortfall("snapshotted") {
         if json {
             eprintln!("ledger: {said}");

@@ -18,7 +18,7 @@ pub const REMEMBERED: Duration = Duration::from_secs(24 * 3600);
 /// IDs `read` (see [`Membership::check`]).
 pub async fn check(
     ctx: &Context,
-    listing: &[&Client],
+    listing: &[Client],
     read: &[Option<String>],
 ) -> anyhow::Result<Membership> {
     let known = known(ctx)?;

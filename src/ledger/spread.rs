@@ -92,8 +92,7 @@ pub async fn check(
         peers.push(PeerSpread { url: c.base().to_string(), id, shows, lacking, error: None });
     }
     let read: Vec<Option<String>> = peers.iter().map(|p| p.id.clone()).collect();
-    let listing: Vec<&Client> = clients.iter().collect();
-    let membership = members::check(ctx, &listing, &read).await?;
+    let membership = members::check(ctx, clients, &read).await?;
     Ok(Spread { peers, membership })
 }
 

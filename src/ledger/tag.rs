@@ -249,7 +249,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
             break;
         }
     }
-    report.membership = members::check(ctx, &[write], &m.peer_ids).await?;
+    report.membership = members::check(ctx, std::slice::from_ref(write), &m.peer_ids).await?;
     run.record_membership(&report.membership)?;
     report.seconds = started.elapsed().as_secs_f64();
     run.finish(if report.needs_attention() { RunState::Attention } else { RunState::Done })?;

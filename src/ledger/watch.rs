@@ -96,9 +96,8 @@ async fn check_members(
     mut read: Vec<Option<String>>,
     (round, last): (u64, Option<Membership>),
 ) -> anyhow::Result<Membership> {
-    let listing: Vec<&Client> = clients.iter().collect();
     read.resize(clients.len().max(read.len()), None);
-    let m = members::check(ctx, &listing, &read).await?;
+    let m = members::check(ctx, clients, &read).await?;
     if last.as_ref() != Some(&m) {
         match m.shortfall("snapshotted") {
             Some(said) => tracing::warn!(
