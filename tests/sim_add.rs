@@ -1,0 +1,297 @@
+//! `POST /add` (issue 14, point 1): uploads as the real clients send them (one file, several
+//! files, a nested directory with `wrap-with-directory`) to `ledger sim serve`, the answer lines'
+//! form and order, the pin with the query's options on every peer, bad input; then the same
+//! uploads to a real v1.1.6 cluster and to the simulator, whose CIDs and lines must be equal.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
+use crate::util::{RawResponse, Sim, raw};
+
+const BOUNDARY: &str = "ledgerTestBoundary0123456789";
+
+/// One part of an upload: a file with its bytes, or a directory (`None`).
+pub struct Part {
+    pub path: String,
+    pub data: Option<Vec<u8>>,
+}
+
+pub fn file(path: &str, data: &[u8]) -> Part {
+    Part { path: path.into(), data: Some(data.to_vec()) }
+}
+
+pub fn dir(path: &str) -> Part {
+    Part { path: path.into(), data: None }
+}
+
+/// The body boxo's `MultiFileReader` (form mode) writes, as `ipfs-cluster-ctl add` and the Go
+/// client send it: `form-data; name="file"; filename="<query-escaped path>"`, directories as
+/// `application/x-directory`.
+pub fn multipart(parts: &[Part]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for p in parts {
+        let escaped: String = url::form_urlencoded::byte_serialize(p.path.as_bytes()).collect();
+        let ct = if p.data.is_some() { "application/octet-stream" } else { "application/x-directory" };
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{escaped}\"\r\nContent-Type: {ct}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(p.data.as_deref().unwrap_or_default());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+pub fn add(url: &str, auth: &[(&str, &str)], query: &str, body: &[u8]) -> RawResponse {
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let mut headers = vec![("Content-Type", ct.as_str())];
+    headers.extend_from_slice(auth);
+    raw(url, "POST", &format!("/add?{query}"), &headers, body)
+}
+
+fn start(peers: usize) -> Sim {
+    Sim::start(&["--peers", &peers.to_string(), "--lag", "0..20ms"])
+}
+
+fn ids(sim: &Sim) -> Vec<String> {
+    let mut v: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
+    v.sort();
+    v
+}
+
+fn sorted_allocations(line: &Value) -> Vec<String> {
+    let mut v: Vec<String> = line["allocations"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every peer's stored pin of `cid` once the replicas agree.
+fn stored_everywhere(sim: &Sim, cid: &str) -> Vec<Value> {
+    sim.wait_converged(Duration::from_secs(10));
+    (0..sim.peers.len())
+        .map(|i| {
+            let r = raw(sim.url(i), "GET", &format!("/allocations/{cid}"), &[], b"");
+            assert_eq!(r.status, 200, "peer{i} lacks {cid}: {}", r.text());
+            r.json()
+        })
+        .collect()
+}
+
+#[test]
+fn one_file_is_one_line_and_a_pin_with_the_query_options_on_every_peer() {
+    let sim = start(3);
+    let body = multipart(&[file("hello.txt", b"hello world\n")]);
+    let r = add(sim.url(1), &[], "name=greeting&meta-org=hrdag&meta-env=prod", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-Chunked-Output"), Some("1"));
+    assert_eq!(r.header("Trailer"), Some("X-Stream-Error"));
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(r.complete, "the stream ends with its last chunk");
+    assert_eq!(r.trailer("X-Stream-Error"), None, "no error: no trailer value at all");
+    let lines = r.ndjson();
+    assert_eq!(lines.len(), 1, "{}", r.text());
+    // The CID and size every IPFS implementation gives `hello world\n`.
+    let cid = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o";
+    let keys: Vec<&str> = lines[0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["name", "cid", "size", "allocations"], "field order: {}", r.text());
+    assert_eq!(lines[0]["name"], "hello.txt");
+    assert_eq!(lines[0]["cid"], cid);
+    assert_eq!(lines[0]["size"], 20);
+    assert_eq!(sorted_allocations(&lines[0]), ids(&sim), "replication -1: every peer");
+    for pin in stored_everywhere(&sim, cid) {
+        assert_eq!(pin["name"], "greeting");
+        assert_eq!(pin["metadata"], json!({"env": "prod", "org": "hrdag"}));
+        assert_eq!(pin["replication_factor_min"], -1);
+        assert_eq!(pin["allocations"], json!([]));
+        assert_eq!(pin["mode"], "recursive");
+        assert_eq!(pin["max_depth"], -1);
+    }
+}
+
+#[test]
+fn several_files_get_a_line_each_and_the_last_one_is_pinned() {
+    let sim = start(2);
+    let body = multipart(&[file("a.txt", b"first"), file("b.txt", b"second"), file("c.txt", b"")]);
+    let r = add(sim.url(0), &[], "meta-org=witness", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines = r.ndjson();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.txt", "b.txt", "c.txt"]);
+    assert_eq!(lines[2]["cid"], "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH", "the empty file");
+    assert_eq!(lines[2]["size"], 6);
+    let last = lines[2]["cid"].as_str().unwrap();
+    stored_everywhere(&sim, last);
+    let first = lines[0]["cid"].as_str().unwrap();
+    let r = raw(sim.url(0), "GET", &format!("/allocations/{first}"), &[], b"");
+    assert_eq!(r.status, 404, "only the last entry's root is pinned: {}", r.text());
+}
+
+fn nested() -> Vec<Part> {
+    vec![
+        dir("docs"),
+        file("docs/readme.md", b"# readme\n"),
+        dir("docs/sub"),
+        file("docs/sub/data.csv", &vec![b'x'; 300_000]),
+        dir("docs/sub/deeper"),
+        file("docs/sub/deeper/z.txt", b"z"),
+        dir("docs/empty"),
+        file("docs/a b&c.txt", b"odd name"),
+    ]
+}
+
+#[test]
+fn a_nested_directory_wrapped_answers_files_then_directories_children_first() {
+    let sim = start(3);
+    let r = add(
+        sim.url(0),
+        &[],
+        "wrap-with-directory=true&name=tree&replication-min=2&replication-max=2",
+        &multipart(&nested()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.trailer("X-Stream-Error"), None, "{:?}", r.trailers);
+    let lines = r.ndjson();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "docs/readme.md",
+            "docs/sub/data.csv",
+            "docs/sub/deeper/z.txt",
+            "docs/a b&c.txt",
+            "docs/empty",
+            "docs/sub/deeper",
+            "docs/sub",
+            "docs",
+            "",
+        ],
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("docs/a b\\u0026c.txt"), "Go escapes & in JSON: {}", r.text());
+    assert_eq!(lines[4]["cid"], "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn", "empty dir");
+    let allocs = sorted_allocations(&lines[0]);
+    assert_eq!(allocs.len(), 2, "replication 2: two peers: {}", r.text());
+    assert!(lines.iter().all(|l| sorted_allocations(l) == allocs), "one allocation per add");
+    let root = lines[8]["cid"].as_str().unwrap();
+    for pin in stored_everywhere(&sim, root) {
+        assert_eq!(pin["name"], "tree");
+        assert_eq!(pin["replication_factor_min"], 2);
+        let mut a: Vec<String> = serde_json::from_value(pin["allocations"].clone()).unwrap();
+        a.sort();
+        assert_eq!(a, allocs, "the pin is allocated to the peers that got the blocks");
+    }
+    // The same tree with CIDv1: dag-pb nodes `bafy…`, raw leaves `bafk…`.
+    let r = add(sim.url(0), &[], "wrap-with-directory=true&cid-version=1", &multipart(&nested()));
+    let lines = r.ndjson();
+    assert!(lines[0]["cid"].as_str().unwrap().starts_with("bafk"), "{}", r.text());
+    assert!(lines[1]["cid"].as_str().unwrap().starts_with("bafy"), "two leaves: a node");
+    assert!(lines[8]["cid"].as_str().unwrap().starts_with("bafy"));
+}
+
+#[test]
+fn bad_input_is_answered_as_the_real_cluster_does() {
+    let sim = start(1);
+    let url = sim.url(0);
+    let r = raw(url, "POST", "/add", &[("Content-Type", "text/plain")], b"hello");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"code": 400, "message": "request Content-Type isn't multipart/form-data"}));
+    let r = raw(url, "POST", "/add", &[("Content-Type", "multipart/form-data")], b"hello");
+    assert_eq!(r.json()["message"], "no multipart boundary param in Content-Type");
+    let body = multipart(&[file("a", b"a")]);
+    let r = add(url, &[], "cid-version=one", &body);
+    assert_eq!((r.status, r.json()["message"].clone()), (400, json!("parameter cid-version invalid")));
+    let r = add(url, &[], "replication-min=x", &body);
+    assert_eq!(r.json()["message"], "parameter replication-min invalid");
+    // Errors after the answer has begun go in the trailer of a 200, and nothing is pinned.
+    for (q, e) in [
+        ("chunker=bogus", "unrecognized chunker option: bogus"),
+        ("chunker=size-0", "chunker size must be greater than 0"),
+        ("hash=nohash", "hash function name not known"),
+        ("cid-version=2", "bad CID Version: unknown CID version: 2"),
+    ] {
+        let r = add(url, &[], q, &body);
+        assert_eq!(r.status, 200, "{q}");
+        assert_eq!(r.trailer("X-Stream-Error"), Some(e), "{q}: {}", r.text());
+        assert!(r.ndjson().is_empty(), "{q}: {}", r.text());
+    }
+    // A body cut inside a part.
+    let mut cut = multipart(&[file("a", b"some bytes")]);
+    cut.truncate(cut.len() - BOUNDARY.len() - 10);
+    let r = add(url, &[], "", &cut);
+    assert_eq!(r.trailer("X-Stream-Error"), Some("unexpected EOF"), "{}", r.text());
+    let pins = raw(url, "GET", "/allocations", &[], b"");
+    assert_eq!(pins.status, 204, "nothing pinned: {}", pins.text());
+}
+
+#[test]
+fn a_large_upload_streams_through_with_a_balanced_tree() {
+    let sim = start(1);
+    // 50 MiB: 200 leaves, so two levels of links (174 per node).
+    let data: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let r = add(sim.url(0), &[], "raw-leaves=true", &multipart(&[file("big.bin", &data)]));
+    let lines = r.ndjson();
+    assert_eq!(lines.len(), 1, "{}", r.text());
+    let size = lines[0]["size"].as_u64().unwrap();
+    assert!(size > data.len() as u64 && size < data.len() as u64 + 20_000, "{size}");
+}
+
+/// The comparison cases: files and parameters.
+fn cases() -> Vec<(&'static str, Vec<Part>)> {
+    let mib5: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    vec![
+        ("empty", vec![file("empty", b"")]),
+        ("one byte", vec![file("one", b"1")]),
+        ("256 KiB", vec![file("exact", &vec![7u8; 262144])]),
+        ("256 KiB + 1", vec![file("over", &vec![9u8; 262145])]),
+        ("5 MiB", vec![file("big", &mib5)]),
+        ("several files", vec![file("a", b"a"), file("b", b"bb")]),
+        ("nested directory", nested()),
+    ]
+}
+
+fn compare(real: &RealCluster, sim: &Sim, name: &str, query: &str, parts: &[Part]) {
+    let body = multipart(parts);
+    let a = add(real.url(0), &real.auth(), query, &body);
+    let b = add(sim.url(0), &[], query, &body);
+    let strip = |r: &RawResponse| -> Vec<Value> {
+        r.ndjson()
+            .into_iter()
+            .map(|mut l| {
+                let n = sorted_allocations(&l).len();
+                l["allocations"] = json!(n);
+                l
+            })
+            .collect()
+    };
+    assert_eq!(a.status, b.status, "{name} {query}");
+    assert_eq!(strip(&a), strip(&b), "{name} ?{query}\nreal: {}\nsim: {}", a.text(), b.text());
+    assert_eq!(a.trailer("X-Stream-Error"), b.trailer("X-Stream-Error"), "{name} {query}");
+}
+
+#[test]
+fn the_real_cluster_gives_the_same_cids_and_lines() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let real = RealCluster::start(RealOptions::new(V1_1_6, 2));
+    let sim = start(2);
+    for query in ["", "cid-version=1", "raw-leaves=true", "wrap-with-directory=true"] {
+        for (name, parts) in cases() {
+            compare(&real, &sim, name, query, &parts);
+        }
+    }
+    compare(&real, &sim, "chunker", "chunker=size-1000", &[file("x", &vec![1u8; 5000])]);
+    compare(&real, &sim, "bad chunker", "chunker=bogus", &[file("x", b"x")]);
+    compare(&real, &sim, "bad hash", "hash=nohash", &[file("x", b"x")]);
+    real.assert_loopback_only();
+}
