@@ -401,7 +401,14 @@ impl Adder {
         let chunk = self.chunker.clone()?;
         let mut b = FileBuilder::new(Format { chunk, ..self.f });
         let mut reported = 0;
-        while let Some(d) = mp.read(1024 * 1024).await? {
+        // The size splitter takes a cut body (`io.ErrUnexpectedEOF`) for the end of the file.
+        loop {
+            let d = match mp.read(1024 * 1024).await {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) if e == super::multipart::UNEXPECTED_EOF => break,
+                Err(e) => return Err(e),
+            };
             b.push(&d);
             if self.params.progress && b.bytes - reported >= 256 * 1024 {
                 reported = b.bytes;

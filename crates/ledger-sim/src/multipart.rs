@@ -294,6 +294,12 @@ impl Multipart {
                 return Ok(Some(self.buf.drain(..n).collect()));
             }
             if !self.fill().await? {
+                // The body ended inside the part: what is left is data, then Go's error.
+                if !self.buf.is_empty() {
+                    let n = self.buf.len().min(max);
+                    return Ok(Some(self.buf.drain(..n).collect()));
+                }
+                self.in_part = false;
                 return Err(UNEXPECTED_EOF.into());
             }
         }
@@ -357,6 +363,14 @@ mod tests {
     async fn a_cut_body_is_an_error() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; filename=\"a\"\r\n\r\nhello";
         assert_eq!(parts(body, 3).await.unwrap_err(), UNEXPECTED_EOF);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Ok(body.to_vec())).await.expect("open");
+        drop(tx);
+        let mut m = Multipart::new(rx, "XyZ");
+        assert!(m.next_part().await.expect("a part").is_some());
+        assert_eq!(m.read(100).await, Ok(Some(b"hello".to_vec())), "the data before the cut");
+        assert_eq!(m.read(100).await, Err(UNEXPECTED_EOF.into()));
+        assert_eq!(m.next_part().await.unwrap_err(), "multipart: NextPart: EOF");
         assert_eq!(parts(b"no boundary here", 4).await.unwrap_err(), "multipart: NextPart: EOF");
     }
 
