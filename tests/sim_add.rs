@@ -33,7 +33,8 @@ pub fn multipart(parts: &[Part]) -> Vec<u8> {
     let mut body = Vec::new();
     for p in parts {
         let escaped: String = url::form_urlencoded::byte_serialize(p.path.as_bytes()).collect();
-        let ct = if p.data.is_some() { "application/octet-stream" } else { "application/x-directory" };
+        let ct =
+            if p.data.is_some() { "application/octet-stream" } else { "application/x-directory" };
         body.extend_from_slice(
             format!(
                 "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{escaped}\"\r\nContent-Type: {ct}\r\n\r\n"
@@ -213,12 +214,18 @@ fn bad_input_is_answered_as_the_real_cluster_does() {
     let url = sim.url(0);
     let r = raw(url, "POST", "/add", &[("Content-Type", "text/plain")], b"hello");
     assert_eq!(r.status, 400);
-    assert_eq!(r.json(), json!({"code": 400, "message": "request Content-Type isn't multipart/form-data"}));
+    assert_eq!(
+        r.json(),
+        json!({"code": 400, "message": "request Content-Type isn't multipart/form-data"})
+    );
     let r = raw(url, "POST", "/add", &[("Content-Type", "multipart/form-data")], b"hello");
     assert_eq!(r.json()["message"], "no multipart boundary param in Content-Type");
     let body = multipart(&[file("a", b"a")]);
     let r = add(url, &[], "cid-version=one", &body);
-    assert_eq!((r.status, r.json()["message"].clone()), (400, json!("parameter cid-version invalid")));
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (400, json!("parameter cid-version invalid"))
+    );
     let r = add(url, &[], "replication-min=x", &body);
     assert_eq!(r.json()["message"], "parameter replication-min invalid");
     // Errors after the answer has begun go in the trailer of a 200, and nothing is pinned.
@@ -258,7 +265,8 @@ fn a_large_upload_streams_through_with_a_balanced_tree() {
 
 /// The comparison cases: files and parameters.
 fn cases() -> Vec<(&'static str, Vec<Part>)> {
-    let mib5: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mib5: Vec<u8> =
+        (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     vec![
         ("empty", vec![file("empty", b"")]),
         ("one byte", vec![file("one", b"1")]),
@@ -331,7 +339,8 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
     compare(&real, &sim, "bad chunker", "chunker=bogus", &[file("x", b"x")]);
     compare(&real, &sim, "bad hash", "hash=nohash", &[file("x", b"x")]);
     // The pin the add makes, with its options, as every peer stores it.
-    let q = "name=report&meta-org=hrdag&replication-min=1&replication-max=1&wrap-with-directory=true";
+    let q =
+        "name=report&meta-org=hrdag&replication-min=1&replication-max=1&wrap-with-directory=true";
     let body = multipart(&nested());
     let a = add(real.url(0), &real.auth(), q, &body).ndjson();
     let b = add(sim.url(0), &[], q, &body).ndjson();

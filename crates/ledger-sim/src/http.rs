@@ -118,6 +118,13 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
             serve_streaming(head, &mut rd, &mut buf, &mut wr, &handler).await;
             let _ = wr.flush().await;
             let _ = wr.shutdown().await;
+            // Go's `closeWriteAndWait`: after the FIN, read what the client still sends for a
+            // while, so that closing with unread data (a reset) does not destroy the answer.
+            let drain = async {
+                let mut tmp = [0u8; 8192];
+                while matches!(rd.read(&mut tmp).await, Ok(n) if n > 0) {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
             return;
         }
         let Some(body) = read_body(&mut rd, &mut buf, &head.headers).await else { return };
