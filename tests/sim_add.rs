@@ -307,6 +307,9 @@ fn compare_raw(real: &RealCluster, sim: &Sim, name: &str, query: &str, body: &[u
             .collect()
     };
     assert_eq!(a.status, b.status, "{name} {query}");
+    for h in ["Content-Type", "Cache-Control", "Connection", "Trailer", "X-Chunked-Output"] {
+        assert_eq!(a.header(h), b.header(h), "{name} ?{query}: header {h}");
+    }
     if std::env::var_os("LEDGER_SHOW_ADD").is_some() {
         eprintln!("{name} ?{query}: {} {:?}\n{}", a.status, a.trailers, a.text());
     }
