@@ -128,6 +128,36 @@ fn one_file_is_one_line_and_a_pin_with_the_query_options_on_every_peer() {
 }
 
 #[test]
+fn user_allocations_and_expiry_reach_the_pin() {
+    let sim = start(3);
+    let target = sim.peers[2].id.clone();
+    let q = format!("replication=1&user-allocations={target}&expire-in=1h&meta-org=amnesty");
+    let r = add(sim.url(0), &[], &q, &multipart(&[file("x.bin", b"some content")]));
+    let lines = r.ndjson();
+    assert_eq!(lines[0]["allocations"], json!([target]), "{}", r.text());
+    let cid = lines[0]["cid"].as_str().unwrap();
+    for pin in stored_everywhere(&sim, cid) {
+        assert_eq!(pin["allocations"], json!([target]));
+        assert_eq!(
+            (pin["replication_factor_min"].clone(), pin["replication_factor_max"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_ne!(pin["expire_at"], "0001-01-01T00:00:00Z", "{pin}");
+        assert_eq!(pin["metadata"], json!({"org": "amnesty"}));
+    }
+    // `no-pin`: the lines, no pin.
+    let r = add(sim.url(0), &[], "no-pin=true", &multipart(&[file("y", b"not pinned")]));
+    let cid = r.ndjson()[0]["cid"].as_str().unwrap().to_string();
+    let got = raw(sim.url(0), "GET", &format!("/allocations/{cid}"), &[], b"");
+    assert_eq!(got.status, 404, "{}", got.text());
+    // Not enough peers for the replication asked: the trailer says so, nothing is pinned.
+    let r =
+        add(sim.url(0), &[], "replication-min=4&replication-max=4", &multipart(&[file("z", b"z")]));
+    let e = r.trailer("X-Stream-Error").unwrap_or_default().to_string();
+    assert!(e.starts_with("not enough peers to allocate CID"), "{e:?} {}", r.text());
+}
+
+#[test]
 fn several_files_get_a_line_each_and_the_last_one_is_pinned() {
     let sim = start(2);
     let body = multipart(&[file("a.txt", b"first"), file("b.txt", b"second"), file("c.txt", b"")]);

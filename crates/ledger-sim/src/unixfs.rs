@@ -241,6 +241,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cid_does_not_depend_on_how_the_bytes_arrive() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        for f in [V0, V1, Format { chunk: 1000, ..V0 }] {
+            let whole = add(f, &data);
+            for piece in [1usize, 999, 1000, 1001, 65536, 262144, 262145] {
+                let mut b = FileBuilder::new(f);
+                for p in data.chunks(piece) {
+                    b.push(p);
+                }
+                assert_eq!(b.finish(), whole, "pieces of {piece}");
+            }
+        }
+    }
+
+    #[test]
     fn the_tree_grows_a_level_only_when_more_leaves_follow() {
         let f = Format { cid_version: 0, raw_leaves: true, chunk: 1 };
         for (n, depth) in
