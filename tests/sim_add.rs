@@ -391,3 +391,52 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
     assert_eq!(real_pin["metadata"], json!({"org": "hrdag"}), "{real_pin}");
     real.assert_loopback_only();
 }
+
+/// `ipfs-cluster-ctl ARGS` (v1.1.6, unmodified) against a peer: exit code and stdout.
+fn ctl(url: &str, args: &[&str]) -> (i32, String) {
+    let port = url.rsplit(':').next().unwrap_or_default();
+    let bin = crate::util::realcluster::cluster_bin(V1_1_6, "ipfs-cluster-ctl");
+    let out = std::process::Command::new(bin)
+        .args(["--host", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .args(args)
+        .output()
+        .expect("run ipfs-cluster-ctl");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn ipfs_cluster_ctl_add_prints_the_same_on_the_real_cluster_and_the_simulator() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(tree.join("empty")).unwrap();
+    std::fs::write(tree.join("readme.md"), b"# tree\n").unwrap();
+    std::fs::write(tree.join("sub/data.bin"), vec![3u8; 600_000]).unwrap();
+    std::fs::write(tree.join("sub/deeper/z.txt"), b"z").unwrap();
+    let one = tmp.path().join("one.txt");
+    std::fs::write(&one, b"one file\n").unwrap();
+    let (tree, one) = (tree.to_str().unwrap(), one.to_str().unwrap());
+    let real = RealCluster::start(RealOptions::new(V1_1_6, 2));
+    let sim = start(2);
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["add", one],
+        vec!["add", "-r", tree],
+        vec!["add", "-r", "-w", "--name", "t", "--metadata", "org=hrdag", tree, one],
+        vec!["add", "-r", "--cid-version", "1", tree],
+        vec!["add", "--raw-leaves", "--chunker", "size-1024", one],
+    ];
+    for args in runs {
+        let a = ctl(real.url(0), &args);
+        let b = ctl(sim.url(0), &args);
+        assert_eq!(a.0, 0, "{args:?} on the real cluster: {}", a.1);
+        assert!(a.1.lines().count() >= 1, "{args:?}: {}", a.1);
+        if std::env::var_os("LEDGER_SHOW_ADD").is_some() {
+            eprintln!("{args:?}:\n{}", a.1);
+        }
+        assert_eq!(a, b, "{args:?}");
+    }
+    real.assert_loopback_only();
+}
