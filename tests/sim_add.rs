@@ -282,6 +282,22 @@ fn bad_input_is_answered_as_the_real_cluster_does() {
 }
 
 #[test]
+fn a_directory_a_real_peer_would_shard_is_refused_not_miscounted() {
+    let sim = start(1);
+    // 5,000 links of a 20-byte name and a 34-byte CID: 270,000 bytes, past boxo's 256 KiB.
+    let parts: Vec<Part> =
+        (0..5000).map(|i| file(&format!("big/file-{i:015}"), format!("{i}").as_bytes())).collect();
+    let r = add(sim.url(0), &[], "", &multipart(&parts));
+    let e = r.trailer("X-Stream-Error").unwrap_or_default();
+    assert!(e.contains("HAMT-sharded directories"), "{e:?}");
+    assert_eq!(raw(sim.url(0), "GET", "/allocations", &[], b"").status, 204, "nothing pinned");
+    // 4,000 such links (216,000 bytes) make a plain directory.
+    let r = add(sim.url(0), &[], "", &multipart(&parts[..4000]));
+    assert_eq!(r.trailer("X-Stream-Error"), None);
+    assert_eq!(r.ndjson().last().unwrap()["name"], "big");
+}
+
+#[test]
 fn a_large_upload_streams_through_with_a_balanced_tree() {
     let sim = start(1);
     // 50 MiB: 200 leaves, so two levels of links (174 per node).
@@ -360,6 +376,9 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
         }
     }
     compare(&real, &sim, "chunker", "chunker=size-1000", &[file("x", &vec![1u8; 5000])]);
+    let wide: Vec<Part> =
+        (0..4000).map(|i| file(&format!("big/file-{i:015}"), format!("{i}").as_bytes())).collect();
+    compare(&real, &sim, "4,000 links, just under the HAMT threshold", "", &wide);
     let two = [file("d1/a", b"a"), file("d2/b", b"b")];
     compare(&real, &sim, "two top-level directories share one MFS root", "", &two);
     let mixed = [file("f", b"file first"), dir("d"), file("d/x", b"x")];

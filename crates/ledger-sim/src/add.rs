@@ -243,6 +243,9 @@ enum Entry {
     Dir(Dir),
 }
 
+/// boxo's `HAMTShardingSize`: past this estimate of a directory's links it is sharded.
+const HAMT_SHARDING_SIZE: usize = 256 * 1024;
+
 /// Paths deeper than this are refused (the directory walk is recursive).
 const MAX_DEPTH: usize = 1024;
 
@@ -442,6 +445,13 @@ fn dir_node(
                 links.push((name, dir_node(f, sub, &join(path, name), lines, depth + 1)?))
             }
         }
+    }
+    // boxo turns a directory into a HAMT once its links' names and CIDs pass 256 KiB.
+    let estimated: usize = links.iter().map(|(n, l)| n.len() + l.cid.encoded_len()).sum();
+    if estimated > HAMT_SHARDING_SIZE {
+        return Err(format!(
+            "directory {path:?}: HAMT-sharded directories (links over 256 KiB) are not simulated"
+        ));
     }
     let node = unixfs::directory(f, links.iter().map(|(n, l)| (*n, l)));
     lines.push((path.to_string(), node.clone()));
