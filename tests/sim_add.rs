@@ -370,7 +370,9 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
     }
     let real = RealCluster::start(RealOptions::new(V1_1_6, 2));
     let sim = start(2);
-    for query in ["", "cid-version=1", "raw-leaves=true", "wrap-with-directory=true"] {
+    let queries =
+        ["", "cid-version=1", "raw-leaves=true", "wrap-with-directory=true", "progress=true"];
+    for query in queries {
         for (name, parts) in cases() {
             compare(&real, &sim, name, query, &parts);
         }

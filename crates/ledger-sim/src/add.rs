@@ -243,6 +243,9 @@ enum Entry {
     Dir(Dir),
 }
 
+/// The adder's `progressReaderIncrement`.
+const PROGRESS_EVERY: u64 = 256 * 1024;
+
 /// boxo's `HAMTShardingSize`: past this estimate of a directory's links it is sharded.
 const HAMT_SHARDING_SIZE: usize = 256 * 1024;
 
@@ -412,16 +415,42 @@ impl Adder {
                 Err(e) if e == super::multipart::UNEXPECTED_EOF => break,
                 Err(e) => return Err(e),
             };
-            b.push(&d);
-            if self.params.progress && b.bytes - reported >= 256 * 1024 {
-                reported = b.bytes;
-                self.emit(path, None, reported).await;
+            if !self.params.progress {
+                b.push(&d);
+                continue;
+            }
+            // The splitter's reads end at each chunk's end: that is where a progress line can be.
+            let mut d = &d[..];
+            while !d.is_empty() {
+                let take = d.len().min(chunk - (b.bytes % chunk as u64) as usize);
+                b.push(&d[..take]);
+                d = &d[take..];
+                if b.bytes % chunk as u64 == 0 && b.bytes - reported >= PROGRESS_EVERY {
+                    reported = b.bytes;
+                    self.emit(path, None, reported).await;
+                }
             }
         }
         if self.params.progress {
-            self.emit(path, None, b.bytes).await;
+            self.progress_end(path, b.bytes, reported, chunk).await;
         }
         Ok(b.finish())
+    }
+
+    /// The progress lines at a file's end: the read that met the end of the part reports, and
+    /// so does every later read of the splitter, which the balanced layout asks for each time it
+    /// checks for more data after the last full chunk.
+    async fn progress_end(&mut self, path: &str, bytes: u64, reported: u64, chunk: usize) {
+        if bytes % chunk as u64 != 0 {
+            self.emit(path, None, bytes).await;
+            return;
+        }
+        if bytes > 0 && reported != bytes {
+            self.emit(path, None, bytes).await;
+        }
+        for _ in 0..unixfs::reads_after_end(bytes / chunk as u64) {
+            self.emit(path, None, bytes).await;
+        }
     }
 }
 

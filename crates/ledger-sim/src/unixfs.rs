@@ -194,6 +194,44 @@ impl FileBuilder {
     }
 }
 
+/// How many times boxo's balanced layout asks the splitter for more after a file of `leaves`
+/// full chunks has ended (each `Done()` then reads again, and each such read reports progress).
+pub fn reads_after_end(leaves: u64) -> u64 {
+    struct Splitter {
+        left: u64,
+        after: u64,
+    }
+    impl Splitter {
+        fn done(&mut self) -> bool {
+            if self.left == 0 {
+                self.after += 1;
+            }
+            self.left == 0
+        }
+    }
+    fn fill(s: &mut Splitter, mut children: usize, depth: usize) {
+        while children < LINKS_PER_NODE && !s.done() {
+            if depth == 1 {
+                s.left -= 1;
+            } else {
+                fill(s, 0, depth - 1);
+            }
+            children += 1;
+        }
+    }
+    let mut s = Splitter { left: leaves, after: 0 };
+    if s.done() {
+        return s.after;
+    }
+    s.left -= 1;
+    let mut depth = 1;
+    while !s.done() {
+        fill(&mut s, 1, depth);
+        depth += 1;
+    }
+    s.after
+}
+
 /// A symlink node: UnixFS `Symlink` with the target as data.
 pub fn symlink(f: Format, target: &[u8]) -> Node {
     pb_node(f, &[], &unixfs_data(4, Some(target), Some(target.len() as u64), &[]))
@@ -253,6 +291,14 @@ mod tests {
                 assert_eq!(b.finish(), whole, "pieces of {piece}");
             }
         }
+    }
+
+    #[test]
+    fn reads_after_the_end_follow_the_layouts_checks() {
+        // The empty file's one read; one leaf: the layout's loop; 20: the node's loop and the
+        // layout's (as a real peer reports a 5 MiB file).
+        assert_eq!([0, 1, 20, 174].map(reads_after_end), [1, 1, 2, 1]);
+        assert_eq!(reads_after_end(175), 3);
     }
 
     #[test]
