@@ -425,7 +425,7 @@ impl Adder {
                 let take = d.len().min(chunk - (b.bytes % chunk as u64) as usize);
                 b.push(&d[..take]);
                 d = &d[take..];
-                if b.bytes % chunk as u64 == 0 && b.bytes - reported >= PROGRESS_EVERY {
+                if b.bytes.is_multiple_of(chunk as u64) && b.bytes - reported >= PROGRESS_EVERY {
                     reported = b.bytes;
                     self.emit(path, None, reported).await;
                 }
@@ -441,7 +441,7 @@ impl Adder {
     /// so does every later read of the splitter, which the balanced layout asks for each time it
     /// checks for more data after the last full chunk.
     async fn progress_end(&mut self, path: &str, bytes: u64, reported: u64, chunk: usize) {
-        if bytes % chunk as u64 != 0 {
+        if !bytes.is_multiple_of(chunk as u64) {
             self.emit(path, None, bytes).await;
             return;
         }
