@@ -389,6 +389,7 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
     let mut cut = multipart(&[file("a", b"some bytes")]);
     cut.truncate(cut.len() - BOUNDARY.len() - 10);
     compare_raw(&real, &sim, "cut body", "", &cut);
+    compare_raw(&real, &sim, "cut body", "progress=true", &cut);
     compare_raw(&real, &sim, "no part", "", format!("--{BOUNDARY}--\r\n").as_bytes());
     compare(&real, &sim, "bad chunker", "chunker=bogus", &[file("x", b"x")]);
     compare(&real, &sim, "bad hash", "hash=nohash", &[file("x", b"x")]);

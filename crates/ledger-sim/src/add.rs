@@ -406,13 +406,16 @@ impl Adder {
         }
         let chunk = self.chunker.clone()?;
         let mut b = FileBuilder::new(Format { chunk, ..self.f });
-        let mut reported = 0;
+        let (mut reported, mut cut) = (0, false);
         // The size splitter takes a cut body (`io.ErrUnexpectedEOF`) for the end of the file.
         loop {
             let d = match mp.read(1024 * 1024).await {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
-                Err(e) if e == super::multipart::UNEXPECTED_EOF => break,
+                Err(e) if e == super::multipart::UNEXPECTED_EOF => {
+                    cut = true;
+                    break;
+                }
                 Err(e) => return Err(e),
             };
             if !self.params.progress {
@@ -431,7 +434,8 @@ impl Adder {
                 }
             }
         }
-        if self.params.progress {
+        // The progress reader reports the end on `io.EOF` only, not on a cut.
+        if self.params.progress && !cut {
             self.progress_end(path, b.bytes, reported, chunk).await;
         }
         Ok(b.finish())
