@@ -549,7 +549,8 @@ pub async fn handle(c: &Arc<Cluster>, p: usize, req: &Request, q: &Query) -> Opt
     };
     let chunker = chunk_size(&params.chunker);
     let buffered = !params.stream_channels;
-    let (tx, mut lines) = mpsc::channel::<Chunk>(64);
+    // As the adder's output channel: 200 lines may wait for the client to read.
+    let (tx, mut lines) = mpsc::channel::<Chunk>(200);
     let out = if buffered { Out::Buffer(Vec::new()) } else { Out::Stream(tx.clone()) };
     let mut a = Adder {
         c: c.clone(),
