@@ -393,6 +393,10 @@ fn the_real_cluster_gives_the_same_cids_and_lines() {
     compare_raw(&real, &sim, "no part", "", format!("--{BOUNDARY}--\r\n").as_bytes());
     compare(&real, &sim, "bad chunker", "chunker=bogus", &[file("x", b"x")]);
     compare(&real, &sim, "bad hash", "hash=nohash", &[file("x", b"x")]);
+    for q in ["hash=sha2-512&cid-version=1", "hash=dbl-sha2-256&cid-version=1", "hash=sha2-512"] {
+        compare(&real, &sim, "other hashes", q, &nested());
+        compare(&real, &sim, "other hashes", q, &[file("x", &vec![4u8; 600_000])]);
+    }
     // The pin the add makes, with its options, as every peer stores it.
     let q =
         "name=report&meta-org=hrdag&replication-min=1&replication-max=1&wrap-with-directory=true";

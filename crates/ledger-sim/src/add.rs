@@ -21,7 +21,7 @@ use super::Cluster;
 use super::http::{Body, Chunk, Request, Response};
 use super::multipart::{Kind, Multipart, PartHead, boundary};
 use super::options::{PinOptions, Query, from_query};
-use super::unixfs::{self, FileBuilder, Format, Link};
+use super::unixfs::{self, FileBuilder, Format, Hash, Link};
 
 /// The add parameters of `AddParamsFromQuery` that the simulator acts on.
 #[derive(Debug, Clone)]
@@ -186,13 +186,16 @@ fn format_of(p: &AddParams) -> Result<Format, String> {
     if !known_hash(&p.hash) {
         return Err("hash function name not known".into());
     }
-    if !p.hash.eq_ignore_ascii_case("sha2-256") {
-        return Err(format!("hash function {} is not simulated", p.hash));
+    let hash = Hash::by_name(&p.hash)
+        .ok_or_else(|| format!("hash function {} is not simulated", p.hash))?;
+    if p.cid_version == 0 && hash != Hash::Sha2_256 {
+        // go-cid's `Prefix.Sum`, at the adder's first dag-pb node: CIDv0 is sha2-256 only.
+        return Err("invalid cid: invalid v0 prefix".into());
     }
     if p.layout == "trickle" {
         return Err("the trickle layout is not simulated".into());
     }
-    Ok(Format { cid_version: p.cid_version as u8, raw_leaves: p.raw_leaves, chunk: 262144 })
+    Ok(Format { cid_version: p.cid_version as u8, raw_leaves: p.raw_leaves, chunk: 262144, hash })
 }
 
 /// `api.AddedOutput` as Go writes it (`bytes`, `size` and `allocations` left out when empty).

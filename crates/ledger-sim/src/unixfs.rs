@@ -21,6 +21,36 @@ pub struct Format {
     pub cid_version: u8,
     pub raw_leaves: bool,
     pub chunk: usize,
+    pub hash: Hash,
+}
+
+/// The multihash functions the simulator computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha2_256,
+    Sha2_512,
+    DblSha2_256,
+}
+
+impl Hash {
+    /// By go-multihash's name (any case).
+    pub fn by_name(name: &str) -> Option<Hash> {
+        match name.to_ascii_lowercase().as_str() {
+            "sha2-256" => Some(Hash::Sha2_256),
+            "sha2-512" => Some(Hash::Sha2_512),
+            "dbl-sha2-256" => Some(Hash::DblSha2_256),
+            _ => None,
+        }
+    }
+
+    fn multihash(self, block: &[u8]) -> cid::multihash::Multihash<64> {
+        let (code, digest): (u64, Vec<u8>) = match self {
+            Hash::Sha2_256 => (SHA2_256, Sha256::digest(block).to_vec()),
+            Hash::Sha2_512 => (0x13, sha2::Sha512::digest(block).to_vec()),
+            Hash::DblSha2_256 => (0x56, Sha256::digest(Sha256::digest(block)).to_vec()),
+        };
+        cid::multihash::Multihash::<64>::wrap(code, &digest).unwrap_or_default()
+    }
 }
 
 /// A link as dag-pb stores it: the child's CID and its cumulative size (`Tsize`).
@@ -33,10 +63,8 @@ pub struct Link {
 /// A node once built: its CID and the `size` the answer shows (the node's `Size()`).
 pub type Node = Link;
 
-fn cid_of(codec: u64, version: u8, block: &[u8]) -> Cid {
-    let digest = Sha256::digest(block);
-    let mh = cid::multihash::Multihash::<64>::wrap(SHA2_256, &digest)
-        .unwrap_or_else(|_| cid::multihash::Multihash::<64>::default());
+fn cid_of(codec: u64, version: u8, hash: Hash, block: &[u8]) -> Cid {
+    let mh = hash.multihash(block);
     if version == 0 && codec == DAG_PB {
         Cid::new_v0(mh).unwrap_or_else(|_| Cid::new_v1(codec, mh))
     } else {
@@ -102,14 +130,14 @@ fn dag_pb(links: &[(&str, &Link)], data: &[u8]) -> Vec<u8> {
 fn pb_node(f: Format, links: &[(&str, &Link)], data: &[u8]) -> Node {
     let block = dag_pb(links, data);
     let size = block.len() as u64 + links.iter().map(|(_, l)| l.size).sum::<u64>();
-    Link { cid: cid_of(DAG_PB, f.cid_version, &block), size }
+    Link { cid: cid_of(DAG_PB, f.cid_version, f.hash, &block), size }
 }
 
 /// One leaf: a raw block, or a UnixFS `File` node holding the data (none for an empty file).
 fn leaf(f: Format, data: &[u8]) -> (Node, u64) {
     let len = data.len() as u64;
     if f.raw_leaves {
-        return (Link { cid: cid_of(RAW, 1, data), size: len }, len);
+        return (Link { cid: cid_of(RAW, 1, f.hash, data), size: len }, len);
     }
     let d = if data.is_empty() { None } else { Some(data) };
     (pb_node(f, &[], &unixfs_data(2, d, Some(len), &[])), len)
@@ -248,8 +276,10 @@ pub fn directory<'a>(f: Format, children: impl Iterator<Item = (&'a str, &'a Lin
 mod tests {
     use super::*;
 
-    const V0: Format = Format { cid_version: 0, raw_leaves: false, chunk: 262144 };
-    const V1: Format = Format { cid_version: 1, raw_leaves: true, chunk: 262144 };
+    const V0: Format =
+        Format { cid_version: 0, raw_leaves: false, chunk: 262144, hash: Hash::Sha2_256 };
+    const V1: Format =
+        Format { cid_version: 1, raw_leaves: true, chunk: 262144, hash: Hash::Sha2_256 };
 
     fn add(f: Format, data: &[u8]) -> Node {
         let mut b = FileBuilder::new(f);
@@ -303,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_tree_grows_a_level_only_when_more_leaves_follow() {
-        let f = Format { cid_version: 0, raw_leaves: true, chunk: 1 };
+        let f = Format { chunk: 1, raw_leaves: true, ..V0 };
         for (n, depth) in
             [(1usize, 0usize), (2, 1), (174, 1), (175, 2), (174 * 174, 2), (174 * 174 + 1, 3)]
         {
