@@ -309,6 +309,43 @@ fn a_large_upload_streams_through_with_a_balanced_tree() {
     assert!(size > data.len() as u64 && size < data.len() as u64 + 20_000, "{size}");
 }
 
+/// The simulator's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(sim: &Sim) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sim.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number")
+}
+
+#[test]
+fn an_upload_is_chunked_as_it_arrives_not_held() {
+    use std::io::{Read, Write};
+    let sim = start(1);
+    let before = peak_rss_kib(&sim);
+    const SIZE: usize = 128 * 1024 * 1024;
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let hostport = sim.url(0).trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&hostport).expect("connect");
+    let len = head.len() + SIZE + tail.len();
+    write!(
+        s,
+        "POST /add?raw-leaves=true HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}\r\n\r\n{head}"
+    )
+    .unwrap();
+    let piece = vec![0x5au8; 1024 * 1024];
+    for _ in 0..SIZE / piece.len() {
+        s.write_all(&piece).expect("the simulator reads the upload");
+    }
+    s.write_all(tail.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"name\":\"big\""), "{answer}");
+    let grew = peak_rss_kib(&sim).saturating_sub(before);
+    assert!(grew < 64 * 1024, "a 128 MiB upload grew the simulator by {grew} KiB");
+}
+
 /// The comparison cases: files and parameters.
 fn cases() -> Vec<(&'static str, Vec<Part>)> {
     let mib5: Vec<u8> =
