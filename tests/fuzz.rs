@@ -378,3 +378,51 @@ fn the_config_loader_takes_any_file() {
         Ok(())
     });
 }
+
+/// Uploads as the simulator's `POST /add` reads them: any bytes, with boundaries and part heads
+/// among them, cut into pieces of any size.
+fn upload() -> impl Strategy<Value = (Vec<u8>, usize)> {
+    let bits = prop_oneof![
+        Just(b"--B\r\n".to_vec()),
+        Just(b"\r\n--B".to_vec()),
+        Just(b"\r\n--B--\r\n".to_vec()),
+        Just(
+            b"Content-Disposition: form-data; name=\"file\"; filename=\"a%2F..%2Fb\"\r\n".to_vec()
+        ),
+        Just(b"Content-Type: application/x-directory\r\n".to_vec()),
+        Just(b"\r\n\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+    ];
+    (proptest::collection::vec(bits, 0..12).prop_map(|v| v.concat()), 1usize..50)
+}
+
+#[test]
+fn the_simulators_multipart_reader_takes_any_upload() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    check("multipart", upload(), |(body, piece), classes| {
+        rt.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(body.len() + 1);
+            for p in body.chunks(piece) {
+                let _ = tx.send(Ok(p.to_vec())).await;
+            }
+            drop(tx);
+            let mut m = ledger_sim::multipart::Multipart::new(rx, "B");
+            let mut parts = 0usize;
+            let end = loop {
+                match m.next_part().await {
+                    Ok(Some(_)) => {
+                        parts += 1;
+                        while let Ok(Some(d)) = m.read(13).await {
+                            prop_assert!(!d.is_empty(), "an empty piece of a part");
+                        }
+                    }
+                    Ok(None) => break "closing boundary",
+                    Err(_) => break "error",
+                }
+                prop_assert!(parts <= body.len() + 1, "more parts than bytes");
+            };
+            classes.hit(&format!("{end} after {} parts", parts.min(3)));
+            Ok(())
+        })
+    });
+}

@@ -23,6 +23,7 @@ mod repin;
 mod report;
 mod robust;
 mod run_lifecycle;
+mod sim_add;
 mod sim_api;
 mod sim_auth;
 mod sim_crdt;

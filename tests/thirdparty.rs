@@ -1,5 +1,6 @@
 //! A real third-party IPFS Cluster client, the npm package `@nftstorage/ipfs-cluster`, pins with
-//! metadata and lists the pin set against `ledger sim serve`.
+//! metadata and lists the pin set against `ledger sim serve`, and adds files and a directory
+//! through `/add` (`tests/thirdparty/add.mjs`), on the simulator and on a real cluster.
 //!
 //! `tests/thirdparty/client.mjs` drives the library and prints what it saw as one JSON object; these
 //! tests check that against what was sent and, independently over raw HTTP, against what the
@@ -375,4 +376,60 @@ fn sorted(v: &[String]) -> Vec<String> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Run `node tests/thirdparty/add.mjs URL`: what the library's `add` and `addDirectory` returned.
+fn run_add(url: &str) -> Value {
+    setup();
+    let dir = thirdparty_dir();
+    let out = Command::new("node")
+        .arg(dir.join("add.mjs"))
+        .arg(url)
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `node` ({e}): {SETUP_HINT}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("add.mjs printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+/// Issue 14: the library's `add` broke on the simulator's 500. Now it adds a file and a directory,
+/// gets the CIDs a real v1.1.6 cluster gives (when one can be started here) and the pins carry
+/// the metadata on every peer.
+#[test]
+fn the_library_adds_files_and_directories_with_the_cids_a_real_cluster_gives() {
+    if !node() {
+        return;
+    }
+    let sim = Sim::start(&["--peers", "3", "--lag", "0..20ms"]);
+    let got = run_add(sim.url(0));
+    assert!(got.get("error").is_none(), "the library failed: {got}");
+    // The CID every IPFS implementation gives `hello world\n` (CIDv0, UnixFS leaves).
+    assert_eq!(got["v0"]["cid"], "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o", "{got}");
+    assert!(got["file"]["cid"].as_str().unwrap_or_default().starts_with("bafy"), "{got}");
+    let dir = got["dir"].as_array().unwrap_or_else(|| panic!("no lines: {got}"));
+    let root = dir.last().unwrap_or_else(|| panic!("no lines: {got}"));
+    assert_eq!(root["name"], "", "the wrapping directory is last: {got}");
+    sim.wait_converged(Duration::from_secs(10));
+    for peer in 0..3 {
+        for (cid, org) in [(&got["file"]["cid"], "hrdag"), (&root["cid"], "witness")] {
+            let r = raw(
+                sim.url(peer),
+                "GET",
+                &format!("/allocations/{}", cid.as_str().unwrap()),
+                &[],
+                b"",
+            );
+            assert_eq!(r.status, 200, "peer{peer}: {}", r.text());
+            assert_eq!(r.json()["metadata"], json!({ "org": org }), "peer{peer}");
+        }
+    }
+    use crate::util::realcluster::{RealCluster, RealOptions, V1_1_6, available};
+    if !available(V1_1_6) {
+        return;
+    }
+    let real = RealCluster::start(RealOptions::new(V1_1_6, 2));
+    assert_eq!(run_add(real.url(0)), got, "the real cluster answers the library otherwise");
+    real.assert_loopback_only();
 }

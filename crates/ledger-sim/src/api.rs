@@ -37,7 +37,7 @@ pub async fn handle(c: Arc<Cluster>, p: usize, req: Request) -> Option<Response>
     // The auth check wraps the CORS handler: its 401s carry no CORS headers.
     match authenticate(&c, &req) {
         Err(denied) => Some(denied),
-        Ok(verdict) => Some(with_cors(serve(&c, p, &req, verdict).await, &req)),
+        Ok(verdict) => serve(&c, p, &req, verdict).await.map(|r| with_cors(r, &req)),
     }
 }
 
@@ -69,24 +69,28 @@ fn authenticate(c: &Cluster, req: &Request) -> Result<Verdict, Response> {
     Ok(verdict)
 }
 
-async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> Response {
+/// The router and the handler; `None` drops the connection unanswered.
+async fn serve(c: &Arc<Cluster>, p: usize, req: &Request, verdict: Verdict) -> Option<Response> {
     if req.method == "OPTIONS" && req.header("origin").is_some() {
-        return preflight(req);
+        return Some(preflight(req));
     }
     let decoded = match mux_path(req) {
         Ok(decoded) => decoded,
-        Err(redirect) => return redirect,
+        Err(redirect) => return Some(redirect),
     };
     let segs: Vec<&str> = decoded[1..].split('/').collect();
     let route = match route(&req.method, &segs) {
         Ok(r) => r,
-        Err(405) => return Response::new(405, Body::Empty),
-        Err(_) => return error(404, "not found"),
+        Err(405) => return Some(Response::new(405, Body::Empty)),
+        Err(_) => return Some(error(404, "not found")),
     };
     if let Some(status) = c.fault_error(p, route.endpoint()) {
-        return error(status, "simulated fault");
+        return Some(error(status, "simulated fault"));
     }
-    dispatch(c, p, req, route, verdict)
+    if let Route::Add = route {
+        return super::add::handle(c, p, req, &Query::parse(&req.query)).await;
+    }
+    Some(dispatch(c, p, req, route, verdict))
 }
 
 /// A CORS preflight (`OPTIONS` with an `Origin`): 204 allowing what was asked.
@@ -166,15 +170,8 @@ fn dispatch(c: &Arc<Cluster>, p: usize, req: &Request, route: Route, verdict: Ve
             Err(r) => r,
         },
         Route::Token => token(c, verdict),
-        Route::Add => {
-            let multipart =
-                req.header("content-type").is_some_and(|t| t.starts_with("multipart/form-data"));
-            if multipart {
-                error(500, "adding content is not simulated")
-            } else {
-                error(400, "request Content-Type isn't multipart/form-data")
-            }
-        }
+        // Served by `serve`, which awaits the upload.
+        Route::Add => error(500, "unreachable: /add is served apart"),
         Route::Metrics => json(200, &serde_json::json!(["freespace", "ping"])),
         Route::Metric(name) => metric(c, &name),
         Route::Gc => gc(c),
@@ -501,6 +498,60 @@ fn new_pin(
     let stored = Arc::new(pin.to_stored());
     write(c, &mut w, p, PendingOp::Put(key.into(), stored))?;
     Ok(pin)
+}
+
+/// `BlockAllocate` (`rpc_api.go`), which the adder asks at its first block: the options set up
+/// as for a pin (defaults, checks), then every live peer for replication -1, else the allocation
+/// of a new pin. Its answer names the peers in every `/add` line.
+pub(crate) fn block_allocate(c: &Cluster, o: &PinOptions) -> Result<Vec<String>, (u16, String)> {
+    let min = if o.replication_min == 0 { c.rf_default.0 } else { o.replication_min };
+    let max = if o.replication_max == 0 { c.rf_default.1 } else { o.replication_max };
+    check_replication(min, max).map_err(|e| (500, e.to_string()))?;
+    if o.expire_at.is_some_and(|t| t < Utc::now()) {
+        return Err((500, "pin.ExpireAt set before current time".into()));
+    }
+    let w = c.world();
+    let now_i = Instant::now();
+    let live: Vec<String> = (0..c.peers.len())
+        .filter(|&q| !w.is_down(q, now_i))
+        .map(|q| c.peers[q].id.clone())
+        .collect();
+    if min == -1 {
+        return Ok(live);
+    }
+    let pin = Pin {
+        cid: String::new(),
+        typ: PinType::Data,
+        allocations: Vec::new(),
+        max_depth: -1,
+        reference: None,
+        timestamp: Utc::now(),
+        replication_min: min,
+        replication_max: max,
+        name: String::new(),
+        mode_query: Mode::Recursive,
+        shard_size: 0,
+        user_allocations: o.user_allocations.clone(),
+        expire_at: None,
+        metadata: Default::default(),
+        pin_update: None,
+        origins: Vec::new(),
+        origins_given: false,
+        metadata_given: false,
+    };
+    allocate(&pin, None, &live)
+}
+
+/// The adder's final pin of its root (`adder.Pin`): the normal pin path, recursive, with the
+/// query's options and the peers that got the blocks first.
+pub(crate) fn add_pin(
+    c: &Cluster,
+    p: usize,
+    cid: &str,
+    o: PinOptions,
+) -> Result<(), (u16, String)> {
+    let pc = parse_cid(cid).map_err(|e| (500, e))?;
+    new_pin(c, p, &pc.key, &pc.canonical, false, o).map(|_| ())
 }
 
 /// `isReplicationFactorValid`, with the cluster's messages, in its order.

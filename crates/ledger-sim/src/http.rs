@@ -2,7 +2,9 @@
 //! is a Go `net/http` server and the simulator must behave like one where hyper will not: trailers are
 //! sent whether or not the client asked for them (`TE: trailers`), a request head over Go's limit
 //! (4096 + 4096 bytes) gets Go's raw 431, and a fault can drop a connection in the middle of a stream.
-//! Routing and handlers live in `api.rs`; this file only speaks the wire protocol.
+//! Routing and handlers live in `api.rs`; this file only speaks the wire protocol. One route,
+//! `POST /add`, gets its body as it arrives instead of whole (an upload can be any size), while
+//! its answer streams back, as the cluster's adder reads and answers at once.
 
 use std::future::Future;
 use std::pin::Pin as StdPin;
@@ -16,7 +18,8 @@ use tokio::net::TcpStream;
 /// slack for the request line and headers.
 pub const MAX_HEAD_BYTES: usize = 4096 + 4096;
 
-/// One parsed request. The body has been read whole (the cluster ignores it, but it must be consumed).
+/// One parsed request. The body has been read whole (the cluster ignores it, but it must be
+/// consumed), but for `POST /add`, whose body arrives through `body_stream`.
 #[derive(Debug)]
 pub struct Request {
     pub method: String,
@@ -26,6 +29,17 @@ pub struct Request {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body piece by piece, for the one handler that takes it.
+    pub body_stream: std::sync::Mutex<Option<BodyRx>>,
+}
+
+/// Pieces of a streamed request body; an `Err` when the connection broke or the framing did.
+pub type BodyRx = tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>;
+type BodyTx = tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>;
+
+/// Whether this request's body is handed to its handler as it arrives.
+fn streams_body(method: &str, target: &str) -> bool {
+    method == "POST" && target.split('?').next() == Some("/add")
 }
 
 impl Request {
@@ -100,6 +114,19 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
             let _ = wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             let _ = wr.flush().await;
         }
+        if streams_body(&head.method, &head.target) {
+            serve_streaming(head, &mut rd, &mut buf, &mut wr, &handler).await;
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+            // Go's `closeWriteAndWait`: after the FIN, read what the client still sends for a
+            // while, so that closing with unread data (a reset) does not destroy the answer.
+            let drain = async {
+                let mut tmp = [0u8; 8192];
+                while matches!(rd.read(&mut tmp).await, Ok(n) if n > 0) {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
+            return;
+        }
         let Some(body) = read_body(&mut rd, &mut buf, &head.headers).await else { return };
         let client_close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
             || (head.http10
@@ -110,7 +137,14 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
         };
         let head_only = head.method == "HEAD";
         let http10 = head.http10;
-        let req = Request { method: head.method, path, query, headers: head.headers, body };
+        let req = Request {
+            method: head.method,
+            path,
+            query,
+            headers: head.headers,
+            body,
+            body_stream: std::sync::Mutex::new(None),
+        };
         let Some(resp) = handler(req).await else { return };
         let close = client_close || resp.close;
         if write_response(&mut wr, resp, close, http10, head_only).await.is_err() || close {
@@ -119,6 +153,127 @@ pub async fn serve_connection(stream: TcpStream, handler: Handler) {
             return;
         }
     }
+}
+
+/// Serves a request whose body streams to its handler, then the connection closes (the adder
+/// answers `Connection: close`). The body is read while the answer is written.
+async fn serve_streaming<W: tokio::io::AsyncWrite + Unpin>(
+    head: Head,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    wr: &mut BufWriter<W>,
+    handler: &Handler,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let chunked = header(&head.headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let len: usize =
+        header(&head.headers, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let (path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (head.target.clone(), String::new()),
+    };
+    let http10 = head.http10;
+    let req = Request {
+        method: head.method,
+        path,
+        query,
+        headers: head.headers,
+        body: Vec::new(),
+        body_stream: std::sync::Mutex::new(Some(rx)),
+    };
+    let pump = async move {
+        if chunked { pump_chunked(rd, buf, tx).await } else { pump_length(rd, buf, len, tx).await }
+    };
+    let answer = async {
+        if let Some(resp) = handler(req).await {
+            let _ = write_response(wr, resp, true, http10, false).await;
+        }
+    };
+    tokio::join!(pump, answer);
+}
+
+/// Hands on a body of `len` bytes; stops when the handler no longer listens.
+async fn pump_length(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    mut len: usize,
+    tx: BodyTx,
+) {
+    let first = std::mem::take(buf);
+    let first = first[..first.len().min(len)].to_vec();
+    len -= first.len();
+    if !first.is_empty() && tx.send(Ok(first)).await.is_err() {
+        return;
+    }
+    while len > 0 {
+        let mut tmp = vec![0u8; len.min(64 * 1024)];
+        let n = match rd.read(&mut tmp).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Err("unexpected EOF".into())).await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        tmp.truncate(n);
+        len -= n;
+        if tx.send(Ok(tmp)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands on a chunked body as it arrives (a chunk of any size is never held whole).
+async fn pump_chunked(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut Vec<u8>, tx: BodyTx) {
+    const CUT: &str = "unexpected EOF";
+    loop {
+        let Some(mut left) = chunk_size_line(rd, buf).await else {
+            let _ = tx.send(Err(CUT.into())).await;
+            return;
+        };
+        if left == 0 {
+            return;
+        }
+        while left > 0 {
+            if buf.is_empty() && fill(rd, buf).await.is_none() {
+                let _ = tx.send(Err(CUT.into())).await;
+                return;
+            }
+            let n = left.min(buf.len());
+            let piece: Vec<u8> = buf.drain(..n).collect();
+            left -= n;
+            if tx.send(Ok(piece)).await.is_err() {
+                return;
+            }
+        }
+        while buf.len() < 2 {
+            if fill(rd, buf).await.is_none() {
+                let _ = tx.send(Err(CUT.into())).await;
+                return;
+            }
+        }
+        buf.drain(..2);
+    }
+}
+
+/// Reads one chunk-size line; `None` when the connection ends or the line is not hex.
+async fn chunk_size_line(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
+    let line_end = loop {
+        if let Some(p) = find(buf, b"\r\n") {
+            break p;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return None;
+        }
+        fill(rd, buf).await?;
+    };
+    let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+    let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+    buf.drain(..line_end + 2);
+    Some(size)
 }
 
 /// Reads until `buf` holds a whole request head and returns its length (through the blank line);

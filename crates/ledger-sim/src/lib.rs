@@ -4,14 +4,17 @@
 //! the choices the real cluster leaves open and what the simulator does. Of ledger's own code it uses
 //! only the identifiers in `ledger-ids`.
 
+pub mod add;
 pub mod api;
 pub mod auth;
 pub mod control;
 pub mod http;
+pub mod multipart;
 pub mod options;
 pub mod pin;
 pub mod seed;
 pub mod state;
+pub mod unixfs;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
