@@ -6,6 +6,7 @@ pub mod diff;
 pub mod drift;
 pub mod lost;
 pub mod members;
+pub mod migration;
 pub mod repin;
 pub mod restore;
 pub mod run;
