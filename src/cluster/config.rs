@@ -107,6 +107,9 @@ pub struct Profile {
 pub struct OrgConfig {
     pub peer: Option<String>,
     pub contact: Option<String>,
+    /// The replication factors the organisation's pins should have, `"MIN..MAX"` (`ledger repin
+    /// --org ORG --ensure` sets them).
+    pub replication: Option<String>,
 }
 
 /// The resolved cluster: a name for the ledger, the peers' API URLs (first = write peer), auth,
@@ -117,6 +120,41 @@ pub struct Target {
     pub peers: Vec<Url>,
     pub auth: Option<Auth>,
     pub discover: Discover,
+    /// Per organisation of the profile, its `replication` as written (none without a profile).
+    pub org_replication: BTreeMap<String, Option<String>>,
+}
+
+impl Target {
+    /// The replication factors the profile gives `org` (`replication = "MIN..MAX"`).
+    pub fn org_replication(&self, org: &str) -> anyhow::Result<(i32, i32)> {
+        let Some(r) = self.org_replication.get(org) else {
+            bail!(
+                "the cluster {:?} has no organisation {org:?} in ledger.toml: add \
+                 [clusters.{}.orgs.{org}] with replication = \"MIN..MAX\"",
+                self.name,
+                self.name
+            );
+        };
+        let Some(r) = r else {
+            bail!("the organisation {org:?} in ledger.toml has no replication = \"MIN..MAX\"");
+        };
+        parse_replication(r).map_err(|e| anyhow::anyhow!("ledger.toml, organisation {org:?}: {e}"))
+    }
+}
+
+/// `MIN..MAX` or `N`: `-1..-1` (every peer), or 1 ≤ MIN ≤ MAX.
+pub fn parse_replication(s: &str) -> Result<(i32, i32), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let n = |t: &str| {
+        t.trim().parse::<i32>().map_err(|_| format!("{s:?} is not MIN..MAX (e.g. 2..3, or -1..-1)"))
+    };
+    match (n(a)?, n(b)?) {
+        (-1, -1) => Ok((-1, -1)),
+        (min, max) if min >= 1 && min <= max => Ok((min, max)),
+        _ => Err(format!(
+            "replication {s:?}: give -1..-1 (every peer) or MIN..MAX with 1 <= MIN <= MAX"
+        )),
+    }
 }
 
 /// Discovery as the profile asks for it (the flags come on top, in [`Sources`]).
@@ -207,6 +245,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let name;
     let mut creds_file = None;
     let mut discover = src.discover;
+    let mut org_replication = BTreeMap::new();
     let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
     if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
         for a in list.split(',').filter(|a| !a.trim().is_empty()) {
@@ -263,6 +302,8 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
             }
         });
         name = pname;
+        org_replication =
+            profile.orgs.iter().map(|(o, c)| (o.clone(), c.replication.clone())).collect();
         discover.on |= profile.discover;
         discover.rest_port = discover.rest_port.or(profile.rest_port);
     }
@@ -278,7 +319,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
         auth = Some(read_credentials(&f)?);
     }
     check_discover(discover)?;
-    Ok(Target { name, peers, auth, discover })
+    Ok(Target { name, peers, auth, discover, org_replication })
 }
 
 /// A REST port is a port (1–65535), and only given with discovery on.

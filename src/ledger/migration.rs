@@ -38,15 +38,31 @@ impl Goal {
 
     /// Whether `pin` shows the goal.
     pub fn shows(&self, pin: &CanonicalPin) -> bool {
-        self.set.iter().all(|(k, v)| pin.metadata.get(k) == Some(v))
-            && self.unset.iter().all(|k| !pin.metadata.contains_key(k))
-            && self.name.as_ref().is_none_or(|n| pin.name == *n)
-            && self.replication.is_none_or(|r| (pin.replication_min, pin.replication_max) == r)
-            && self.expire_at.as_ref().is_none_or(|e| pin.expire_at == *e)
+        self.shows_fields(&Fields {
+            metadata: &pin.metadata,
+            name: &pin.name,
+            replication: (pin.replication_min, pin.replication_max),
+            expire_at: pin.expire_at.as_deref(),
+            allocations: &pin.allocations,
+        })
+    }
+
+    /// Whether a pin with these fields shows the goal.
+    pub fn shows_fields(&self, f: &Fields) -> bool {
+        self.set.iter().all(|(k, v)| f.metadata.get(k) == Some(v))
+            && self.unset.iter().all(|k| !f.metadata.contains_key(k))
+            && self.name.as_ref().is_none_or(|n| f.name == n)
+            && self.replication.is_none_or(|r| f.replication == r)
+            && self.expire_at.as_ref().is_none_or(|e| f.expire_at == e.as_deref())
             && self
                 .allocations
                 .as_ref()
-                .is_none_or(|within| pin.allocations.iter().all(|a| within.contains(a)))
+                .is_none_or(|within| f.allocations.iter().all(|a| within.contains(a)))
+    }
+
+    /// Whether the goal changes the `org` key (sets it, or removes it).
+    pub fn touches_org(&self) -> bool {
+        self.set.contains_key("org") || self.unset.iter().any(|k| k == "org")
     }
 
     /// The options the re-pins put in place of the pin's own.
@@ -61,6 +77,15 @@ impl Goal {
 }
 
 use crate::cluster::repin as repin_request;
+
+/// The fields of a pin a [`Goal`] looks at.
+pub struct Fields<'a> {
+    pub metadata: &'a BTreeMap<String, String>,
+    pub name: &'a str,
+    pub replication: (i32, i32),
+    pub expire_at: Option<&'a str>,
+    pub allocations: &'a [String],
+}
 
 /// How the passes go: how long each settles, how often it is sampled meanwhile, how many passes at
 /// most and for how long, and how fast the re-pins go.
