@@ -19,7 +19,7 @@ use crate::store::{Store, runs};
 
 /// What every target of a run must end up showing: metadata keys set and removed, options put in
 /// place of the pin's own, and (with `--allocations`) no allocation outside a list of peers.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Goal {
     pub set: BTreeMap<String, String>,
     pub unset: Vec<String>,
