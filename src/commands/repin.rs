@@ -11,9 +11,9 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::app::print_json;
+use crate::cli::parse_duration;
 use crate::context::Context;
 use crate::domain::Outcome;
-use crate::cli::parse_duration;
 use crate::ledger::bulk;
 use crate::ledger::migration::{Goal, Passes};
 use crate::ledger::repin;
@@ -238,10 +238,13 @@ fn goal(args: &RepinArgs, ctx: &Context) -> anyhow::Result<Goal> {
     };
     let expire_at = match (&b.expire_at, b.expire_in) {
         (Some(t), _) if t == "never" => Some(None),
-        (Some(t), _) => Some(Some(future_time(crate::ids::parse_rfc3339(t).map_err(
-            |e| anyhow::anyhow!("--expire-at: {e}"),
-        )?, ctx)?)),
-        (None, Some(d)) => Some(Some(future_time(ctx.now() + chrono::Duration::from_std(d)?, ctx)?)),
+        (Some(t), _) => Some(Some(future_time(
+            crate::ids::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--expire-at: {e}"))?,
+            ctx,
+        )?)),
+        (None, Some(d)) => {
+            Some(Some(future_time(ctx.now() + chrono::Duration::from_std(d)?, ctx)?))
+        }
         (None, None) => None,
     };
     let goal = Goal {

@@ -61,7 +61,9 @@ impl Options {
             if owner != Some(org.as_str()) {
                 return Some(match owner {
                     Some(o) => format!("owned by {o}, not {org} (--force re-pins it anyway)"),
-                    None => format!("not owned by {org}: it has no org (--force re-pins it anyway)"),
+                    None => {
+                        format!("not owned by {org}: it has no org (--force re-pins it anyway)")
+                    }
                 });
             }
         }
@@ -70,7 +72,11 @@ impl Options {
             Some(new) => new != owner,
             None => self.goal.unset.iter().any(|k| k == "org"),
         };
-        takes.then(|| format!("owned by {owner}: the change would take it from them (--force re-pins it anyway)"))
+        takes.then(|| {
+            format!(
+                "owned by {owner}: the change would take it from them (--force re-pins it anyway)"
+            )
+        })
     }
 }
 

@@ -132,9 +132,12 @@ fn bulk_stragglers(conn: &Connection, run: i64) -> anyhow::Result<Vec<Straggler>
         let state = match &t.version {
             None => Some(("absent", None)),
             Some((name, metadata, rmin, rmax, expire_at, allocations, org)) => {
-                let metadata: BTreeMap<String, String> =
-                    metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
-                let allocations: Vec<String> = serde_json::from_str(allocations).unwrap_or_default();
+                let metadata: BTreeMap<String, String> = metadata
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str(m).ok())
+                    .unwrap_or_default();
+                let allocations: Vec<String> =
+                    serde_json::from_str(allocations).unwrap_or_default();
                 let f = crate::ledger::migration::Fields {
                     metadata: &metadata,
                     name,
