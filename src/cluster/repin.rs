@@ -76,10 +76,10 @@ impl Intended {
         if pin.origins != self.origins {
             out.push("origins");
         }
-        if let Some(within) = &self.allocations_within {
-            if pin.allocations.iter().any(|a| !within.contains(a)) {
-                out.push("allocations");
-            }
+        if let Some(within) = &self.allocations_within
+            && pin.allocations.iter().any(|a| !within.contains(a))
+        {
+            out.push("allocations");
         }
         out
     }

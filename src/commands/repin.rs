@@ -281,10 +281,10 @@ fn run_bulk(args: RepinArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.only.is_none() && args.org.is_none() && !args.all {
         bail!("give a CID, or the set: --only FILE, --org ORG or --all");
     }
-    if let Some(org) = &args.org {
-        if org.is_empty() || org.chars().any(char::is_control) {
-            bail!("--org must be a non-empty name without control characters");
-        }
+    if let Some(org) = &args.org
+        && (org.is_empty() || org.chars().any(char::is_control))
+    {
+        bail!("--org must be a non-empty name without control characters");
     }
     let goal = goal(&args, ctx)?;
     let b = &args.bulk;

@@ -57,15 +57,13 @@ impl Options {
         if self.force {
             return None;
         }
-        if let Some(org) = &self.selection.org {
-            if owner != Some(org.as_str()) {
-                return Some(match owner {
-                    Some(o) => format!("owned by {o}, not {org} (--force re-pins it anyway)"),
-                    None => {
-                        format!("not owned by {org}: it has no org (--force re-pins it anyway)")
-                    }
-                });
-            }
+        if let Some(org) = &self.selection.org
+            && owner != Some(org.as_str())
+        {
+            return Some(match owner {
+                Some(o) => format!("owned by {o}, not {org} (--force re-pins it anyway)"),
+                None => format!("not owned by {org}: it has no org (--force re-pins it anyway)"),
+            });
         }
         let owner = owner?;
         let takes = match self.goal.set.get("org") {
