@@ -377,3 +377,52 @@ fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice() {
         assert_eq!(runs, [["interrupted"], ["done"]], "trial {trial}");
     }
 }
+
+/// `ensure`: `--org hrdag --ensure` gives every hrdag pin the replication its profile says, and
+/// only hrdag's, every other field kept.
+#[test]
+fn ensure_gives_an_orgs_pins_the_replication_of_its_profile() {
+    let sim = Sim::start(&["--peers", "3", "--lag", "0..50ms"]);
+    let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
+    for (path, q) in every_kind(60, "ensure", &ids) {
+        post(&sim, &format!("{path}?{q}"));
+    }
+    sim.wait_converged(Duration::from_secs(30));
+    let before = pinset(&sim, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<String> = sim.peers.iter().map(|p| format!("{:?}", p.url)).collect();
+    let toml = format!(
+        "[clusters.shared]\npeers = [{}]\n[clusters.shared.orgs.hrdag]\nreplication = \"1..2\"\n",
+        peers.join(", ")
+    );
+    std::fs::write(dir.path().join("ledger.toml"), toml).unwrap();
+    let out = ledger()
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "repin", "--org", "hrdag", "--ensure", "--settle", "300ms"])
+        .args(["--json"])
+        .output()
+        .unwrap();
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert_eq!(r["goal"]["replication"], serde_json::json!([1, 2]), "{r}");
+    let ours = before.values().filter(|p| p["metadata"]["org"] == "hrdag").count();
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), ours, "{r}");
+    sim.wait_converged(Duration::from_secs(30));
+    for peer in 0..3 {
+        for (cid, a) in pinset(&sim, peer) {
+            let b = &before[&cid];
+            if b["metadata"]["org"] == "hrdag" {
+                assert_eq!(
+                    (&a["replication_factor_min"], &a["replication_factor_max"]),
+                    (&1.into(), &2.into()),
+                    "{cid}"
+                );
+                for f in ["name", "metadata", "expire_at", "mode", "origins"] {
+                    assert_eq!(a[f], b[f], "{f} of {cid} on peer{peer}");
+                }
+            } else {
+                assert_eq!(&a, b, "{cid} is not hrdag's and changed on peer{peer}");
+            }
+        }
+    }
+}

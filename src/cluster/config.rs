@@ -366,6 +366,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replication_is_min_max_or_one_number() {
+        assert_eq!(parse_replication("2..3"), Ok((2, 3)));
+        assert_eq!(parse_replication("2"), Ok((2, 2)));
+        assert_eq!(parse_replication("-1..-1"), Ok((-1, -1)));
+        for bad in ["3..1", "0", "0..2", "-1..2", "-2..-2", "a..b", "", "1..", "..2"] {
+            assert!(parse_replication(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn addresses() {
         let (u, a) = parse_address("/ip4/127.0.0.1/tcp/9094").unwrap();
         assert_eq!(u.as_str(), "http://127.0.0.1:9094/");

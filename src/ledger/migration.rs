@@ -401,3 +401,39 @@ impl<'a> Migration<'a> {
         Ok(all_there)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(line: &str) -> CanonicalPin {
+        CanonicalPin::from_line(line.as_bytes()).unwrap()
+    }
+
+    const P: &str = r#"{"cid":"QmTgBV75rpqCE55aFyJxBMd1z8ennrr5yQH3SqbEgjUDME","name":"n","replication_factor_min":2,"replication_factor_max":2,"metadata":{"org":"hrdag","k":"v"},"origins":[],"allocations":["a","b"],"max_depth":-1,"type":"pin","expire_at":"2099-01-01T00:00:00Z","timestamp":"2024-01-01T00:00:00Z"}"#;
+
+    #[test]
+    fn a_goal_is_shown_only_when_every_part_of_it_is() {
+        let p = pin(P);
+        assert!(Goal::tag("hrdag").shows(&p));
+        assert!(!Goal::tag("amnesty").shows(&p));
+        assert!(Goal::default().shows(&p));
+        let g = |f: fn(&mut Goal)| {
+            let mut g = Goal::default();
+            f(&mut g);
+            g.shows(&p)
+        };
+        assert!(!g(|g| g.unset = vec!["k".into()]));
+        assert!(g(|g| g.unset = vec!["gone".into()]));
+        assert!(g(|g| g.name = Some("n".into())));
+        assert!(!g(|g| g.name = Some("m".into())));
+        assert!(g(|g| g.replication = Some((2, 2))));
+        assert!(!g(|g| g.replication = Some((1, 2))));
+        assert!(g(|g| g.expire_at = Some(Some("2099-01-01T00:00:00Z".into()))));
+        assert!(!g(|g| g.expire_at = Some(None)));
+        assert!(g(|g| g.allocations = Some(vec!["a".into(), "b".into(), "c".into()])));
+        assert!(!g(|g| g.allocations = Some(vec!["a".into(), "c".into()])));
+        assert!(Goal { unset: vec!["org".into()], ..Goal::default() }.touches_org());
+        assert!(!Goal::default().touches_org());
+    }
+}
