@@ -310,16 +310,26 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     if peers.is_empty() {
         bail!("the cluster address is empty");
     }
-    // Credentials: env first, then the profile's file, then userinfo in the URL.
-    if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
-        auth = Some(Auth::Bearer(t));
-    } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
-        auth = Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?);
-    } else if let Some(f) = creds_file {
-        auth = Some(read_credentials(&f)?);
-    }
+    let auth = credentials(src, auth, creds_file)?;
     check_discover(discover)?;
     Ok(Target { name, peers, auth, discover, org_replication })
+}
+
+/// The credentials: the environment first, then the profile's file, then userinfo in the URL.
+fn credentials(
+    src: &Sources,
+    from_url: Option<Auth>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<Auth>> {
+    if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
+        Ok(Some(Auth::Bearer(t)))
+    } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
+        Ok(Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?))
+    } else if let Some(f) = file {
+        Ok(Some(read_credentials(&f)?))
+    } else {
+        Ok(from_url)
+    }
 }
 
 /// A REST port is a port (1–65535), and only given with discovery on.
