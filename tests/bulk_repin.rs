@@ -41,37 +41,84 @@ fn post(sim: &Sim, path: &str) {
 }
 
 /// 500 pins with replication 2..2, each allocated to peer2 and one other peer, of every kind a
-/// re-pin can damage: named with metadata, direct, expiring, with origins, another org's.
+/// re-pin can damage: named with metadata, direct, expiring, with origins, another org's; as
+/// `(path, query)`.
+fn on_peer2(ids: &[String]) -> Vec<(String, String)> {
+    (0..500)
+        .map(|i| {
+            let cid = cid_of(&format!("rebalance/{i}"));
+            let alloc = format!("user-allocations={},{}", ids[2], ids[i % 2]);
+            let base =
+                format!("replication-min=2&replication-max=2&{alloc}&name=set-{i:03}%2Ffile");
+            let origin = enc(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", ids[1]));
+            match i % 5 {
+                0 => (
+                    format!("/pins/{cid}"),
+                    format!("{base}&meta-project=census&meta-team=t{}", i % 3),
+                ),
+                1 => {
+                    (format!("/pins/ipfs/{cid}"), format!("{base}&mode=direct&meta-project=direct"))
+                }
+                2 => (
+                    format!("/pins/{cid}"),
+                    format!("{base}&expire-at=2036-0{}-15T00:00:00Z", 1 + i % 9),
+                ),
+                3 => (format!("/pins/{cid}"), format!("{base}&origins={origin}")),
+                _ => (
+                    format!("/pins/{cid}"),
+                    format!("{base}&meta-org=amnesty&meta-note={}", enc("a&b=c ü")),
+                ),
+            }
+        })
+        .collect()
+}
+
 fn seed_on_peer2(sim: &Sim) {
     let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
-    for i in 0..500 {
-        let cid = cid_of(&format!("rebalance/{i}"));
-        let alloc = format!("user-allocations={},{}", ids[2], ids[i % 2]);
-        let base = format!("replication-min=2&replication-max=2&{alloc}&name=set-{i:03}%2Ffile");
-        let (path, q) = match i % 5 {
-            0 => {
-                (format!("/pins/{cid}"), format!("{base}&meta-project=census&meta-team=t{}", i % 3))
-            }
-            1 => (format!("/pins/ipfs/{cid}"), format!("{base}&mode=direct&meta-project=direct")),
-            2 => (
-                format!("/pins/{cid}"),
-                format!("{base}&expire-at=2036-0{}-15T00:00:00Z", 1 + i % 9),
-            ),
-            3 => (
-                format!("/pins/{cid}"),
-                format!(
-                    "{base}&origins={}",
-                    enc(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", ids[1]))
-                ),
-            ),
-            _ => (
-                format!("/pins/{cid}"),
-                format!("{base}&meta-org=amnesty&meta-note={}", enc("a&b=c ü")),
-            ),
-        };
+    for (path, q) in on_peer2(&ids) {
         post(sim, &format!("{path}?{q}"));
     }
     sim.wait_converged(Duration::from_secs(60));
+}
+
+/// After a rebalance off peer2 (run 1 of the ledger in `dir`): every peer shows every pin of
+/// `before` allocated to two peers, neither of them peer2, every kept field as it was; the ledger
+/// holds each pin's version before (on peer2) and after (off it).
+fn check_rebalanced(
+    sim: &impl PeerUrls,
+    before: &BTreeMap<String, Value>,
+    ids: &[String],
+    dir: &tempfile::TempDir,
+) {
+    for peer in 0..3 {
+        let after = pinset(sim, peer);
+        assert_eq!(after.len(), 500, "peer{peer}");
+        for (cid, b) in before {
+            let a = &after[cid];
+            let alloc: Vec<&str> =
+                a["allocations"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+            assert_eq!(alloc.len(), 2, "{cid} on peer{peer}: {a}");
+            assert!(!alloc.contains(&ids[2].as_str()), "{cid} still on peer2 (peer{peer}): {a}");
+            for f in KEPT {
+                assert_eq!(a[f], b[f], "{f} of {cid} on peer{peer}");
+            }
+        }
+    }
+    // The ledger: for every pin, a re-pin applied with the version before (on peer2) and after
+    // (off it), every kept field equal between the two.
+    let db = dir.path().join("ledger.db");
+    let q = format!(
+        "SELECT count(DISTINCT r.cid_id) FROM repins r
+         JOIN pin_versions b ON b.cid_id = r.cid_id AND b.digest = r.before_digest
+         JOIN pin_versions a ON a.cid_id = r.cid_id AND a.digest = r.after_digest
+         WHERE r.run_id = 1 AND r.outcome = 'applied'
+           AND b.allocations LIKE '%{p2}%' AND a.allocations NOT LIKE '%{p2}%'
+           AND a.name = b.name AND a.metadata IS b.metadata AND a.expire_at IS b.expire_at
+           AND a.mode = b.mode AND a.max_depth = b.max_depth AND a.origins = b.origins
+           AND a.replication_min = b.replication_min AND a.replication_max = b.replication_max",
+        p2 = ids[2]
+    );
+    assert_eq!(sql_rows(&db, &q), [["500"]]);
 }
 
 /// The fields a rebalance must keep, field by field.
@@ -121,35 +168,7 @@ fn a_rebalance_of_500_pins_off_a_peer_keeps_every_other_field_on_every_peer() {
         try_raw(sim.url(2), "GET", "/id", &[], b"").is_ok_and(|r| r.status == 200)
     });
     sim.wait_converged(Duration::from_secs(60));
-    for peer in 0..3 {
-        let after = pinset(&sim, peer);
-        assert_eq!(after.len(), 500, "peer{peer}");
-        for (cid, b) in &before {
-            let a = &after[cid];
-            let alloc: Vec<&str> =
-                a["allocations"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-            assert_eq!(alloc.len(), 2, "{cid} on peer{peer}: {a}");
-            assert!(!alloc.contains(&ids[2].as_str()), "{cid} still on peer2 (peer{peer}): {a}");
-            for f in KEPT {
-                assert_eq!(a[f], b[f], "{f} of {cid} on peer{peer}");
-            }
-        }
-    }
-    // The ledger: for every pin, a re-pin applied with the version before (on peer2) and after
-    // (off it), every kept field equal between the two.
-    let db = dir.path().join("ledger.db");
-    let q = format!(
-        "SELECT count(DISTINCT r.cid_id) FROM repins r
-         JOIN pin_versions b ON b.cid_id = r.cid_id AND b.digest = r.before_digest
-         JOIN pin_versions a ON a.cid_id = r.cid_id AND a.digest = r.after_digest
-         WHERE r.run_id = 1 AND r.outcome = 'applied'
-           AND b.allocations LIKE '%{p2}%' AND a.allocations NOT LIKE '%{p2}%'
-           AND a.name = b.name AND a.metadata IS b.metadata AND a.expire_at IS b.expire_at
-           AND a.mode = b.mode AND a.max_depth = b.max_depth AND a.origins = b.origins
-           AND a.replication_min = b.replication_min AND a.replication_max = b.replication_max",
-        p2 = ids[2]
-    );
-    assert_eq!(sql_rows(&db, &q), [["500"]]);
+    check_rebalanced(&sim, &before, &ids, &dir);
     // The same command again: nothing left to move, verified on every peer, exit 0.
     let out = repin(&dir, &sim, &args);
     let r = report(&out);
@@ -157,6 +176,7 @@ fn a_rebalance_of_500_pins_off_a_peer_keeps_every_other_field_on_every_peer() {
     assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 0, "{r}");
     assert_eq!(r["plan"]["already"], 500, "{r}");
     assert_eq!(r["converged"], true, "{r}");
+    let db = dir.path().join("ledger.db");
     let sent = sql_rows(&db, "SELECT count(*) FROM repins WHERE run_id = 2");
     assert_eq!(sent, [["0"]], "the rerun re-pinned something");
     let kinds = sql_rows(&db, "SELECT kind, state FROM runs ORDER BY id");
@@ -425,4 +445,46 @@ fn ensure_gives_an_orgs_pins_the_replication_of_its_profile() {
             }
         }
     }
+}
+
+/// The same rebalance on a real 3-peer v1.1.6 cluster, peer2's daemon stopped (SIGTERM) once its
+/// pins are seeded and until the first run is over: the cluster moves each pin off peer2 once
+/// peer2 has left its peer list (its metrics lapsed), every other field kept on every peer; once
+/// peer2 is back the same command re-pins nothing and verifies every peer.
+#[test]
+fn a_rebalance_of_500_pins_off_a_stopped_peer_on_the_real_cluster() {
+    let Some(c) = Cluster::start(Backend::Real, 3) else { return };
+    let ids = c.ids();
+    c.seed(&on_peer2(&ids));
+    let before = pinset(&c, 0);
+    assert_eq!(before.len(), 500);
+    for (cid, p) in &before {
+        assert!(
+            p["allocations"].as_array().unwrap().contains(&ids[2].clone().into()),
+            "{cid}: {p}"
+        );
+    }
+    let Cluster::Real(mut rc) = c else { unreachable!("a real cluster") };
+    rc.stop_peer(2);
+    wait_until(Duration::from_secs(60), "peer2 out of the peer list", || {
+        let r = raw(rc.url(0), "GET", "/peers", &[], b"");
+        r.ndjson().iter().all(|p| p["id"] != ids[2].as_str())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let others = format!("{},{}", ids[0], ids[1]);
+    let args = ["--all", "--allocations", &others, "--settle", "2s", "--max-passes", "1", "--json"];
+    let out = repin(&dir, &rc, &args);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(1), "peer2 cannot be verified: {r}");
+    assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 500, "{r}");
+    assert_eq!(r["passes"][0]["applied"], 500, "{r}");
+    rc.start_peer(2);
+    rc.wait_converged(Duration::from_secs(120));
+    check_rebalanced(&rc, &before, &ids, &dir);
+    let out = repin(&dir, &rc, &["--all", "--allocations", &others, "--settle", "2s", "--json"]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert_eq!(r["plan"]["already"], 500, "{r}");
+    let db = dir.path().join("ledger.db");
+    assert_eq!(sql_rows(&db, "SELECT count(*) FROM repins WHERE run_id = 2"), [["0"]]);
 }
