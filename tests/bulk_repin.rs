@@ -183,32 +183,37 @@ fn a_rebalance_of_500_pins_off_a_peer_keeps_every_other_field_on_every_peer() {
     assert_eq!(kinds, [["repin", "attention"], ["repin", "done"]]);
 }
 
-/// `--dry-run` records the plan and sends nothing: the simulator's write count does not move.
-#[test]
-fn dry_run_records_the_plan_and_sends_nothing() {
-    let sim = Sim::start(&["--peers", "3", "--lag", "0"]);
-    let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
-    for (path, q) in every_kind(100, "dry", &ids) {
-        post(&sim, &format!("{path}?{q}"));
-    }
-    sim.wait_converged(Duration::from_secs(30));
-    let writes = sim.state()["writes"].as_u64().unwrap();
+/// `--dry-run` records the plan and sends nothing: every peer's pin set is as it was, timestamps
+/// included (on the simulator, its write count does not move either).
+fn dry_run_records_the_plan_and_sends_nothing(b: Backend) {
+    let Some(c) = Cluster::start(b, 3) else { return };
+    c.seed(&every_kind(100, "dry", &c.ids()));
+    let writes = |c: &Cluster| match c {
+        Cluster::Sim(s) => s.state()["writes"].as_u64(),
+        Cluster::Real(_) => None,
+    };
+    let (before, wrote) = ((0..3).map(|i| pinset(&c, i)).collect::<Vec<_>>(), writes(&c));
     let dir = tempfile::tempdir().unwrap();
     let out = repin(
         &dir,
-        &sim,
+        &c,
         &["--all", "--meta", "team=x", "--replication", "1..2", "--dry-run", "--json"],
     );
     let r = report(&out);
     assert_eq!(out.status.code(), Some(0), "{r}");
     assert_eq!(r["dry_run"], true);
     assert_eq!(r["plan"]["targets"].as_array().unwrap().len(), 100, "{r}");
-    assert_eq!(sim.state()["writes"].as_u64().unwrap(), writes, "a dry run wrote to the cluster");
+    assert_eq!(writes(&c), wrote, "a dry run wrote to the cluster");
+    for (i, pins) in before.iter().enumerate() {
+        assert_eq!(&pinset(&c, i), pins, "a dry run changed peer{i}'s pins");
+    }
     let db = dir.path().join("ledger.db");
     assert_eq!(sql_rows(&db, "SELECT kind, dry_run, state FROM runs"), [["repin", "1", "done"]]);
     assert_eq!(sql_rows(&db, "SELECT count(*) FROM run_targets WHERE class = 'target'"), [["100"]]);
     assert_eq!(sql_rows(&db, "SELECT count(*) FROM repins"), [["0"]]);
 }
+
+crate::on_both!(dry_run_records_the_plan_and_sends_nothing);
 
 /// Bad input exits 2 before anything is sent or recorded.
 #[test]
@@ -319,9 +324,9 @@ fn another_orgs_pin_is_left_alone_without_force() {
 
 /// What a bulk `--meta batch=b2` must leave on every peer: each pin with `batch=b2` added and every
 /// other field as it was (its timestamp aside).
-fn check_batched(sim: &Sim, before: &BTreeMap<String, Value>, what: &str) {
+fn check_batched(sim: &Cluster, before: &BTreeMap<String, Value>, what: &str) {
     sim.wait_converged(Duration::from_secs(60));
-    for peer in 0..sim.peers.len() {
+    for peer in 0..sim.len() {
         let after = pinset(sim, peer);
         for (cid, b) in before {
             let a = after.get(cid).unwrap_or_else(|| panic!("{what}: {cid} gone from peer{peer}"));
@@ -340,16 +345,13 @@ fn check_batched(sim: &Sim, before: &BTreeMap<String, Value>, what: &str) {
 /// `kill -9` of a bulk re-pin in the middle of its first pass (after the 1st, the 40th and the
 /// 120th recorded re-pin), then the same command again: every pin ends as one uninterrupted run
 /// leaves it, no intent is left pending and no pin is re-pinned twice.
-#[test]
-fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice() {
-    let sim = Sim::start(&["--peers", "3", "--lag", "0..100ms"]);
-    let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
+fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice(b: Backend) {
+    let Some(sim) = Cluster::start(b, 3) else { return };
+    let ids = sim.ids();
+    let settle = if b == Backend::Real { "2s" } else { "300ms" };
     for (trial, kill_after) in [1, 40, 120].into_iter().enumerate() {
         let seeds = every_kind(200, &format!("bulk-kill/{trial}"), &ids);
-        for (path, q) in &seeds {
-            post(&sim, &format!("{path}?{q}"));
-        }
-        sim.wait_converged(Duration::from_secs(30));
+        sim.seed(&seeds);
         let cids: std::collections::HashSet<String> =
             seeds.iter().map(|(p, _)| p.rsplit('/').next().unwrap().to_string()).collect();
         let mine: BTreeMap<String, Value> =
@@ -358,13 +360,13 @@ fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice() {
         let dir = tempfile::tempdir().unwrap();
         let list = mine.keys().cloned().collect::<Vec<_>>().join("\n");
         std::fs::write(dir.path().join("list"), list).unwrap();
-        let args = ["--only", "list", "--meta", "batch=b2", "--settle", "300ms"];
+        let args = ["--only", "list", "--meta", "batch=b2", "--settle", settle];
         let db = dir.path().join("ledger.db");
         let mut child = std::process::Command::new(bin())
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .args(["--db", "ledger.db", "--cluster", &sim.all_urls(), "repin"])
+            .args(["--db", "ledger.db", "--cluster", &sim.urls(), "repin"])
             .args(args)
             .args(["--concurrency", "4", "--rate", "200"])
             .stdout(std::process::Stdio::null())
@@ -397,6 +399,8 @@ fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice() {
         assert_eq!(runs, [["interrupted"], ["done"]], "trial {trial}");
     }
 }
+
+crate::on_both!(killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice);
 
 /// `ensure`: `--org hrdag --ensure` gives every hrdag pin the replication its profile says, and
 /// only hrdag's, every other field kept.
