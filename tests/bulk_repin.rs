@@ -319,7 +319,8 @@ fn another_orgs_pin_is_left_alone_without_force() {
         .output()
         .unwrap();
     assert_eq!(rep.status.code(), Some(0), "{}", String::from_utf8_lossy(&rep.stderr));
-    assert!(dir.path().join("r/report.html").exists());
+    let page = std::fs::read_to_string(dir.path().join("r/report.html")).unwrap();
+    assert!(page.contains("repin run 3 over a set"), "the page names the bulk run");
 }
 
 /// What a bulk `--meta batch=b2` must leave on every peer: each pin with `batch=b2` added and every
