@@ -493,3 +493,43 @@ fn a_rebalance_of_500_pins_off_a_stopped_peer_on_the_real_cluster() {
     let db = dir.path().join("ledger.db");
     assert_eq!(sql_rows(&db, "SELECT count(*) FROM repins WHERE run_id = 2"), [["0"]]);
 }
+
+/// A rebalance off a peer that is up: the cluster keeps each pin's allocations (docs/cluster-api.md
+/// §6.1 step 6), so each pin is re-pinned once, read back `mismatch` in `allocations`, not retried
+/// in a later pass, and named with why (exit 1); nothing else about it changes.
+#[test]
+fn a_rebalance_off_a_live_peer_is_said_and_not_retried() {
+    let sim = Sim::start(&["--peers", "3", "--lag", "0"]);
+    let ids: Vec<String> = sim.peers.iter().map(|p| p.id.clone()).collect();
+    for (path, q) in on_peer2(&ids).into_iter().take(20) {
+        post(&sim, &format!("{path}?{q}"));
+    }
+    sim.wait_converged(Duration::from_secs(30));
+    let before = pinset(&sim, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let others = format!("{},{}", ids[0], ids[1]);
+    let out =
+        repin(&dir, &sim, &["--all", "--allocations", &others, "--settle", "200ms", "--json"]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    let not_done = r["not_done"].as_array().unwrap();
+    assert_eq!(not_done.len(), 20, "{r}");
+    assert!(
+        not_done.iter().all(|n| n[1].as_str().unwrap().contains("not a valid allocation")),
+        "{r}"
+    );
+    assert_eq!(r["passes"].as_array().unwrap().len(), 1, "no second pass: {r}");
+    let db = dir.path().join("ledger.db");
+    let rows = sql_rows(
+        &db,
+        "SELECT count(*), count(DISTINCT cid_id), sum(outcome = 'mismatch') FROM repins",
+    );
+    assert_eq!(rows, [["20", "20", "20"]]);
+    sim.wait_converged(Duration::from_secs(30));
+    for (cid, a) in pinset(&sim, 0) {
+        assert_eq!(a["allocations"], before[&cid]["allocations"], "{cid}");
+        for f in KEPT {
+            assert_eq!(a[f], before[&cid][f], "{f} of {cid}");
+        }
+    }
+}

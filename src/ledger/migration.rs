@@ -184,6 +184,11 @@ async fn probe(
     }
 }
 
+/// Why a pin re-pinned with `--allocations` is not retried when the cluster kept its allocations.
+pub const KEPT_ALLOCATIONS: &str = "the cluster kept an allocation outside --allocations: it moves \
+     a pin only off a peer that is not a valid allocation (down, or gone from the cluster); \
+     not retried";
+
 /// The passes of one run; see the module documentation.
 pub struct Migration<'a> {
     ctx: &'a Context,
@@ -287,6 +292,14 @@ impl<'a> Migration<'a> {
             match o.outcome {
                 Outcome::Applied => pr.applied += 1,
                 Outcome::Unchanged => pr.unchanged += 1,
+                // The cluster kept a valid allocation outside `--allocations` (it moves a pin only
+                // off a peer that is down or gone, docs/cluster-api.md §6.1 step 6): another pass
+                // would send the same request for the same answer.
+                Outcome::Mismatch if o.mismatched == ["allocations"] => {
+                    pr.failed += 1;
+                    self.gave_up.insert(o.cid.clone());
+                    out.not_done.push((o.cid, KEPT_ALLOCATIONS.to_string()));
+                }
                 Outcome::Conflict | Outcome::Refused => {
                     if o.outcome == Outcome::Conflict {
                         pr.conflicts += 1;
