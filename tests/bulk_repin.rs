@@ -380,7 +380,9 @@ fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice(b: Back
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         assert!(status.code().is_none(), "trial {trial}: the run ended before the kill");
-        let out = repin(&dir, &sim, &[&args[..], &["--json"]].concat());
+        // `--timeout 10s`: the rerun settles the intents the killed run left pending by reading
+        // each pin until it shows or until --timeout after its request (10 s, not a minute).
+        let out = repin(&dir, &sim, &[&args[..], &["--json", "--timeout", "10s"]].concat());
         let r = report(&out);
         assert_eq!(out.status.code(), Some(0), "trial {trial}: {r}");
         assert_eq!(r["converged"], true, "trial {trial}: {r}");
