@@ -69,11 +69,12 @@ pub enum Command {
     History(crate::commands::history::HistoryArgs),
     /// Tag every unowned pin with org=ORG, pass after pass, until every peer agrees.
     Tag(crate::commands::tag::TagArgs),
-    /// How a tag run converged, per pass and per peer, from stored history.
+    /// How a tag run or a bulk re-pin converged, per pass and per peer, from stored history.
     Convergence(crate::commands::convergence::ConvergenceArgs),
-    /// One safe re-pin that keeps every other option of the pin, on the record.
+    /// Safe re-pins that keep every other option: one pin (CID), or a set (--only, --org, --all) in
+    /// passes verified on every peer, on the record.
     Repin(crate::commands::repin::RepinArgs),
-    /// A tag run's report: an HTML page with the convergence chart and tables, and CSV files.
+    /// A tag run's (or bulk re-pin's) report: an HTML page with the convergence chart and tables, and CSV files.
     Report(crate::commands::report::ReportArgs),
     /// Pins that lost metadata, name, allocations, replication or expiry, when, and who did it.
     Lost(crate::commands::lost::LostArgs),

@@ -287,3 +287,83 @@ fn read(p: &ProbeRow) -> String {
     let pct = crate::report::percent(p.tagged, p.targets);
     format!("{}/{} ({pct:.1}%) at {:.1}s", p.tagged, p.targets, p.seconds)
 }
+
+/// A bulk re-pin: the plan, a row per pass, convergence or the stragglers, the pins left alone.
+pub fn bulk_report(r: &crate::ledger::bulk::Report) -> std::io::Result<()> {
+    let p = &r.plan;
+    crate::out!(
+        "run {}: {} targets, {} already as asked, {} left alone{}",
+        r.run,
+        p.targets.len(),
+        p.already,
+        p.conflicts.len(),
+        if r.dry_run { " (dry run: nothing sent)" } else { "" }
+    );
+    if r.dry_run {
+        for c in p.targets.iter().take(20) {
+            crate::out!("  would re-pin {c}");
+        }
+        if p.targets.len() > 20 {
+            crate::out!("  … and {} more", p.targets.len() - 20);
+        }
+    }
+    let rows: Vec<Vec<String>> = r
+        .passes
+        .iter()
+        .map(|pass| {
+            let shown: Vec<String> = pass
+                .tagged
+                .iter()
+                .map(|(peer, n)| format!("{}:{n}", crate::app::short_peer(peer)))
+                .collect();
+            vec![
+                pass.pass.to_string(),
+                pass.attempted.to_string(),
+                pass.applied.to_string(),
+                pass.unchanged.to_string(),
+                (pass.failed + pass.refused + pass.conflicts).to_string(),
+                shown.join(" "),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print_table(
+            &["pass", "attempted", "applied", "already", "failed", "as asked per peer"],
+            &rows,
+        )?;
+    }
+    let done = p.targets.len() + p.already - r.not_done.len();
+    if r.converged && !r.dry_run {
+        let on = if r.membership.every_member_read() { "every peer" } else { "every peer read" };
+        crate::out!("converged: {on} shows all {done} pins as asked ({:.1}s)", r.seconds);
+    } else if !r.dry_run {
+        crate::out!(
+            "NOT converged after {} passes ({:.1}s); stragglers per peer:",
+            r.passes.len(),
+            r.seconds
+        );
+        for (peer, cids) in &r.stragglers {
+            crate::out!(
+                "  {peer}: {} ({})",
+                cids.len(),
+                cids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if !r.dry_run {
+        membership(&r.membership, "verified")?;
+    }
+    for c in p.conflicts.iter().take(20) {
+        crate::out!("  left alone {}: {}", c.cid, shown(&c.why));
+    }
+    if p.conflicts.len() > 20 {
+        crate::out!("  … and {} more left alone", p.conflicts.len() - 20);
+    }
+    for cid in &p.not_pinned {
+        crate::out!("  not pinned on the write peer: {cid}");
+    }
+    for (cid, why) in &r.not_done {
+        crate::out!("  not re-pinned {cid}: {}", shown(why));
+    }
+    Ok(())
+}

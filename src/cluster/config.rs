@@ -107,6 +107,9 @@ pub struct Profile {
 pub struct OrgConfig {
     pub peer: Option<String>,
     pub contact: Option<String>,
+    /// The replication factors the organisation's pins should have, `"MIN..MAX"` (`ledger repin
+    /// --org ORG --ensure` sets them).
+    pub replication: Option<String>,
 }
 
 /// The resolved cluster: a name for the ledger, the peers' API URLs (first = write peer), auth,
@@ -117,6 +120,41 @@ pub struct Target {
     pub peers: Vec<Url>,
     pub auth: Option<Auth>,
     pub discover: Discover,
+    /// Per organisation of the profile, its `replication` as written (none without a profile).
+    pub org_replication: BTreeMap<String, Option<String>>,
+}
+
+impl Target {
+    /// The replication factors the profile gives `org` (`replication = "MIN..MAX"`).
+    pub fn org_replication(&self, org: &str) -> anyhow::Result<(i32, i32)> {
+        let Some(r) = self.org_replication.get(org) else {
+            bail!(
+                "the cluster {:?} has no organisation {org:?} in ledger.toml: add \
+                 [clusters.{}.orgs.{org}] with replication = \"MIN..MAX\"",
+                self.name,
+                self.name
+            );
+        };
+        let Some(r) = r else {
+            bail!("the organisation {org:?} in ledger.toml has no replication = \"MIN..MAX\"");
+        };
+        parse_replication(r).map_err(|e| anyhow::anyhow!("ledger.toml, organisation {org:?}: {e}"))
+    }
+}
+
+/// `MIN..MAX` or `N`: `-1..-1` (every peer), or 1 ≤ MIN ≤ MAX.
+pub fn parse_replication(s: &str) -> Result<(i32, i32), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let n = |t: &str| {
+        t.trim().parse::<i32>().map_err(|_| format!("{s:?} is not MIN..MAX (e.g. 2..3, or -1..-1)"))
+    };
+    match (n(a)?, n(b)?) {
+        (-1, -1) => Ok((-1, -1)),
+        (min, max) if min >= 1 && min <= max => Ok((min, max)),
+        _ => Err(format!(
+            "replication {s:?}: give -1..-1 (every peer) or MIN..MAX with 1 <= MIN <= MAX"
+        )),
+    }
 }
 
 /// Discovery as the profile asks for it (the flags come on top, in [`Sources`]).
@@ -207,6 +245,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let name;
     let mut creds_file = None;
     let mut discover = src.discover;
+    let mut org_replication = BTreeMap::new();
     let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
     if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
         for a in list.split(',').filter(|a| !a.trim().is_empty()) {
@@ -263,22 +302,34 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
             }
         });
         name = pname;
+        org_replication =
+            profile.orgs.iter().map(|(o, c)| (o.clone(), c.replication.clone())).collect();
         discover.on |= profile.discover;
         discover.rest_port = discover.rest_port.or(profile.rest_port);
     }
     if peers.is_empty() {
         bail!("the cluster address is empty");
     }
-    // Credentials: env first, then the profile's file, then userinfo in the URL.
-    if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
-        auth = Some(Auth::Bearer(t));
-    } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
-        auth = Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?);
-    } else if let Some(f) = creds_file {
-        auth = Some(read_credentials(&f)?);
-    }
+    let auth = credentials(src, auth, creds_file)?;
     check_discover(discover)?;
-    Ok(Target { name, peers, auth, discover })
+    Ok(Target { name, peers, auth, discover, org_replication })
+}
+
+/// The credentials: the environment first, then the profile's file, then userinfo in the URL.
+fn credentials(
+    src: &Sources,
+    from_url: Option<Auth>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<Auth>> {
+    if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
+        Ok(Some(Auth::Bearer(t)))
+    } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
+        Ok(Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?))
+    } else if let Some(f) = file {
+        Ok(Some(read_credentials(&f)?))
+    } else {
+        Ok(from_url)
+    }
 }
 
 /// A REST port is a port (1–65535), and only given with discovery on.
@@ -323,6 +374,16 @@ pub fn host_port(u: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_is_min_max_or_one_number() {
+        assert_eq!(parse_replication("2..3"), Ok((2, 3)));
+        assert_eq!(parse_replication("2"), Ok((2, 2)));
+        assert_eq!(parse_replication("-1..-1"), Ok((-1, -1)));
+        for bad in ["3..1", "0", "0..2", "-1..2", "-2..-2", "a..b", "", "1..", "..2"] {
+            assert!(parse_replication(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn addresses() {

@@ -45,6 +45,11 @@ pub struct Intended {
     pub mode: String,
     pub expire_at: Option<String>,
     pub origins: Vec<String>,
+    /// With `--allocations`: the pin counts as re-pinned only once it is allocated to none but
+    /// these peers (the cluster takes `user-allocations` as a priority, §6.1 step 6). `None`: the
+    /// allocations are the cluster's to choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocations_within: Option<Vec<String>>,
 }
 
 impl Intended {
@@ -70,6 +75,11 @@ impl Intended {
         }
         if pin.origins != self.origins {
             out.push("origins");
+        }
+        if let Some(within) = &self.allocations_within
+            && pin.allocations.iter().any(|a| !within.contains(a))
+        {
+            out.push("allocations");
         }
         out
     }
@@ -203,6 +213,7 @@ pub fn build(
             mode: pin.mode.clone(),
             expire_at,
             origins: pin.origins.clone(),
+            allocations_within: None,
         },
     })
 }

@@ -1,4 +1,4 @@
-//! How a tag run converged, from stored history only: its passes, the probes' curve, and when each
+//! How a tag run (or a bulk re-pin) converged, from stored history only: its passes, the probes' curve, and when each
 //! peer first showed every target.
 
 use std::collections::BTreeMap;
@@ -25,10 +25,10 @@ pub struct Convergence {
 pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Convergence> {
     let id = match id {
         Some(id) => id,
-        None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
+        None => match runs::latest_in_passes(conn)? {
             Some(id) => id,
             None => bail!(
-                "the ledger has no tag run yet (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
+                "the ledger has no tag run yet, nor a bulk re-pin (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
             ),
         },
     };
@@ -38,6 +38,14 @@ pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Conv
     if run.dry_run {
         bail!(
             "run {id} is a dry run: it sent nothing, so there is no convergence to show (`ledger convergence` alone shows the latest tag run that was not)"
+        );
+    }
+    if run.kind == crate::domain::RunKind::Restore
+        || (run.kind == crate::domain::RunKind::Repin && !runs::has_passes(conn, id)?)
+    {
+        bail!(
+            "run {id} is a {} run without passes: convergence is recorded for tag runs and bulk re-pins (`ledger repin --only/--org/--all`)",
+            run.kind
         );
     }
     let passes = runs::passes(conn, id)?;

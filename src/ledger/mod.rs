@@ -1,11 +1,13 @@
 //! The use cases as plain logic over the store and the cluster client: taking a snapshot (diffing a
 //! stream against the open intervals of its series).
 
+pub mod bulk;
 pub mod convergence;
 pub mod diff;
 pub mod drift;
 pub mod lost;
 pub mod members;
+pub mod migration;
 pub mod repin;
 pub mod restore;
 pub mod run;

@@ -73,6 +73,21 @@ pub struct Change<'a> {
     pub guard: Option<&'a Guard<'a>>,
     /// Per CID, a change of its own in place of `set` and `unset` (a restore).
     pub per_cid: Option<&'a HashMap<String, PinEdit>>,
+    /// Options every pin gets in place of its own (a bulk `ledger repin`); `None`: keep them all.
+    pub overrides: Option<&'a repin::Overrides>,
+    /// With `--allocations`: a pin is as asked only once allocated to none but these peers.
+    pub allocations_within: Option<&'a [String]>,
+}
+
+impl<'a> Change<'a> {
+    /// A change of metadata alone: `set`, `unset`, every other option kept.
+    pub fn metadata(
+        set: &'a BTreeMap<String, String>,
+        unset: &'a [String],
+        guard: Option<&'a Guard<'a>>,
+    ) -> Change<'a> {
+        Change { set, unset, guard, per_cid: None, overrides: None, allocations_within: None }
+    }
 }
 
 /// One pin's own change: metadata keys to set and remove, and options to put back.
@@ -274,11 +289,14 @@ impl Chunk<'_> {
             return Err((Outcome::Conflict, reason));
         }
         let now = self.batch.clock.now();
-        match change.per_cid.and_then(|m| m.get(cid)) {
-            Some(e) => repin::build_with(before, &e.overrides, &e.set, &e.unset, now),
-            None => repin::build(before, change.set, change.unset, now),
+        let mut request = match (change.per_cid.and_then(|m| m.get(cid)), change.overrides) {
+            (Some(e), _) => repin::build_with(before, &e.overrides, &e.set, &e.unset, now),
+            (None, Some(o)) => repin::build_with(before, o, change.set, change.unset, now),
+            (None, None) => repin::build(before, change.set, change.unset, now),
         }
-        .map_err(|e| (Outcome::Refused, e.to_string()))
+        .map_err(|e| (Outcome::Refused, e.to_string()))?;
+        request.intended.allocations_within = change.allocations_within.map(<[String]>::to_vec);
+        Ok(request)
     }
 
     /// Sends every planned request (paced), then reads each pin back from the same peer (see
@@ -509,7 +527,7 @@ pub async fn one(ctx: &Context, opts: &OneOptions) -> anyhow::Result<One> {
     let params = serde_json::json!({ "cid": opts.cid, "set": opts.set, "unset": opts.unset });
     let spec = Spec { kind: RunKind::Repin, org: None, params, dry_run: false };
     let run = Run::begin(ctx, client, spec).await?;
-    let change = Change { set: &opts.set, unset: &opts.unset, guard: None, per_cid: None };
+    let change = Change::metadata(&opts.set, &opts.unset, None);
     let b = Batch {
         conn: &ctx.store()?.conn,
         client,

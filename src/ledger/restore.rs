@@ -384,8 +384,14 @@ async fn put_back(
         })
     };
     let cids: Vec<String> = plan.iter().map(|r| r.cid.clone()).collect();
-    let change =
-        Change { set: &BTreeMap::new(), unset: &[], guard: Some(&guard), per_cid: Some(&edits) };
+    let change = Change {
+        set: &BTreeMap::new(),
+        unset: &[],
+        guard: Some(&guard),
+        per_cid: Some(&edits),
+        overrides: None,
+        allocations_within: None,
+    };
     let pace = Pace { concurrency: opts.concurrency.max(1), rate: None };
     let b = repin::Batch {
         conn: &ctx.store()?.conn,

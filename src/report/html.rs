@@ -47,7 +47,14 @@ pub fn page(r: &Report, svg: &str) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let run = &r.run;
     let org = run.org.as_deref().unwrap_or("");
-    let title = format!("ledger report: tag run {} (org={org})", run.id);
+    let title = match run.kind {
+        crate::domain::RunKind::Tag => format!("ledger report: tag run {} (org={org})", run.id),
+        kind => format!(
+            "ledger report: {kind} run {} over a set (org={}; a target counts as tagged when it shows the change)",
+            run.id,
+            if org.is_empty() { "-" } else { org }
+        ),
+    };
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\

@@ -50,18 +50,22 @@ pub struct Report {
 pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow> {
     let id = match run {
         Some(id) => id,
-        None => match runs::latest(conn, crate::domain::RunKind::Tag)? {
+        None => match runs::latest_in_passes(conn)? {
             Some(id) => id,
             None => bail!(
-                "the ledger has no tag run yet (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
+                "the ledger has no tag run yet, nor a bulk re-pin (a dry run sends nothing and does not count): run `ledger tag --org ORG` first"
             ),
         },
     };
     let Some(row) = runs::get(conn, id)? else {
         bail!("there is no run {id} in this ledger: `ledger convergence` shows the latest tag run");
     };
-    if row.kind != crate::domain::RunKind::Tag {
-        bail!("run {id} is a {} run; reports are made of tag runs", row.kind);
+    let bulk = row.kind == crate::domain::RunKind::Repin && runs::has_passes(conn, id)?;
+    if row.kind != crate::domain::RunKind::Tag && !bulk {
+        bail!(
+            "run {id} is a {} run; reports are made of tag runs and bulk re-pins (`ledger repin --only/--org/--all`)",
+            row.kind
+        );
     }
     if row.dry_run {
         bail!(
@@ -79,7 +83,10 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
     let probes = runs::probes(conn, id)?;
     let verified = q::last_verifications(conn, id)?;
     let org = run.org.clone().unwrap_or_default();
-    let stragglers = q::stragglers(conn, id, &org)?;
+    let stragglers = match run.kind {
+        crate::domain::RunKind::Repin => bulk_stragglers(conn, id)?,
+        _ => q::stragglers(conn, id, &org)?,
+    };
     let owned_by_others = q::owned_by_others(conn, id)?;
     let asked_by_name = q::asked_by_name(conn, id)?;
     let membership = recorded_membership(conn, id)?;
@@ -111,6 +118,48 @@ pub fn load(conn: &Connection, run: RunRow) -> anyhow::Result<Report> {
         owners,
         membership,
     })
+}
+
+/// The targets of a bulk re-pin that a peer's last verification snapshot does not show as asked
+/// (`not-as-asked`, with the org seen) or lacks (`absent`): the run's goal is read from its params.
+fn bulk_stragglers(conn: &Connection, run: i64) -> anyhow::Result<Vec<Straggler>> {
+    let params: serde_json::Value =
+        serde_json::from_str(&runs::params(conn, run)?.unwrap_or_default()).unwrap_or_default();
+    let goal: crate::ledger::migration::Goal = serde_json::from_value(params["goal"].clone())
+        .with_context(|| format!("run {run} recorded no goal a report can read"))?;
+    let mut out = Vec::new();
+    for t in q::verified_targets(conn, run)? {
+        let state = match &t.version {
+            None => Some(("absent", None)),
+            Some((name, metadata, rmin, rmax, expire_at, allocations, org)) => {
+                let metadata: BTreeMap<String, String> = metadata
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str(m).ok())
+                    .unwrap_or_default();
+                let allocations: Vec<String> =
+                    serde_json::from_str(allocations).unwrap_or_default();
+                let f = crate::ledger::migration::Fields {
+                    metadata: &metadata,
+                    name,
+                    replication: (*rmin as i32, *rmax as i32),
+                    expire_at: expire_at.as_deref(),
+                    allocations: &allocations,
+                };
+                (!goal.shows_fields(&f)).then(|| ("not-as-asked", org.clone()))
+            }
+        };
+        if let Some((state, org)) = state {
+            out.push(Straggler {
+                peer: t.peer,
+                snapshot_id: t.snapshot_id,
+                pass: t.pass,
+                cid: t.cid,
+                state: state.to_string(),
+                org,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The members a run read, as it recorded them (`None`: it recorded none).

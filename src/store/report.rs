@@ -123,3 +123,51 @@ pub fn stragglers(conn: &Connection, run: i64, org: &str) -> rusqlite::Result<Ve
     })?;
     rows.collect()
 }
+
+/// A target of a run as a peer's last verification snapshot holds it (`None`: absent there).
+#[derive(Debug, Clone)]
+pub struct VerifiedTarget {
+    pub peer: String,
+    pub snapshot_id: i64,
+    pub pass: i64,
+    pub cid: String,
+    /// name, metadata (JSON), replication min and max, expire_at, allocations (JSON), org.
+    #[allow(clippy::type_complexity)]
+    pub version: Option<(String, Option<String>, i64, i64, Option<String>, String, Option<String>)>,
+}
+
+/// Every target of a run (classes `target` and `already`) as each peer's last complete
+/// verification snapshot holds it, by peer and CID: what a bulk re-pin's stragglers are read from.
+pub fn verified_targets(conn: &Connection, run: i64) -> rusqlite::Result<Vec<VerifiedTarget>> {
+    let mut stmt = conn.prepare(
+        "WITH last AS (
+             SELECT series_id, max(id) AS snap FROM snapshots
+             WHERE run_id = ?1 AND pass >= 1 AND state = 'complete' GROUP BY series_id
+         )
+         SELECT se.peer, last.snap, s.pass, c.cid, o.cid_id IS NULL, v.name, v.metadata,
+                v.replication_min, v.replication_max, v.expire_at, v.allocations, v.org
+         FROM last JOIN series se ON se.id = last.series_id JOIN snapshots s ON s.id = last.snap
+         JOIN run_targets t ON t.run_id = ?1 AND t.class IN ('target', 'already')
+         JOIN cids c ON c.id = t.cid_id
+         LEFT JOIN observations o ON o.cid_id = t.cid_id AND o.series_id = last.series_id
+              AND o.first_snapshot <= last.snap AND (o.last_snapshot IS NULL OR o.last_snapshot >= last.snap)
+         LEFT JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+         ORDER BY se.peer, c.cid",
+    )?;
+    let rows = stmt.query_map([run], |r| {
+        let absent: bool = r.get(4)?;
+        let version = if absent {
+            None
+        } else {
+            Some((r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?))
+        };
+        Ok(VerifiedTarget {
+            peer: r.get(0)?,
+            snapshot_id: r.get(1)?,
+            pass: r.get(2)?,
+            cid: r.get(3)?,
+            version,
+        })
+    })?;
+    rows.collect()
+}

@@ -291,6 +291,31 @@ pub fn latest(conn: &Connection, kind: RunKind) -> rusqlite::Result<Option<i64>>
     conn.query_row("SELECT max(id) FROM runs WHERE kind = ?1 AND dry_run = 0", [kind], |r| r.get(0))
 }
 
+/// The latest run that was not a dry run and went in passes: a tag run, or a bulk re-pin (a re-pin
+/// of one pin has no passes).
+pub fn latest_in_passes(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT max(id) FROM runs r WHERE dry_run = 0 AND (kind = 'tag'
+           OR (kind = 'repin' AND EXISTS (SELECT 1 FROM passes p WHERE p.run_id = r.id)))",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// A run's options as it recorded them (`runs.params`, JSON).
+pub fn params(conn: &Connection, run: i64) -> rusqlite::Result<Option<String>> {
+    rusqlite::OptionalExtension::optional(conn.query_row(
+        "SELECT params FROM runs WHERE id = ?1",
+        [run],
+        |r| r.get(0),
+    ))
+}
+
+/// Whether a run recorded any pass.
+pub fn has_passes(conn: &Connection, run: i64) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM passes WHERE run_id = ?1)", [run], |r| r.get(0))
+}
+
 /// A run's header.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
