@@ -69,6 +69,9 @@ pub enum Command {
     History(crate::commands::history::HistoryArgs),
     /// Tag every unowned pin with org=ORG, pass after pass, until every peer agrees.
     Tag(crate::commands::tag::TagArgs),
+    /// Upload files and directories through the cluster's /add with the org tag; each path pinned
+    /// with every option given, read back from every peer, on the record.
+    Add(crate::commands::add::AddArgs),
     /// How a tag run or a bulk re-pin converged, per pass and per peer, from stored history.
     Convergence(crate::commands::convergence::ConvergenceArgs),
     /// Safe re-pins that keep every other option: one pin (CID), or a set (--only, --org, --all) in

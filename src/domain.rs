@@ -51,6 +51,7 @@ domain_enum! {
         Tag,
         Repin,
         Restore,
+        Add,
     }
 }
 
@@ -182,7 +183,7 @@ mod tests {
             .unwrap()
         };
         let runs = check("runs");
-        for k in [RunKind::Tag, RunKind::Repin, RunKind::Restore] {
+        for k in [RunKind::Tag, RunKind::Repin, RunKind::Restore, RunKind::Add] {
             assert!(runs.contains(&format!("'{k}'")), "{k}");
         }
         for s in [

@@ -108,6 +108,35 @@ pub fn spread(s: &Spread, written: usize) -> std::io::Result<()> {
     membership(&s.membership, "read")
 }
 
+/// `ledger add`: a line per upload (its pin's CID, the path, its bytes, how the pin read back on the
+/// write peer), a total, then which peers show the pins.
+pub fn add_report(r: &crate::ledger::add::Report) -> std::io::Result<()> {
+    for u in &r.uploads {
+        let state = match (&u.pin, u.mismatched.is_empty()) {
+            (None, _) => "not shown on the write peer within --timeout".to_string(),
+            (Some(_), true) => "pinned as asked".to_string(),
+            (Some(_), false) => format!("pinned, but not as asked: {}", u.mismatched.join(", ")),
+        };
+        crate::out!(
+            "{}  {}  {} in {} entr{}  {state}",
+            u.cid,
+            u.path,
+            indicatif::HumanBytes(u.bytes),
+            u.entries.len(),
+            if u.entries.len() == 1 { "y" } else { "ies" }
+        );
+    }
+    crate::out!(
+        "added {} path(s), {} with org={} in {:.1} s (run {})",
+        r.uploads.len(),
+        indicatif::HumanBytes(r.bytes),
+        r.org,
+        r.seconds,
+        r.run
+    );
+    spread(&r.spread, r.uploads.len())
+}
+
 /// `TITLE: N` and the first ten (cid, owner), when there are any.
 fn owned_list(title: &str, pins: &[(String, String)]) -> std::io::Result<()> {
     if pins.is_empty() {

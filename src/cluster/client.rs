@@ -198,7 +198,16 @@ impl Client {
         method: reqwest::Method,
         path_and_query: &str,
     ) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, self.url(path_and_query));
+        self.request_on(&self.http, method, path_and_query)
+    }
+
+    fn request_on(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        let rb = http.request(method, self.url(path_and_query));
         match &self.auth {
             None => rb,
             Some(Auth::Basic { user, password }) => rb.basic_auth(user, Some(password)),
@@ -481,6 +490,48 @@ impl Client {
         Ok((status, body))
     }
 
+    /// `POST /add?{query}` with `form` as its body (docs/cluster-api.md §4 "POST /add"). Never
+    /// retried: the body is read once. The upload takes as long as it takes while bytes move; it
+    /// fails when `sent` has not grown for `--timeout`, which, once everything is sent, bounds the
+    /// wait for the answer to begin. The answer comes as lines, then (on an error only) the
+    /// `X-Stream-Error` trailer: a successful add sends none.
+    pub async fn add(
+        &self,
+        query: &str,
+        form: reqwest::multipart::Form,
+        sent: &super::add::Sent,
+    ) -> Result<AllocStream, Error> {
+        // No read timeout: reqwest's would also bound the time until the answer's head, which a
+        // peer sends only once it has read the whole upload.
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ledger/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.settings.connect_timeout)
+            .build()
+            .map_err(|e| Error::Http { url: self.base.to_string(), detail: detail(&e), retry: false })?;
+        let path = if query.is_empty() { "/add".to_string() } else { format!("/add?{query}") };
+        let send = self.request_on(&http, reqwest::Method::POST, &path).multipart(form).send();
+        let stalled = async {
+            let (mut last, mut since) = (sent.get(), Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = sent.get();
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() >= self.settings.request_timeout {
+                    return;
+                }
+            }
+        };
+        let resp = tokio::select! {
+            r = send => match r {
+                Ok(resp) => self.check(resp).await?,
+                Err(e) => return Err(self.transport_error(e).await),
+            },
+            () = stalled => return Err(self.timeout_error()),
+        };
+        Ok(self.lines(resp, false))
+    }
+
     /// `GET /allocations?filter=all` as a stream of lines. Retries happen only before the stream
     /// starts; once items flow, a failure ends the stream (see [`AllocStream::outcome`]).
     pub async fn allocations(&self) -> Result<AllocStream, Error> {
@@ -503,9 +554,16 @@ impl Client {
             let path = path_and_query.split('?').next().unwrap_or(path_and_query);
             return Err(Error::Decode { url, message: format!("GET {path} answered 404") });
         }
-        let empty = status == 204;
+        Ok(self.lines(resp, true))
+    }
+
+    /// The answer `resp` as a stream of lines; with `trailer`, a stream is whole only once an
+    /// empty `X-Stream-Error` trailer has come.
+    fn lines(&self, resp: reqwest::Response, trailer: bool) -> AllocStream {
+        let url = strip_query(resp.url());
+        let empty = resp.status().as_u16() == 204;
         let resp: http::Response<reqwest::Body> = resp.into();
-        Ok(AllocStream {
+        AllocStream {
             body: resp.into_body(),
             buf: BytesMut::with_capacity(256 * 1024),
             scanned: 0,
@@ -514,7 +572,8 @@ impl Client {
             ended: empty,
             outcome: if empty { Some(StreamOutcome::Complete) } else { None },
             url,
-        })
+            trailer,
+        }
     }
 }
 
@@ -599,6 +658,8 @@ pub struct AllocStream {
     ended: bool,
     outcome: Option<StreamOutcome>,
     url: String,
+    /// Whether the stream must end with the `X-Stream-Error` trailer to be whole.
+    trailer: bool,
 }
 
 impl AllocStream {
@@ -643,9 +704,7 @@ impl AllocStream {
                 None => {
                     self.ended = true;
                     if self.outcome.is_none() {
-                        self.outcome = Some(StreamOutcome::Broken(
-                            "the stream ended without its X-Stream-Error trailer".into(),
-                        ));
+                        self.outcome = Some(trailer_outcome(&http::HeaderMap::new(), self.trailer));
                     }
                 }
                 Some(Err(e)) => {
@@ -658,7 +717,7 @@ impl AllocStream {
                     Ok(data) => self.buf.extend_from_slice(data.chunk()),
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            self.outcome = Some(trailer_outcome(&trailers));
+                            self.outcome = Some(trailer_outcome(&trailers, self.trailer));
                         }
                     }
                 },
@@ -700,15 +759,16 @@ impl AllocStream {
     }
 }
 
-/// What the trailers say: complete when `X-Stream-Error` is present and empty.
-fn trailer_outcome(trailers: &http::HeaderMap) -> StreamOutcome {
+/// What the trailers say: complete when `X-Stream-Error` is present and empty, or absent when not
+/// `required`.
+fn trailer_outcome(trailers: &http::HeaderMap, required: bool) -> StreamOutcome {
     let errors: Vec<String> = trailers
         .get_all("x-stream-error")
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
         .filter(|v| !v.is_empty())
         .collect();
-    if !trailers.contains_key("x-stream-error") {
+    if required && !trailers.contains_key("x-stream-error") {
         StreamOutcome::Broken("the stream ended without its X-Stream-Error trailer".into())
     } else if errors.is_empty() {
         StreamOutcome::Complete

@@ -100,6 +100,8 @@ pub struct Profile {
     pub discover: bool,
     /// The members' REST port for discovery (as `--rest-port`; default: the first peer's port).
     pub rest_port: Option<u16>,
+    /// The organisation this ledger acts for: `ledger add`'s default `--org`.
+    pub org: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +124,8 @@ pub struct Target {
     pub discover: Discover,
     /// Per organisation of the profile, its `replication` as written (none without a profile).
     pub org_replication: BTreeMap<String, Option<String>>,
+    /// The profile's `org` (none without a profile).
+    pub org: Option<String>,
 }
 
 impl Target {
@@ -246,6 +250,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let mut creds_file = None;
     let mut discover = src.discover;
     let mut org_replication = BTreeMap::new();
+    let mut org = None;
     let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
     if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
         for a in list.split(',').filter(|a| !a.trim().is_empty()) {
@@ -304,6 +309,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
         name = pname;
         org_replication =
             profile.orgs.iter().map(|(o, c)| (o.clone(), c.replication.clone())).collect();
+        org = profile.org.clone();
         discover.on |= profile.discover;
         discover.rest_port = discover.rest_port.or(profile.rest_port);
     }
@@ -312,7 +318,7 @@ pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     }
     let auth = credentials(src, auth, creds_file)?;
     check_discover(discover)?;
-    Ok(Target { name, peers, auth, discover, org_replication })
+    Ok(Target { name, peers, auth, discover, org_replication, org })
 }
 
 /// The credentials: the environment first, then the profile's file, then userinfo in the URL.

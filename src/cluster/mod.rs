@@ -1,6 +1,7 @@
 //! Talking to an IPFS Cluster's REST API: where it is and how to authenticate ([`config`]), the HTTP
 //! client with retries and the trailer-aware `/allocations` stream ([`client`]), and the pin types (re-exported from [`crate::pin`]).
 
+pub mod add;
 pub mod client;
 pub mod config;
 pub mod discover;

@@ -1,6 +1,7 @@
 //! One file per command, each with its arguments and its `run`. [`run`] is the one dispatch; commands
 //! that need no database or cluster never open them.
 
+pub mod add;
 pub mod convergence;
 pub mod db;
 pub mod demo;
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drift(a) => drift::run(a, ctx),
         Command::History(a) => history::run(a, ctx),
         Command::Tag(a) => tag::run(a, ctx),
+        Command::Add(a) => add::run(a, ctx),
         Command::Convergence(a) => convergence::run(a, ctx),
         Command::Repin(a) => repin::run(a, ctx),
         Command::Lost(a) => lost::run(a, ctx),

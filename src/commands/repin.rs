@@ -54,7 +54,7 @@ pub struct RepinArgs {
     pub json: bool,
 }
 
-fn parse_meta(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_meta(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
     crate::cluster::repin::check_key(k).map_err(|e| e.to_string())?;
     Ok((k.to_string(), v.to_string()))
@@ -215,7 +215,7 @@ impl BulkArgs {
 }
 
 /// `MIN..MAX` or `N` (see [`crate::cluster::config::parse_replication`]).
-fn parse_replication(s: &str) -> Result<(i32, i32), String> {
+pub(crate) fn parse_replication(s: &str) -> Result<(i32, i32), String> {
     crate::cluster::config::parse_replication(s)
 }
 
@@ -225,28 +225,12 @@ fn goal(args: &RepinArgs, ctx: &Context) -> anyhow::Result<Goal> {
         crate::cluster::repin::check_key(k)?;
     }
     let b = &args.bulk;
-    let mut allocations = Vec::new();
-    for a in &b.allocations {
-        let Some(id) = crate::ids::parse_peer_id(a.trim()) else {
-            bail!("--allocations: {a:?} is not a peer ID");
-        };
-        allocations.push(id);
-    }
+    let allocations = peer_ids(&b.allocations)?;
     let replication = match (b.replication, b.ensure, args.org.as_deref()) {
         (_, true, Some(org)) => Some(ctx.target()?.org_replication(org)?),
         (r, _, _) => r,
     };
-    let expire_at = match (&b.expire_at, b.expire_in) {
-        (Some(t), _) if t == "never" => Some(None),
-        (Some(t), _) => Some(Some(future_time(
-            crate::ids::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--expire-at: {e}"))?,
-            ctx,
-        )?)),
-        (None, Some(d)) => {
-            Some(Some(future_time(ctx.now() + chrono::Duration::from_std(d)?, ctx)?))
-        }
-        (None, None) => None,
-    };
+    let expire_at = expiry(b.expire_at.as_deref(), b.expire_in, ctx)?;
     let goal = Goal {
         set: args.meta.iter().cloned().collect(),
         unset: args.unset.clone(),
@@ -265,6 +249,37 @@ fn goal(args: &RepinArgs, ctx: &Context) -> anyhow::Result<Goal> {
         );
     }
     Ok(goal)
+}
+
+/// `--allocations`: peer IDs.
+pub(crate) fn peer_ids(list: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for a in list {
+        let Some(id) = crate::ids::parse_peer_id(a.trim()) else {
+            bail!("--allocations: {a:?} is not a peer ID");
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// `--expire-at TIME|never` or `--expire-in DURATION`: `Some(None)` never expires, `None` not given.
+pub(crate) fn expiry(
+    at: Option<&str>,
+    within: Option<Duration>,
+    ctx: &Context,
+) -> anyhow::Result<Option<Option<String>>> {
+    Ok(match (at, within) {
+        (Some("never"), _) => Some(None),
+        (Some(t), _) => Some(Some(future_time(
+            crate::ids::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--expire-at: {e}"))?,
+            ctx,
+        )?)),
+        (None, Some(d)) => {
+            Some(Some(future_time(ctx.now() + chrono::Duration::from_std(d)?, ctx)?))
+        }
+        (None, None) => None,
+    })
 }
 
 /// A time in the future, whole seconds, as the cluster stores it.

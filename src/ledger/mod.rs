@@ -1,6 +1,7 @@
 //! The use cases as plain logic over the store and the cluster client: taking a snapshot (diffing a
 //! stream against the open intervals of its series).
 
+pub mod add;
 pub mod bulk;
 pub mod convergence;
 pub mod diff;

@@ -2,6 +2,7 @@
 //! refinery migrations embedded from `migrations/`). Table groups live in their own files; their
 //! functions take the caller's `&Connection` or `&Transaction` and never open transactions themselves.
 
+pub mod added;
 pub mod drift;
 pub mod export;
 pub mod incident;
@@ -273,8 +274,19 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Applies the pending migrations, all of them in one transaction: refinery's default runs each
 /// migration's SQL and the row that records it in two transactions, so a process killed between them
 /// left a schema change that the next open tried to apply again ("view pin_history already exists").
+///
+/// Foreign keys are off while they run (SQLite takes that only outside a transaction): V6 rebuilds
+/// `runs`, which other tables reference, as SQLite's procedure for a table rebuild asks. Each
+/// migration copies rows as they were, so no reference breaks; the check after says so.
 fn migrate(conn: &mut Connection) -> Result<refinery::Report, refinery::Error> {
-    embedded::migrations::runner().set_grouped(true).run(conn)
+    use refinery::error::WrapMigrationError as _;
+    let fk = |conn: &Connection, on: &str| {
+        conn.pragma_update(None, "foreign_keys", on).migration_err("PRAGMA foreign_keys", None)
+    };
+    fk(conn, "OFF")?;
+    let report = embedded::migrations::runner().set_grouped(true).run(conn);
+    fk(conn, "ON")?;
+    report
 }
 
 /// The newest migration version this binary carries.
