@@ -2,6 +2,7 @@
 
 mod util;
 
+mod add;
 mod bulk_repin;
 mod ctl;
 mod demo;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub struct Entry {
     /// The name the cluster gives it: the path in the upload (`docs/sub/a.txt`).
     pub name: String,
-    /// Where it is on this machine.
+    /// Where it is on this machine (absolute).
     pub local: PathBuf,
     pub kind: EntryKind,
     /// The file's bytes (0 for a directory; the target's length for a symlink).
@@ -103,8 +103,10 @@ pub fn walk(paths: &[PathBuf], wrap: bool, hidden: bool) -> Result<Vec<Upload>, 
     let mut uploads = Vec::new();
     for p in paths {
         let name = top_name(p)?;
+        let abs = std::path::absolute(p)
+            .map_err(|e| WalkError::Unreadable { path: p.clone(), source: e })?;
         let mut entries = Vec::new();
-        walk_one(p, name.clone(), hidden, &mut entries)?;
+        walk_one(&abs, name.clone(), hidden, &mut entries)?;
         uploads.push(Upload { entries, root: name, path: p.clone() });
     }
     if !wrap || uploads.is_empty() {
@@ -143,12 +145,7 @@ fn top_name(p: &Path) -> Result<String, WalkError> {
     name.into_string().map_err(|_| WalkError::NotUtf8(p.to_path_buf()))
 }
 
-fn walk_one(
-    p: &Path,
-    name: String,
-    hidden: bool,
-    out: &mut Vec<Entry>,
-) -> Result<(), WalkError> {
+fn walk_one(p: &Path, name: String, hidden: bool, out: &mut Vec<Entry>) -> Result<(), WalkError> {
     let unreadable = |e| WalkError::Unreadable { path: p.to_path_buf(), source: e };
     let meta = std::fs::symlink_metadata(p).map_err(unreadable)?;
     let ft = meta.file_type();
@@ -187,7 +184,8 @@ fn walk_one(
 
 /// Go's `url.QueryEscape`: what `ipfs-cluster-ctl` puts in a part's `filename` (the peer
 /// query-unescapes it; Go's `FileName()` would otherwise keep only the part after the last `/`).
-const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_ESCAPE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 fn query_escape(s: &str) -> String {
     utf8_percent_encode(s, QUERY_ESCAPE).to_string().replace("%20", "+")
@@ -388,7 +386,10 @@ mod tests {
             let u = walk(std::slice::from_ref(&top), false, hidden).unwrap();
             u[0].entries.iter().map(|e| e.name.clone()).collect()
         };
-        assert_eq!(names(false), ["docs", "docs/a.txt", "docs/b.txt", "docs/sub", "docs/sub/c.csv"]);
+        assert_eq!(
+            names(false),
+            ["docs", "docs/a.txt", "docs/b.txt", "docs/sub", "docs/sub/c.csv"]
+        );
         assert_eq!(names(true)[1], "docs/.secret");
         let u = walk(std::slice::from_ref(&top), false, false).unwrap();
         assert_eq!(u[0].bytes(), 6);

@@ -507,7 +507,11 @@ impl Client {
             .user_agent(concat!("ledger/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.settings.connect_timeout)
             .build()
-            .map_err(|e| Error::Http { url: self.base.to_string(), detail: detail(&e), retry: false })?;
+            .map_err(|e| Error::Http {
+                url: self.base.to_string(),
+                detail: detail(&e),
+                retry: false,
+            })?;
         let path = if query.is_empty() { "/add".to_string() } else { format!("/add?{query}") };
         let send = self.request_on(&http, reqwest::Method::POST, &path).multipart(form).send();
         let stalled = async {

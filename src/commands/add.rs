@@ -121,9 +121,10 @@ fn options(args: &AddArgs, ctx: &Context) -> anyhow::Result<add::Options> {
             ),
         },
     };
-    if org.is_empty() || org.chars().any(|c| matches!(c, '&' | '=' | ';' | '#') || c.is_control())
-    {
-        bail!("--org {org:?}: an organisation is a non-empty name without &, =, ;, # or control characters");
+    if org.is_empty() || org.chars().any(|c| matches!(c, '&' | '=' | ';' | '#') || c.is_control()) {
+        bail!(
+            "--org {org:?}: an organisation is a non-empty name without &, =, ;, # or control characters"
+        );
     }
     let mut metadata: std::collections::BTreeMap<String, String> =
         args.meta.iter().cloned().collect();
@@ -141,9 +142,11 @@ fn options(args: &AddArgs, ctx: &Context) -> anyhow::Result<add::Options> {
     if let Some(c) = &args.chunker {
         check_chunker(c)?;
     }
-    if args.cid_version.unwrap_or(0) == 0 && args.hash.as_deref().is_some_and(|h| h != "sha2-256")
-    {
-        bail!("--hash {}: a CIDv0 is always sha2-256; add --cid-version 1", args.hash.as_deref().unwrap_or(""));
+    if args.cid_version.unwrap_or(0) == 0 && args.hash.as_deref().is_some_and(|h| h != "sha2-256") {
+        bail!(
+            "--hash {}: a CIDv0 is always sha2-256; add --cid-version 1",
+            args.hash.as_deref().unwrap_or("")
+        );
     }
     let uploads = api::walk(&args.paths, args.wrap, args.hidden)?;
     Ok(add::Options {

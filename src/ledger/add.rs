@@ -189,12 +189,16 @@ async fn upload(
     let what = || format!("the upload of {}", u.path.display());
     let form = api::form(u, sent)?;
     let query = request.split_once('?').map_or("", |(_, q)| q);
-    let mut lines = write.add(query, form, sent).await.map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
+    let mut lines =
+        write.add(query, form, sent).await.map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
     let conn = &ctx.store()?.conn;
     let mut entries = Vec::new();
     while let Some(line) = lines.next_line().await {
         let a: Added = serde_json::from_slice(&line).map_err(|e| {
-            anyhow::anyhow!("{}: the cluster answered a line that is not an AddedOutput: {e}", what())
+            anyhow::anyhow!(
+                "{}: the cluster answered a line that is not an AddedOutput: {e}",
+                what()
+            )
         })?;
         let Some(cid) = a.cid else { continue };
         let local = u.local_of(&a.name);
@@ -255,7 +259,9 @@ async fn read_back(
             let pin = if lacking { None } else { u.pin.as_ref() };
             let error = match (&p.error, lacking) {
                 (Some(e), _) => Some(e.clone()),
-                (None, true) => Some("not shown as the write peer shows it within --timeout".into()),
+                (None, true) => {
+                    Some("not shown as the write peer shows it within --timeout".into())
+                }
                 (None, false) => None,
             };
             added::read(conn, run.id(), &u.cid, &peer, pin, error.as_deref())?;
