@@ -223,6 +223,57 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(r)
 }
 
+/// `--meta KEY=VALUE`.
+pub fn parse_meta(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    crate::cluster::repin::check_key(k).map_err(|e| e.to_string())?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `--allocations`: peer IDs.
+pub fn peer_ids(list: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for a in list {
+        let Some(id) = crate::ids::parse_peer_id(a.trim()) else {
+            anyhow::bail!("--allocations: {a:?} is not a peer ID");
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// `--expire-at TIME|never` or `--expire-in DURATION`: `Some(None)` never expires, `None` not given.
+pub fn expiry(
+    at: Option<&str>,
+    within: Option<std::time::Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<Option<String>>> {
+    Ok(match (at, within) {
+        (Some("never"), _) => Some(None),
+        (Some(t), _) => Some(Some(future_time(
+            crate::ids::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--expire-at: {e}"))?,
+            now,
+        )?)),
+        (None, Some(d)) => Some(Some(future_time(now + chrono::Duration::from_std(d)?, now)?)),
+        (None, None) => None,
+    })
+}
+
+/// A time in the future, whole seconds, as the cluster stores it.
+fn future_time(
+    t: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<String> {
+    if t <= now {
+        anyhow::bail!(
+            "the expiry {} is not in the future: a re-pin cannot take it",
+            t.to_rfc3339()
+        );
+    }
+    let whole = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
+    Ok(crate::ids::go_time(&whole))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

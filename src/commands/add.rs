@@ -31,14 +31,14 @@ pub struct AddArgs {
     #[arg(long)]
     pub org: Option<String>,
     /// Another metadata key (repeatable): `--meta env=prod`. The value may contain `=`.
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = super::repin::parse_meta)]
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = crate::cli::parse_meta)]
     pub meta: Vec<(String, String)>,
     /// The pin's name (default: the path's own name; with --wrap, none).
     #[arg(long)]
     pub name: Option<String>,
     /// Both replication factors: `MIN..MAX` (`-1..-1`: every peer), or one number for both
     /// (default: the cluster's).
-    #[arg(long, value_name = "MIN..MAX", value_parser = super::repin::parse_replication, allow_hyphen_values = true)]
+    #[arg(long, value_name = "MIN..MAX", value_parser = crate::cluster::config::parse_replication, allow_hyphen_values = true)]
     pub replication: Option<(i32, i32)>,
     /// Allocate to these peers (peer IDs, comma-separated), sent as `user-allocations`.
     #[arg(long, value_name = "PEER,…", value_delimiter = ',')]
@@ -138,7 +138,8 @@ fn options(args: &AddArgs, ctx: &Context) -> anyhow::Result<add::Options> {
     if args.expire_at.as_deref() == Some("never") {
         bail!("--expire-at never: a new pin never expires unless given an expiry; leave it out");
     }
-    let expire_at = super::repin::expiry(args.expire_at.as_deref(), args.expire_in, ctx)?.flatten();
+    let expire_at =
+        crate::cli::expiry(args.expire_at.as_deref(), args.expire_in, ctx.now())?.flatten();
     if let Some(c) = &args.chunker {
         check_chunker(c)?;
     }
@@ -156,7 +157,7 @@ fn options(args: &AddArgs, ctx: &Context) -> anyhow::Result<add::Options> {
             name: args.name.clone(),
             metadata,
             replication: args.replication,
-            allocations: super::repin::peer_ids(&args.allocations)?,
+            allocations: crate::cli::peer_ids(&args.allocations)?,
             expire_at,
         },
         add: AddOptions {

@@ -38,7 +38,7 @@ pub struct RepinArgs {
     #[command(flatten)]
     pub bulk: BulkArgs,
     /// Set a metadata key (repeatable): `--meta org=hrdag`. The value may contain `=`.
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = crate::cli::parse_meta)]
     pub meta: Vec<(String, String)>,
     /// Remove a metadata key (repeatable).
     #[arg(long, value_name = "KEY")]
@@ -52,12 +52,6 @@ pub struct RepinArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-pub(crate) fn parse_meta(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
-    crate::cluster::repin::check_key(k).map_err(|e| e.to_string())?;
-    Ok((k.to_string(), v.to_string()))
 }
 
 pub fn run(args: RepinArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -159,7 +153,7 @@ fn print_outcome(cid: &str, o: &repin::RepinOutcome) -> std::io::Result<()> {
 #[derive(Debug, Args)]
 pub struct BulkArgs {
     /// Set both replication factors: `MIN..MAX` (`-1..-1`: every peer), or one number for both.
-    #[arg(long, value_name = "MIN..MAX", value_parser = parse_replication, allow_hyphen_values = true)]
+    #[arg(long, value_name = "MIN..MAX", value_parser = crate::cluster::config::parse_replication, allow_hyphen_values = true)]
     pub replication: Option<(i32, i32)>,
     /// The replication the profile gives the organisation of --org (`replication = "MIN..MAX"` under
     /// `[clusters.NAME.orgs.ORG]` in ledger.toml).
@@ -214,23 +208,18 @@ impl BulkArgs {
     }
 }
 
-/// `MIN..MAX` or `N` (see [`crate::cluster::config::parse_replication`]).
-pub(crate) fn parse_replication(s: &str) -> Result<(i32, i32), String> {
-    crate::cluster::config::parse_replication(s)
-}
-
 /// The change asked for, checked before anything is sent.
 fn goal(args: &RepinArgs, ctx: &Context) -> anyhow::Result<Goal> {
     for k in &args.unset {
         crate::cluster::repin::check_key(k)?;
     }
     let b = &args.bulk;
-    let allocations = peer_ids(&b.allocations)?;
+    let allocations = crate::cli::peer_ids(&b.allocations)?;
     let replication = match (b.replication, b.ensure, args.org.as_deref()) {
         (_, true, Some(org)) => Some(ctx.target()?.org_replication(org)?),
         (r, _, _) => r,
     };
-    let expire_at = expiry(b.expire_at.as_deref(), b.expire_in, ctx)?;
+    let expire_at = crate::cli::expiry(b.expire_at.as_deref(), b.expire_in, ctx.now())?;
     let goal = Goal {
         set: args.meta.iter().cloned().collect(),
         unset: args.unset.clone(),
@@ -249,46 +238,6 @@ fn goal(args: &RepinArgs, ctx: &Context) -> anyhow::Result<Goal> {
         );
     }
     Ok(goal)
-}
-
-/// `--allocations`: peer IDs.
-pub(crate) fn peer_ids(list: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for a in list {
-        let Some(id) = crate::ids::parse_peer_id(a.trim()) else {
-            bail!("--allocations: {a:?} is not a peer ID");
-        };
-        ids.push(id);
-    }
-    Ok(ids)
-}
-
-/// `--expire-at TIME|never` or `--expire-in DURATION`: `Some(None)` never expires, `None` not given.
-pub(crate) fn expiry(
-    at: Option<&str>,
-    within: Option<Duration>,
-    ctx: &Context,
-) -> anyhow::Result<Option<Option<String>>> {
-    Ok(match (at, within) {
-        (Some("never"), _) => Some(None),
-        (Some(t), _) => Some(Some(future_time(
-            crate::ids::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--expire-at: {e}"))?,
-            ctx,
-        )?)),
-        (None, Some(d)) => {
-            Some(Some(future_time(ctx.now() + chrono::Duration::from_std(d)?, ctx)?))
-        }
-        (None, None) => None,
-    })
-}
-
-/// A time in the future, whole seconds, as the cluster stores it.
-fn future_time(t: chrono::DateTime<chrono::Utc>, ctx: &Context) -> anyhow::Result<String> {
-    if t <= ctx.now() {
-        bail!("the expiry {} is not in the future: a re-pin cannot take it", t.to_rfc3339());
-    }
-    let whole = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
-    Ok(crate::ids::go_time(&whole))
 }
 
 /// `ledger repin` over a set.
