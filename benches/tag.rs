@@ -3,7 +3,8 @@
 //! with the same concurrency) measured in the same run.
 //!
 //! - 3,512 unowned pins (the seed report's migration) on 5 peers: end-to-end time of `ledger tag`;
-//! - `BENCH_TAG_PINS` (default 100,000) pins on 1 peer: re-pins/s of the first pass.
+//! - `BENCH_TAG_PINS` (default 100,000) pins on 1 peer: re-pins/s of the first pass;
+//! - then a bulk `ledger repin --all` of every one of those pins on the same cluster: re-pins/s.
 
 mod common;
 
@@ -124,5 +125,31 @@ fn main() {
         "| bare loop of the same {} POST requests, concurrency {conc} | {bare:.0} requests/s | {:.2}× the tag pass rate |",
         requests.len(),
         bare / rate
+    );
+
+    // A bulk re-pin of every pin of the same cluster, beside it: one more metadata key each.
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--db", db.to_str().unwrap(), "--cluster", &sim.urls.join(","), "-q", "repin"])
+        .args(["--all", "--meta", "team=bench", "--settle", "0s", "--json"])
+        .args(["--concurrency", &conc.to_string()])
+        .output()
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["converged"], true, "{}", String::from_utf8_lossy(&out.stderr));
+    let (attempted, pass_secs): (i64, f64) = conn
+        .query_row(
+            "SELECT attempted, (julianday(finished_at) - julianday(started_at)) * 86400 FROM passes
+             WHERE pass = 1 AND run_id = (SELECT max(id) FROM runs)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    println!(
+        "| `ledger repin --all --meta team=bench` first pass, {attempted} re-pins, concurrency {conc} | {:.0} re-pins/s ({pass_secs:.1} s; whole run {secs:.1} s) | the same path as tag's; {:.2}× the tag pass rate |",
+        attempted as f64 / pass_secs,
+        (attempted as f64 / pass_secs) / rate
     );
 }
