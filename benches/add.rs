@@ -27,13 +27,15 @@ fn peak_mib(pid: u32) -> f64 {
 
 /// Runs `ledger add PATH --org bench --json`: (seconds, peak RSS in MiB, its JSON report).
 fn add(dir: &std::path::Path, urls: &[String], path: &str) -> (f64, f64, serde_json::Value) {
+    // Into files, not pipes: nothing reads a pipe until the process has exited.
+    let (stdout, stderr) = (dir.join("add.out"), dir.join("add.err"));
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .current_dir(dir)
         .args(["--db", "l.db", "--cluster", &urls.join(","), "-q", "add", path])
         .args(["--org", "bench", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -43,9 +45,11 @@ fn add(dir: &std::path::Path, urls: &[String], path: &str) -> (f64, f64, serde_j
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = start.elapsed().as_secs_f64();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stdout).unwrap()).unwrap();
     (secs, peak, report)
 }
 
