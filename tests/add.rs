@@ -175,6 +175,20 @@ fn a_directory_is_added_with_the_org_tag_on_every_peer(b: Backend) {
         );
         json_of(&out)
     };
+    let csv = ledger()
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "export", "added", "--csv", "-"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&csv.stdout).to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "run,started_at,org,upload,name,path,kind,bytes,size,cid,pinned,peers_read,shown_on"
+    );
+    assert_eq!(lines.len(), 7, "{csv}");
+    assert!(lines[5].ends_with(&format!(",{DOCS},1,3,3")), "{csv}");
+    assert!(lines[1].ends_with(",0,,"), "{csv}");
     ledger_at(&["snapshot", "--all-peers", "--json"]);
     let owners = ledger_at(&["owners", "--json"]);
     for p in owners["peers"].as_array().unwrap() {

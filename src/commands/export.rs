@@ -19,7 +19,7 @@ pub enum Table {
     Pins,
     /// Every re-pin ledger sent or refused, with the metadata before and after.
     Repins,
-    /// Every run of tag, repin and restore.
+    /// Every run of tag, repin, restore and add.
     Runs,
     /// Every pass of every run.
     Passes,
@@ -29,6 +29,8 @@ pub enum Table {
     Owners,
     /// Every lost value, one row per field (see `ledger lost`).
     Lost,
+    /// Every entry `ledger add` uploaded, and on how many peers each pin it made was shown.
+    Added,
 }
 
 #[derive(Debug, Args)]
@@ -126,7 +128,7 @@ pub const LOST_COLUMNS: [&str; 15] = [
     "query",
 ];
 
-/// `export runs`, `passes`, `convergence` and `owners`: the query's column names are the header
+/// `export runs`, `passes`, `convergence`, `owners` and `added`: the query's column names are the header
 /// (see `store::export`), NULL is an empty field.
 fn export_query(conn: &rusqlite::Connection, query: Query, w: &mut CsvOut) -> anyhow::Result<()> {
     store::export::rows(conn, query, |record| Ok(w.write_record(record)?))
@@ -335,6 +337,7 @@ pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Table::Convergence => to_csv(path, |w| export_query(conn, Query::Convergence, w))?,
         Table::Owners => to_csv(path, |w| export_query(conn, Query::Owners, w))?,
         Table::Lost => to_csv(path, |w| export_lost(conn, w))?,
+        Table::Added => to_csv(path, |w| export_query(conn, Query::Added, w))?,
     }
     Ok(ExitCode::SUCCESS)
 }

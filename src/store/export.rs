@@ -1,5 +1,5 @@
 //! The rows behind `ledger export`: the tables whose query is their column set (runs, passes,
-//! convergence, owners) and the re-pin log. Functions take the caller's connection.
+//! convergence, owners, added) and the re-pin log. Functions take the caller's connection.
 
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
@@ -11,6 +11,7 @@ pub enum Query {
     Passes,
     Convergence,
     Owners,
+    Added,
 }
 
 const RUNS_SQL: &str = "SELECT r.id, r.kind, r.cluster, r.peer, r.peer_url, r.org, r.dry_run, r.started_at,
@@ -28,6 +29,16 @@ const CONVERGENCE_SQL: &str = "SELECT run, org, pass, peer, at, seconds, targets
     FROM convergence ORDER BY run, seconds, peer";
 const OWNERS_SQL: &str = "SELECT cluster, peer, snapshot_id AS snapshot, org, pins FROM owners ORDER BY cluster, peer, org";
 
+const ADDED_SQL: &str =
+    "SELECT a.run_id AS run, r.started_at, r.org, a.upload, a.name, a.path, a.kind,
+    a.bytes, a.size, x.cid, a.pinned,
+    CASE WHEN a.pinned THEN (SELECT count(*) FROM added_reads d
+        WHERE d.run_id = a.run_id AND d.cid_id = a.cid_id) END AS peers_read,
+    CASE WHEN a.pinned THEN (SELECT count(*) FROM added_reads d
+        WHERE d.run_id = a.run_id AND d.cid_id = a.cid_id AND d.digest IS NOT NULL) END AS shown_on
+    FROM added a JOIN runs r ON r.id = a.run_id JOIN cids x ON x.id = a.cid_id
+    ORDER BY a.run_id, a.seq";
+
 impl Query {
     fn sql(self) -> &'static str {
         match self {
@@ -35,6 +46,7 @@ impl Query {
             Query::Passes => PASSES_SQL,
             Query::Convergence => CONVERGENCE_SQL,
             Query::Owners => OWNERS_SQL,
+            Query::Added => ADDED_SQL,
         }
     }
 }
