@@ -325,3 +325,51 @@ fn the_profile_org_is_the_default() {
     let pins = sorted_pinset(sim.url(0), &[]);
     assert_eq!(pins[0]["metadata"]["org"], "memorial");
 }
+
+/// `kill -9` in the middle of an upload, then the same command again: the killed run is marked
+/// `interrupted` by the rerun, the rerun adds the file and exits 0, and the cluster holds the one pin
+/// with the org tag (the same bytes get the same CID: nothing is added twice).
+#[test]
+fn killed_mid_upload_a_rerun_adds_the_file_once() {
+    let sim = Sim::start(&["--peers", "2", "--lag", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> =
+        (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), body).unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut child = std::process::Command::new(bin())
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args([
+            "--db",
+            "ledger.db",
+            "--cluster",
+            &sim.all_urls(),
+            "add",
+            "big.bin",
+            "--org",
+            "hrdag",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(std::time::Duration::from_secs(30), "the run on the record", || {
+        count_while_written(&db, "SELECT count(*) FROM runs") >= 1
+    });
+    child.kill().unwrap(); // SIGKILL
+    assert!(child.wait().unwrap().code().is_none(), "the add ended before the kill");
+    let out = add(dir.path(), &sim.all_urls(), &["big.bin", "--org", "hrdag", "--json"]);
+    let r = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    let cid = r["uploads"][0]["cid"].as_str().unwrap();
+    let pins = sorted_pinset(sim.url(1), &[]);
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert_eq!(pins[0]["cid"], cid);
+    assert_eq!(pins[0]["metadata"]["org"], "hrdag");
+    let runs = sql_rows(&db, "SELECT kind, state FROM runs ORDER BY id");
+    assert_eq!(runs, [["add", "interrupted"], ["add", "done"]]);
+    let mine = sql_rows(&db, "SELECT count(*) FROM added WHERE run_id = 2 AND pinned = 1");
+    assert_eq!(mine, [["1"]]);
+}
