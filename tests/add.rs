@@ -243,6 +243,19 @@ fn wrap_makes_one_pin_of_the_paths() {
         sql_rows(&db, "SELECT name, coalesce(path, 'NULL'), kind FROM added WHERE pinned = 1");
     assert_eq!(pinned, [["", "NULL", "directory"]]);
     assert_eq!(sql_rows(&db, "SELECT count(*) FROM added"), [["7"]]);
+    for cmd in ["convergence", "report"] {
+        let out = ledger()
+            .current_dir(dir.path())
+            .args(["--db", "ledger.db", cmd, "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("run 1 is an add run") && err.contains("ledger export added"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 /// `--dry-run` prints each request and its parts and sends nothing: no pin, no write, no run.

@@ -40,12 +40,12 @@ pub fn load(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result<Conv
             "run {id} is a dry run: it sent nothing, so there is no convergence to show (`ledger convergence` alone shows the latest tag run that was not)"
         );
     }
-    if run.kind == crate::domain::RunKind::Restore
-        || (run.kind == crate::domain::RunKind::Repin && !runs::has_passes(conn, id)?)
-    {
+    let bulk = run.kind == crate::domain::RunKind::Repin && runs::has_passes(conn, id)?;
+    if run.kind != crate::domain::RunKind::Tag && !bulk {
         bail!(
-            "run {id} is a {} run without passes: convergence is recorded for tag runs and bulk re-pins (`ledger repin --only/--org/--all`)",
-            run.kind
+            "run {id} is {} run without passes: convergence is recorded for tag runs and bulk re-pins (`ledger repin --only/--org/--all`){}",
+            crate::report::a_kind(run.kind),
+            crate::report::where_else(run.kind)
         );
     }
     let passes = runs::passes(conn, id)?;

@@ -63,8 +63,9 @@ pub fn resolve_run(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRow
     let bulk = row.kind == crate::domain::RunKind::Repin && runs::has_passes(conn, id)?;
     if row.kind != crate::domain::RunKind::Tag && !bulk {
         bail!(
-            "run {id} is a {} run; reports are made of tag runs and bulk re-pins (`ledger repin --only/--org/--all`)",
-            row.kind
+            "run {id} is {} run; reports are made of tag runs and bulk re-pins (`ledger repin --only/--org/--all`){}",
+            a_kind(row.kind),
+            where_else(row.kind)
         );
     }
     if row.dry_run {
@@ -305,6 +306,22 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<Written> {
         files.push(path);
     }
     Ok(Written { dir: dir.to_path_buf(), files })
+}
+
+/// `a tag`, `an add`: a run kind with its article.
+pub fn a_kind(kind: crate::domain::RunKind) -> String {
+    let article = if kind == crate::domain::RunKind::Add { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
+/// Where what a run of `kind` recorded can be read instead, for a message (empty for none).
+pub fn where_else(kind: crate::domain::RunKind) -> &'static str {
+    match kind {
+        crate::domain::RunKind::Add => {
+            ": what an add pinned, peer by peer, is in `ledger export added` and the view added_pins"
+        }
+        _ => "",
+    }
 }
 
 #[cfg(test)]
