@@ -60,11 +60,16 @@ pub struct Upload {
     /// The `name` of the answer line that is the pinned root: the top-level entry's name, or `""`
     /// for the wrapping directory.
     pub root: String,
-    /// The local path given for it (with `--wrap`: the first of them).
-    pub path: PathBuf,
+    /// The local paths given for it: one, or with `--wrap` all of them.
+    pub paths: Vec<PathBuf>,
 }
 
 impl Upload {
+    /// The paths, as given, for messages.
+    pub fn label(&self) -> String {
+        self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
     /// The bytes of its files.
     pub fn bytes(&self) -> u64 {
         self.entries.iter().filter(|e| e.kind == EntryKind::File).map(|e| e.bytes).sum()
@@ -107,24 +112,24 @@ pub fn walk(paths: &[PathBuf], wrap: bool, hidden: bool) -> Result<Vec<Upload>, 
             .map_err(|e| WalkError::Unreadable { path: p.clone(), source: e })?;
         let mut entries = Vec::new();
         walk_one(&abs, name.clone(), hidden, &mut entries)?;
-        uploads.push(Upload { entries, root: name, path: p.clone() });
+        uploads.push(Upload { entries, root: name, paths: vec![p.clone()] });
     }
     if !wrap || uploads.is_empty() {
         return Ok(uploads);
     }
     let mut seen: std::collections::BTreeMap<&str, &Path> = std::collections::BTreeMap::new();
     for u in &uploads {
-        if let Some(first) = seen.insert(&u.root, &u.path) {
+        if let Some(first) = seen.insert(&u.root, &u.paths[0]) {
             return Err(WalkError::SameName {
                 name: u.root.clone(),
                 first: first.to_path_buf(),
-                second: u.path.clone(),
+                second: u.paths[0].clone(),
             });
         }
     }
-    let path = uploads[0].path.clone();
+    let paths = uploads.iter().flat_map(|u| u.paths.clone()).collect();
     let entries = uploads.into_iter().flat_map(|u| u.entries).collect();
-    Ok(vec![Upload { entries, root: String::new(), path }])
+    Ok(vec![Upload { entries, root: String::new(), paths }])
 }
 
 /// The name of a path given on the command line: its last component (`.` and `..` resolved).

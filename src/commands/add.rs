@@ -201,7 +201,7 @@ fn dry_run(args: &AddArgs, opts: &add::Options, ctx: &Context) -> anyhow::Result
         .iter()
         .zip(opts.requests())
         .map(|(u, r)| Planned {
-            path: u.path.display().to_string(),
+            path: u.label(),
             request: format!("POST {base}{r}"),
             bytes: u.bytes(),
             parts: &u.entries,

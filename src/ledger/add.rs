@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
     let clients = ctx.clients(&ctx.peers(opts.peer.as_deref())?)?;
     let write = &clients[0];
     let params = serde_json::json!({
-        "paths": opts.uploads.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
+        "paths": opts.uploads.iter().flat_map(|u| &u.paths).collect::<Vec<_>>(),
         "requests": opts.requests(),
         "pin": opts.pin,
         "add": opts.add,
@@ -119,7 +119,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
     let mut uploads = Vec::with_capacity(opts.uploads.len());
     let mut seq = 0;
     for (i, (u, request)) in opts.uploads.iter().zip(opts.requests()).enumerate() {
-        pb.set_message(u.path.display().to_string());
+        pb.set_message(u.label());
         let sent = Sent::default();
         let done = pb.position();
         let ticker = tokio::spawn({
@@ -131,7 +131,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
                 }
             }
         });
-        let at = Upload1 { run: run.id(), upload: i as i64, seq: &mut seq };
+        let at = At { run: run.id(), upload: i as i64, seq: &mut seq };
         let entries = upload(ctx, write, u, &request, &sent, at).await;
         ticker.abort();
         let entries = entries?;
@@ -140,13 +140,13 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
         let Some(cid) = cid else {
             anyhow::bail!(
                 "the cluster's answer to the upload of {} named no root {:?}: nothing was pinned",
-                u.path.display(),
+                u.label(),
                 u.root
             );
         };
-        tracing::info!(path = %u.path.display(), cid, "added");
+        tracing::info!(path = u.label(), cid, "added");
         uploads.push(UploadReport {
-            path: u.path.display().to_string(),
+            path: u.label(),
             request,
             bytes: u.bytes(),
             entries,
@@ -171,7 +171,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> anyhow::Result<Report> {
 }
 
 /// Where an upload's answer lines go in the record.
-struct Upload1<'a> {
+struct At<'a> {
     run: i64,
     upload: i64,
     seq: &'a mut i64,
@@ -184,9 +184,9 @@ async fn upload(
     u: &Upload,
     request: &str,
     sent: &Sent,
-    at: Upload1<'_>,
+    at: At<'_>,
 ) -> anyhow::Result<Vec<Entry>> {
-    let what = || format!("the upload of {}", u.path.display());
+    let what = || format!("the upload of {}", u.label());
     let form = api::form(u, sent)?;
     let query = request.split_once('?').map_or("", |(_, q)| q);
     let mut lines =
