@@ -15,7 +15,6 @@ use crate::cluster::add::{self as api, AddOptions, Added, PinOptions, Sent, Uplo
 use crate::cluster::{CanonicalPin, Client, StreamOutcome};
 use crate::context::Context;
 use crate::domain::{RunKind, RunState};
-use crate::ledger::repin::read_pin;
 use crate::ledger::run::{Run, Spec};
 use crate::ledger::spread::{self, Spread};
 use crate::store::added;
@@ -243,7 +242,8 @@ async fn read_back(
 ) -> anyhow::Result<Spread> {
     let write = &clients[0];
     for (u, given) in uploads.iter_mut().zip(&opts.uploads) {
-        u.pin = shown(write, &u.cid, write.timeout()).await;
+        let deadline = Instant::now() + write.timeout();
+        u.pin = spread::read_until(write, &u.cid, deadline, |_| true).await;
         if let Some(pin) = &u.pin {
             let name = opts.name_of(given).unwrap_or("");
             u.mismatched = mismatches(&opts.pin, name, pin);
@@ -268,23 +268,6 @@ async fn read_back(
         }
     }
     Ok(spread)
-}
-
-/// The pin `cid` as `client`'s peer shows it, read again (50 ms, doubling to 1 s apart) until it
-/// does or `timeout` has passed.
-async fn shown(client: &Client, cid: &str, timeout: Duration) -> Option<CanonicalPin> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        if let Ok(Some(pin)) = read_pin(client, cid).await {
-            return Some(pin);
-        }
-        if Instant::now() + pause > deadline {
-            return None;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
 }
 
 /// The options `pin` does not show as asked: its metadata must be exactly what was sent, and each

@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cluster::{Client, Membership};
+use crate::cluster::{CanonicalPin, Client, Membership};
 use crate::context::Context;
 use crate::ledger::members;
 use crate::ledger::repin::read_pin;
@@ -117,17 +117,28 @@ async fn lacking_on(
         .await
 }
 
-/// Whether the peer shows the pin with `digest` by `deadline`: read again (50 ms later, then twice
-/// as long each time, at most 1 s) until it does.
+/// Whether the peer shows the pin with `digest` by `deadline`.
 async fn shows(client: &Client, cid: &str, digest: [u8; 16], deadline: Instant) -> bool {
+    read_until(client, cid, deadline, |pin| pin.digest() == digest).await.is_some()
+}
+
+/// The pin `cid` as `client`'s peer shows it once `wanted` holds of it: read again (50 ms later,
+/// then twice as long each time, at most 1 s apart) until it does, or `None` by `deadline`.
+pub async fn read_until(
+    client: &Client,
+    cid: &str,
+    deadline: Instant,
+    wanted: impl Fn(&CanonicalPin) -> bool,
+) -> Option<CanonicalPin> {
     let mut pause = Duration::from_millis(50);
     loop {
-        let now = read_pin(client, cid).await;
-        if matches!(&now, Ok(Some(pin)) if pin.digest() == digest) {
-            return true;
+        if let Ok(Some(pin)) = read_pin(client, cid).await
+            && wanted(&pin)
+        {
+            return Some(pin);
         }
         if Instant::now() + pause > deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
