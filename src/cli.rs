@@ -265,10 +265,7 @@ fn future_time(
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<String> {
     if t <= now {
-        anyhow::bail!(
-            "the expiry {} is not in the future: a re-pin cannot take it",
-            t.to_rfc3339()
-        );
+        anyhow::bail!("the expiry {} is not in the future: a pin cannot take it", t.to_rfc3339());
     }
     let whole = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
     Ok(crate::ids::go_time(&whole))

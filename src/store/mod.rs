@@ -276,8 +276,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// left a schema change that the next open tried to apply again ("view pin_history already exists").
 ///
 /// Foreign keys are off while they run (SQLite takes that only outside a transaction): V6 rebuilds
-/// `runs`, which other tables reference, as SQLite's procedure for a table rebuild asks. Each
-/// migration copies rows as they were, so no reference breaks; the check after says so.
+/// `runs`, which other tables reference, as SQLite's procedure for a table rebuild asks. It copies
+/// every row as it was, ids included, so no reference breaks (see the test
+/// `v6_keeps_every_run_and_every_reference_to_it`).
 fn migrate(conn: &mut Connection) -> Result<refinery::Report, refinery::Error> {
     use refinery::error::WrapMigrationError as _;
     let fk = |conn: &Connection, on: &str| {
@@ -435,6 +436,61 @@ mod tests {
             .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| r.get(0))
             .unwrap();
         assert_eq!(recorded as u32, binary_schema_version());
+    }
+
+    /// V6 rebuilds `runs`: a ledger at V5 with a run and everything that refers to it comes out
+    /// with the same rows, every reference intact (`foreign_key_check` finds none broken), the
+    /// convergence view over it, and an `add` run now allowed.
+    #[test]
+    fn v6_keeps_every_run_and_every_reference_to_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        embedded::migrations::runner()
+            .set_grouped(true)
+            .set_target(refinery::Target::Version(5))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO cids (id, cid) VALUES (7, 'QmTgBV75rpqCE55aFyJxBMd1z8ennrr5yQH3SqbEgjUDME');
+             INSERT INTO runs (id, kind, cluster, peer, peer_url, org, params, started_at, state)
+               VALUES (3, 'tag', 'c', 'p', 'http://a:9094/', 'hrdag', '{}', '2026-01-01', 'done');
+             INSERT INTO passes (run_id, pass, started_at) VALUES (3, 1, '2026-01-01');
+             INSERT INTO run_targets (run_id, cid_id, class) VALUES (3, 7, 'target');
+             INSERT INTO repins (run_id, pass, cid_id, path, query, intended, requested_at, status)
+               VALUES (3, 1, 7, '/pins/x', 'meta-org=hrdag', '{}', '2026-01-01', 'sent');
+             INSERT INTO probes (run_id, pass, peer, at, seconds, tagged, targets)
+               VALUES (3, 1, 'p', '2026-01-01', 1.5, 1, 1);",
+        )
+        .unwrap();
+        let runs = |conn: &Connection| -> String {
+            conn.query_row(
+                "SELECT group_concat(id || kind || cluster || peer || org || params || state) FROM runs",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let before = runs(&conn);
+        migrate(&mut conn).unwrap();
+        assert_eq!(runs(&conn), before);
+        let broken: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(broken, 0, "references broken by the rebuild");
+        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 1, "foreign keys back on");
+        let percent: f64 = conn
+            .query_row("SELECT percent FROM convergence WHERE run = 3", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(percent, 100.0);
+        conn.execute(
+            "INSERT INTO runs (kind, cluster, peer, peer_url, params, started_at, state)
+             VALUES ('add', 'c', 'p', 'u', '{}', '2026-01-02', 'running')",
+            [],
+        )
+        .unwrap();
+        let orphan = conn.execute("DELETE FROM runs WHERE id = 3", []);
+        assert!(orphan.is_err(), "the references still hold the run");
     }
 
     #[test]
