@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod http;
+pub mod lazy;
 pub mod multipart;
 pub mod options;
 pub mod pin;

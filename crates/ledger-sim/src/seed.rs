@@ -17,13 +17,19 @@ pub const OTHER_ORGS: [&str; 5] = ["hrdag", "amnesty", "witness", "bellingcat", 
 const TIMESTAMP_ANCHOR: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const EXPIRY_ANCHOR: i64 = 2_082_758_400; // 2036-01-01T00:00:00Z
 
+/// The instants generated timestamps and expiries are measured from.
+pub fn anchors() -> (DateTime<Utc>, DateTime<Utc>) {
+    let now = DateTime::<Utc>::from_timestamp(TIMESTAMP_ANCHOR, 0).expect("valid anchor");
+    let expiry_base = DateTime::<Utc>::from_timestamp(EXPIRY_ANCHOR, 0).expect("valid anchor");
+    (now, expiry_base)
+}
+
 /// Generates `n` pins from `seed`; `peers` are the peer IDs that allocations draw from. The same
 /// arguments give the same pins.
 pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {
-    let now = DateTime::<Utc>::from_timestamp(TIMESTAMP_ANCHOR, 0).expect("valid anchor");
-    let expiry_base = DateTime::<Utc>::from_timestamp(EXPIRY_ANCHOR, 0).expect("valid anchor");
+    let anchors = anchors();
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1e_d9e7);
-    (0..n).map(|i| random_pin(&mut rng, seed, i, peers, now, expiry_base)).collect()
+    (0..n).map(|i| random_pin(&mut rng, seed, i, peers, anchors)).collect()
 }
 
 /// Pin number `i` of [`generate`]. Each field draws from `rng` in turn, in this order, so that a seed
@@ -33,8 +39,7 @@ fn random_pin(
     seed: u64,
     i: usize,
     peers: &[String],
-    now: DateTime<Utc>,
-    expiry_base: DateTime<Utc>,
+    anchors: (DateTime<Utc>, DateTime<Utc>),
 ) -> Pin {
     let mut seed_bytes = seed.to_le_bytes().to_vec();
     seed_bytes.extend_from_slice(&(i as u64).to_le_bytes());
@@ -43,6 +48,17 @@ fn random_pin(
     } else {
         ledger_ids::cid_v1(&seed_bytes)
     };
+    fields(rng, cid, peers, anchors)
+}
+
+/// A pin of `cid` with every other field drawn from `rng`, in this order: name, allocations,
+/// metadata, mode, expiry, origins, age.
+pub fn fields(
+    rng: &mut SmallRng,
+    cid: String,
+    peers: &[String],
+    (now, expiry_base): (DateTime<Utc>, DateTime<Utc>),
+) -> Pin {
     let name = random_name(rng);
     let (rmin, rmax, allocations) = random_allocations(rng, peers);
     let metadata = random_metadata(rng);
