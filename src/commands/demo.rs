@@ -159,6 +159,7 @@ pub(crate) fn cluster_config(args: &DemoArgs) -> SimConfig {
             inbox: args.inbox as usize,
         },
         pins: sim::seed::demo(args.pins, args.owned, args.seed, &ids),
+        lazy: None,
         users: Users::default(),
         quirk_partial_apply: false,
         replication_min: -1,

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// Generate this many pins (a realistic mix; see docs/simulator.md).
     #[arg(long, default_value_t = 0, value_parser = parse_pin_count, conflicts_with = "from")]
     pub pins: usize,
+    /// Serve this many generated pins without holding them: pin i derived from (seed, i) whenever
+    /// it is read, only the pins written since start kept; every CID a CIDv0 (docs/simulator.md).
+    /// At most 1,073,741,824.
+    #[arg(long, value_name = "N", conflicts_with_all = ["pins", "from"], value_parser = clap::value_parser!(u64).range(0..=ledger_sim::lazy::MAX_PINS))]
+    pub lazy_pins: Option<u64>,
     /// Random seed for generated pins, peer IDs, lag and drops.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -173,6 +178,11 @@ impl ServeArgs {
                 inbox: self.inbox as usize,
             },
             pins,
+            lazy: self.lazy_pins.map(|n| ledger_sim::lazy::LazySet {
+                n,
+                seed: self.seed,
+                peers: ids.clone(),
+            }),
             users: Users(self.basic_auth.clone()),
             quirk_partial_apply: self.quirk_partial_apply,
             replication_min: self.replication_min,
@@ -195,7 +205,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.config()?;
-    let pins = cfg.pins.len();
+    let pins = cfg.pins.len() as u64 + cfg.lazy.as_ref().map_or(0, |l| l.n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

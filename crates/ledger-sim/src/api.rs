@@ -824,15 +824,15 @@ fn allocations(c: &Cluster, p: usize, q: &Query) -> Response {
             return error(400, "invalid filter value");
         }
     }
-    // A point-in-time view (the clone is O(1)), walked by key ranges so no entry is copied.
-    let map = c.world().replicas[p].map.clone();
-    let items = ReplicaLines { map, after: None, batch: std::collections::VecDeque::new(), types };
+    // A point-in-time view (the clone is O(1)), walked a page of keys at a time.
+    let view = c.world().replicas[p].view();
+    let items = ReplicaLines { view, after: None, batch: std::collections::VecDeque::new(), types };
     ndjson_stream(c, p, items)
 }
 
 /// The stored-form lines of a replica view in key order, rendered in batches of 256 keys.
 struct ReplicaLines {
-    map: imbl::OrdMap<Arc<str>, Entry>,
+    view: crate::state::View,
     after: Option<Arc<str>>,
     batch: std::collections::VecDeque<Vec<u8>>,
     types: Vec<PinType>,
@@ -842,20 +842,15 @@ impl Iterator for ReplicaLines {
     type Item = Vec<u8>;
 
     fn next(&mut self) -> Option<Vec<u8>> {
-        use std::ops::Bound;
         while self.batch.is_empty() {
-            let from = match &self.after {
-                None => Bound::Unbounded,
-                Some(k) => Bound::Excluded(k.clone()),
-            };
-            let mut last = None;
-            for (k, e) in self.map.range((from, Bound::Unbounded)).take(256) {
-                last = Some(k.clone());
+            let page = self.view.page(self.after.as_ref(), 256);
+            let (last, _) = page.last()?;
+            self.after = Some(last.clone());
+            for (_, e) in &page {
                 if self.types.is_empty() || self.types.contains(&e.value().typ) {
                     self.batch.push_back(e.stored_json().to_vec());
                 }
             }
-            self.after = Some(last?);
         }
         self.batch.pop_front()
     }
@@ -1103,7 +1098,7 @@ fn peer_view(
     }
     match w.replicas[q].get(key) {
         Some(e) => {
-            let (status, ts) = tracker_status(e, now);
+            let (status, ts) = tracker_status(&e, now);
             PeerView {
                 peer: q,
                 status,
@@ -1239,10 +1234,10 @@ fn recover_all(c: &Cluster, p: usize, local: bool) -> Response {
     {
         let w = c.world();
         let peers: Vec<usize> = if local { vec![p] } else { (0..c.peers.len()).collect() };
-        for (key, e) in w.replicas[p].map.iter() {
+        for (key, e) in w.replicas[p].view().iter() {
             let views: Vec<PeerView> = peers
                 .iter()
-                .map(|&q| listed_view(peer_view(c, &w, p, q, key, now), e.value()))
+                .map(|&q| listed_view(peer_view(c, &w, p, q, &key, now), e.value()))
                 .filter(|v| matches!(v.status, "unexpectedly_unpinned" | "pin_error"))
                 .map(|v| PeerView {
                     status: "pin_queued",
@@ -1327,12 +1322,12 @@ fn pins_status(c: &Cluster, p: usize, q: &Query) -> Response {
     let mut items: Vec<Vec<u8>> = Vec::new();
     {
         let w = c.world();
-        let map = w.replicas[p].map.clone();
+        let view = w.replicas[p].view();
         let peers: Vec<usize> = if local { vec![p] } else { (0..c.peers.len()).collect() };
-        for (key, e) in map.iter() {
+        for (key, e) in view.iter() {
             let mut views: Vec<PeerView> = peers
                 .iter()
-                .map(|&qq| listed_view(peer_view(c, &w, p, qq, key, now), e.value()))
+                .map(|&qq| listed_view(peer_view(c, &w, p, qq, &key, now), e.value()))
                 .collect();
             if let Some(f) = &filter {
                 views.retain(|v| f.contains(&v.status));

@@ -46,6 +46,8 @@ pub struct SimConfig {
     pub announce: Vec<(String, Vec<String>)>,
     pub net: NetConfig,
     pub pins: Vec<pin::Pin>,
+    /// A generated set served beside `pins` without being held in memory (see [`lazy`]).
+    pub lazy: Option<lazy::LazySet>,
     pub users: auth::Users,
     pub quirk_partial_apply: bool,
     pub replication_min: i32,
@@ -215,7 +217,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Running> {
             }
         })
         .collect();
-    let world = state::World::new(cfg.peers, cfg.pins, cfg.net.clone());
+    let world = state::World::with_base(cfg.peers, cfg.pins, cfg.lazy.clone(), cfg.net.clone());
     let cluster = Arc::new(Cluster {
         peers,
         world: Mutex::new(world),

@@ -24,6 +24,11 @@ pub fn anchors() -> (DateTime<Utc>, DateTime<Utc>) {
     (now, expiry_base)
 }
 
+/// The earliest expiry a generated pin can have (30 days after [`EXPIRY_ANCHOR`]).
+pub fn first_expiry() -> DateTime<Utc> {
+    anchors().1 + Duration::try_days(30).unwrap_or_default()
+}
+
 /// Generates `n` pins from `seed`; `peers` are the peer IDs that allocations draw from. The same
 /// arguments give the same pins.
 pub fn generate(n: usize, seed: u64, peers: &[String]) -> Vec<Pin> {

@@ -30,11 +30,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use imbl::OrdMap;
+use std::borrow::Cow;
+
+use imbl::{OrdMap, OrdSet};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::Digest;
 
+use super::lazy::LazySet;
 use super::pin::Pin;
 
 /// Origin of the versions a replica starts with (seeded or loaded pins, seen by every peer).
@@ -137,9 +140,14 @@ pub enum PendingOp {
     Del(Arc<str>),
 }
 
-/// One peer's replica.
+/// One peer's replica: the keys written since start (`map`), over the lazy set every replica
+/// starts with (`base`, if any) less the base keys removed since (`gone`).
 pub struct Replica {
     pub map: OrdMap<Arc<str>, Entry>,
+    base: Option<Arc<LazySet>>,
+    gone: OrdSet<Arc<str>>,
+    /// Base keys neither in `map` nor in `gone`: the base pins as generated.
+    base_live: u64,
     applied: Vec<u64>,
     height: u64,
     batch: Vec<PendingOp>,
@@ -148,18 +156,141 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.map.get(key)
+    /// What the replica holds for `key`: written since start, or a base pin as generated.
+    pub fn get(&self, key: &str) -> Option<Cow<'_, Entry>> {
+        if let Some(e) = self.map.get(key) {
+            return Some(Cow::Borrowed(e));
+        }
+        let base = self.base.as_ref()?;
+        let i = base.index_of(key)?;
+        (!self.gone.contains(key)).then(|| Cow::Owned(genesis_entry(base, i)))
     }
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.base_live as usize
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
     pub fn batch_len(&self) -> usize {
         self.batch.len()
     }
+
+    /// A point-in-time view of the whole replica (O(1): the maps are persistent).
+    pub fn view(&self) -> View {
+        View { map: self.map.clone(), base: self.base.clone(), gone: self.gone.clone() }
+    }
+
+    /// Sets `key` to `e` (`None`: nothing live), keeping the base accounts.
+    fn set(&mut self, key: &Arc<str>, e: Option<Entry>) {
+        let in_base = self.base.as_ref().is_some_and(|b| b.index_of(key).is_some());
+        let was_base_live = in_base && !self.map.contains_key(key) && !self.gone.contains(key);
+        match e {
+            Some(e) => {
+                self.map.insert(key.clone(), e);
+                self.gone.remove(key);
+            }
+            None => {
+                self.map.remove(key);
+                if in_base {
+                    self.gone.insert(key.clone());
+                }
+            }
+        }
+        if was_base_live {
+            self.base_live -= 1;
+        }
+    }
+}
+
+/// The entry of base pin `i`, as every replica starts with it.
+fn genesis_entry(base: &LazySet, i: u64) -> Entry {
+    let v = Version {
+        origin: GENESIS,
+        seq: 0,
+        idx: i as u32,
+        prio: 1,
+        pin: Arc::new(base.pin(i, crate::seed::anchors())),
+        json: Default::default(),
+    };
+    Entry { live: vec![v], applied_at: None }
+}
+
+/// A replica as it stood when the view was taken, read in key order a page at a time.
+#[derive(Clone)]
+pub struct View {
+    map: OrdMap<Arc<str>, Entry>,
+    base: Option<Arc<LazySet>>,
+    gone: OrdSet<Arc<str>>,
+}
+
+impl View {
+    /// Up to `count` entries with keys after `after` (from the first with `None`), in key order.
+    pub fn page(&self, after: Option<&Arc<str>>, count: usize) -> Vec<(Arc<str>, Entry)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+        let mut written = self.map.range((from, Bound::Unbounded)).peekable();
+        let mut next_base = match (&self.base, after) {
+            (None, _) => u64::MAX,
+            (Some(_), None) => 0,
+            (Some(b), Some(k)) => first_base_after(b, k),
+        };
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let base_key = self.base.as_ref().filter(|b| next_base < b.n).map(|b| b.key(next_base));
+            let take_written = match (written.peek(), &base_key) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((k, _)), Some(b)) => k.as_ref() <= b.as_str(),
+            };
+            if take_written {
+                let Some((k, e)) = written.next() else { break };
+                if base_key.as_deref() == Some(k.as_ref()) {
+                    next_base += 1;
+                }
+                out.push((k.clone(), e.clone()));
+            } else if let (Some(bk), Some(base)) = (base_key, self.base.as_ref()) {
+                let i = next_base;
+                next_base += 1;
+                if !self.gone.contains(bk.as_str()) {
+                    out.push((Arc::from(bk.as_str()), genesis_entry(base, i)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every entry, in key order, read a page at a time.
+    pub fn iter(&self) -> impl Iterator<Item = (Arc<str>, Entry)> + '_ {
+        let mut after: Option<Arc<str>> = None;
+        let mut buf = std::collections::VecDeque::new();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if buf.is_empty() && !done {
+                let page = self.page(after.as_ref(), 1024);
+                match page.last() {
+                    Some((k, _)) => after = Some(k.clone()),
+                    None => done = true,
+                }
+                buf.extend(page);
+            }
+            buf.pop_front()
+        })
+    }
+}
+
+/// The first index of `base` whose key sorts after `key` (keys sort as indexes do).
+fn first_base_after(base: &LazySet, key: &str) -> u64 {
+    let (mut lo, mut hi) = (0u64, base.n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if base.key(mid).as_str() <= key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -204,6 +335,13 @@ pub enum WriteError {
 impl World {
     /// `n` replicas that all start with `pins` (already in stored form).
     pub fn new(n: usize, pins: Vec<Pin>, cfg: NetConfig) -> World {
+        World::with_base(n, pins, None, cfg)
+    }
+
+    /// `n` replicas that all start with `pins` and, when given, the lazy set `base` (never held in
+    /// memory: a replica keeps only the keys written since start).
+    pub fn with_base(n: usize, pins: Vec<Pin>, base: Option<LazySet>, cfg: NetConfig) -> World {
+        let base = base.map(Arc::new);
         let mut map = OrdMap::new();
         for (i, pin) in pins.into_iter().enumerate() {
             let key: Arc<str> = match ledger_ids::parse_cid(&pin.cid) {
@@ -225,6 +363,9 @@ impl World {
         let replicas = (0..n)
             .map(|_| Replica {
                 map: map.clone(),
+                base: base.clone(),
+                gone: OrdSet::new(),
+                base_live: base.as_ref().map_or(0, |b| b.n),
                 applied: vec![0; n],
                 height: 1,
                 batch: Vec::new(),
@@ -306,7 +447,6 @@ impl World {
                     // Remove every version this peer has seen: those in its replica, plus the puts of
                     // this same delta that come before (they will be applied first).
                     let mut versions: Vec<(u32, u64, u32)> = self.replicas[p]
-                        .map
                         .get(&key)
                         .map(|e| e.live.iter().map(Version::id).collect())
                         .unwrap_or_default();
@@ -387,7 +527,7 @@ impl World {
                         pin: pin.clone(),
                         json: json.clone(),
                     };
-                    let mut live = r.map.get(key).map(|e| e.live.clone()).unwrap_or_default();
+                    let mut live = r.get(key).map(|e| e.live.clone()).unwrap_or_default();
                     // Versions the writer had seen are superseded: any later remove that sees this
                     // put sees them too.
                     live.retain(|old| {
@@ -397,17 +537,13 @@ impl World {
                             || (old.origin == d.origin && old.seq == d.seq))
                     });
                     live.push(v);
-                    r.map.insert(key.clone(), Entry { live, applied_at: Some(now) });
+                    r.set(key, Some(Entry { live, applied_at: Some(now) }));
                 }
                 Op::Del { key, versions } => {
-                    if let Some(e) = r.map.get(key) {
-                        let mut e = e.clone();
+                    if let Some(e) = r.get(key) {
+                        let mut e = e.into_owned();
                         e.live.retain(|v| !versions.contains(&v.id()));
-                        if e.live.is_empty() {
-                            r.map.remove(key);
-                        } else {
-                            r.map.insert(key.clone(), e);
-                        }
+                        r.set(key, (!e.live.is_empty()).then_some(e));
                     }
                 }
             }
@@ -592,12 +728,20 @@ impl World {
             return;
         };
         let wall = Utc::now();
-        let expired: Vec<Arc<str>> = self.replicas[p]
-            .map
-            .iter()
-            .filter(|(_, e)| e.value().expire_at.is_some_and(|t| t < wall))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let r = &self.replicas[p];
+        let expired: Vec<Arc<str>> = if r.base.is_some() && wall < crate::seed::first_expiry() {
+            // No generated pin expires before the first generated expiry: only the written ones.
+            r.map
+                .iter()
+                .filter(|(_, e)| e.value().expire_at.is_some_and(|t| t < wall))
+                .map(|(k, _)| k.clone())
+                .collect()
+        } else {
+            let view = r.view();
+            let expired =
+                view.iter().filter(|(_, e)| e.value().expire_at.is_some_and(|t| t < wall));
+            expired.map(|(k, _)| k).collect()
+        };
         if expired.is_empty() {
             return;
         }
@@ -661,7 +805,7 @@ impl World {
             return d.clone();
         }
         let mut h = sha2::Sha256::new();
-        for e in self.replicas[p].map.values() {
+        for (_, e) in self.replicas[p].view().iter() {
             h.update(e.stored_json());
             h.update(b"\n");
         }
@@ -837,5 +981,82 @@ mod tests {
         assert_eq!(w.replicas[1].len(), 43);
         assert_eq!(w.in_flight(), 0);
         assert_eq!(w.lost(), 257);
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    fn cfg() -> NetConfig {
+        NetConfig {
+            lag_min: Duration::ZERO,
+            lag_max: Duration::from_millis(5),
+            drop_rate: 0.0,
+            rebroadcast: Duration::from_secs(1),
+            batch_size: 0,
+            batch_age: Duration::ZERO,
+            batch_queue: 100,
+            state_sync: Duration::from_secs(60),
+            seed: 3,
+            apply_rate: 0.0,
+            inbox: 100,
+        }
+    }
+
+    fn lines(w: &World, p: usize) -> Vec<(Arc<str>, Vec<u8>)> {
+        w.replicas[p].view().iter().map(|(k, e)| (k, e.stored_json().to_vec())).collect()
+    }
+
+    /// A replica over a lazy set reads exactly as one holding the same pins: after re-pins (of
+    /// generated pins and of new ones), removals and a removal of a new pin, the listing (key order,
+    /// stored forms), the counts, the lookups and the digests are the same, on every peer.
+    #[test]
+    fn a_lazy_base_reads_as_the_same_pins_held() {
+        let peers: Vec<String> = (0..2u8).map(|i| ledger_ids::peer_id_from_key(&[i; 32])).collect();
+        let set = LazySet { n: 700, seed: 9, peers };
+        let held: Vec<Pin> = (0..700).map(|i| set.pin(i, crate::seed::anchors())).collect();
+        let mut lazy = World::with_base(2, Vec::new(), Some(set.clone()), cfg());
+        let mut eager = World::new(2, held.clone(), cfg());
+        let key = |p: &Pin| -> Arc<str> { ledger_ids::parse_cid(&p.cid).unwrap().key.into() };
+        let new = ledger_ids::cid_v0(b"not generated");
+        let new_key: Arc<str> = ledger_ids::parse_cid(&new).unwrap().key.into();
+        let mut renamed = held[10].clone();
+        renamed.name = "renamed".into();
+        let mut other = held[0].clone();
+        other.cid = new.clone();
+        let now = Instant::now();
+        for w in [&mut lazy, &mut eager] {
+            w.write(0, PendingOp::Put(key(&held[10]), Arc::new(renamed.clone())), now).unwrap();
+            w.write(1, PendingOp::Del(key(&held[0])), now).unwrap();
+            w.write(1, PendingOp::Del(key(&held[699])), now).unwrap();
+            w.write(0, PendingOp::Put(new_key.clone(), Arc::new(other.clone())), now).unwrap();
+            w.write(0, PendingOp::Del(key(&held[300])), now).unwrap();
+            let mut t = now;
+            while !w.converged() {
+                t += Duration::from_millis(10);
+                w.run_due(t);
+            }
+        }
+        for p in 0..2 {
+            assert_eq!(lines(&lazy, p), lines(&eager, p), "peer{p}");
+            assert_eq!(lazy.replicas[p].len(), 698, "peer{p}");
+            assert_eq!(lazy.replicas[p].len(), eager.replicas[p].len());
+            assert!(lazy.replicas[p].get(&key(&held[0])).is_none());
+            assert_eq!(lazy.replicas[p].get(&key(&held[10])).unwrap().value().name, "renamed");
+            assert_eq!(
+                lazy.replicas[p].get(&key(&held[11])).unwrap().stored_json(),
+                eager.replicas[p].get(&key(&held[11])).unwrap().stored_json()
+            );
+            assert!(lazy.replicas[p].get(&new_key).is_some());
+            assert_eq!(lazy.digest(p), eager.digest(p));
+        }
+        // Paging from inside the set starts right after the key given.
+        let view = lazy.replicas[0].view();
+        let all = lines(&lazy, 0);
+        let page = view.page(Some(&all[99].0), 5);
+        let got: Vec<&Arc<str>> = page.iter().map(|(k, _)| k).collect();
+        let want: Vec<&Arc<str>> = all[100..105].iter().map(|(k, _)| k).collect();
+        assert_eq!(got, want);
     }
 }
