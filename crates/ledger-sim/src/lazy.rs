@@ -63,16 +63,18 @@ impl LazySet {
 
     /// The CID (`Qm…`) of pin `i`.
     pub fn cid(&self, i: u64) -> String {
-        let mut bytes = vec![0x12, 0x20];
-        bytes.extend_from_slice(&self.digest(i));
-        bs58::encode(bytes).into_string()
+        cid_of(&self.digest(i))
     }
 
     /// The datastore key of pin `i`.
     pub fn key(&self, i: u64) -> String {
-        let mut bytes = vec![0x12, 0x20];
-        bytes.extend_from_slice(&self.digest(i));
-        data_encoding::BASE32_NOPAD.encode(&bytes)
+        key_of(&self.digest(i))
+    }
+
+    /// Pin `i`'s datastore key and its pin (the digest computed once).
+    pub fn key_and_pin(&self, i: u64, anchors: (DateTime<Utc>, DateTime<Utc>)) -> (String, Pin) {
+        let d = self.digest(i);
+        (key_of(&d), self.pin_of(i, cid_of(&d), anchors))
     }
 
     /// The pin number a datastore key names, if it is one of this set's.
@@ -92,9 +94,27 @@ impl LazySet {
 
     /// Pin number `i`, in stored form.
     pub fn pin(&self, i: u64, anchors: (DateTime<Utc>, DateTime<Utc>)) -> Pin {
-        let mut rng = SmallRng::seed_from_u64(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        super::seed::fields(&mut rng, self.cid(i), &self.peers, anchors)
+        self.pin_of(i, self.cid(i), anchors)
     }
+
+    fn pin_of(&self, i: u64, cid: String, anchors: (DateTime<Utc>, DateTime<Utc>)) -> Pin {
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        super::seed::fields(&mut rng, cid, &self.peers, anchors)
+    }
+}
+
+/// `Qm…` of a sha2-256 digest.
+fn cid_of(digest: &[u8; 32]) -> String {
+    let mut bytes = vec![0x12, 0x20];
+    bytes.extend_from_slice(digest);
+    bs58::encode(bytes).into_string()
+}
+
+/// The datastore key of the CIDv0 of a sha2-256 digest: base32 of its binary form.
+fn key_of(digest: &[u8; 32]) -> String {
+    let mut bytes = vec![0x12, 0x20];
+    bytes.extend_from_slice(digest);
+    data_encoding::BASE32_NOPAD.encode(&bytes)
 }
 
 #[cfg(test)]

@@ -204,12 +204,16 @@ impl Replica {
 
 /// The entry of base pin `i`, as every replica starts with it.
 fn genesis_entry(base: &LazySet, i: u64) -> Entry {
+    genesis_of(i, base.pin(i, crate::seed::anchors()))
+}
+
+fn genesis_of(i: u64, pin: Pin) -> Entry {
     let v = Version {
         origin: GENESIS,
         seq: 0,
         idx: i as u32,
         prio: 1,
-        pin: Arc::new(base.pin(i, crate::seed::anchors())),
+        pin: Arc::new(pin),
         json: Default::default(),
     };
     Entry { live: vec![v], applied_at: None }
@@ -235,9 +239,17 @@ impl View {
             (Some(b), Some(k)) => first_base_after(b, k),
         };
         let mut out = Vec::with_capacity(count);
+        // The next base pin, its key and pin made once (one SHA-256) however long it waits.
+        let mut pending: Option<(u64, String, Pin)> = None;
         while out.len() < count {
-            let base_key = self.base.as_ref().filter(|b| next_base < b.n).map(|b| b.key(next_base));
-            let take_written = match (written.peek(), &base_key) {
+            if pending.as_ref().is_none_or(|(i, ..)| *i != next_base)
+                && let Some(b) = self.base.as_ref().filter(|b| next_base < b.n)
+            {
+                let (k, pin) = b.key_and_pin(next_base, crate::seed::anchors());
+                pending = Some((next_base, k, pin));
+            }
+            let base_key = pending.as_ref().filter(|(i, ..)| *i == next_base).map(|(_, k, _)| k);
+            let take_written = match (written.peek(), base_key) {
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
@@ -245,15 +257,14 @@ impl View {
             };
             if take_written {
                 let Some((k, e)) = written.next() else { break };
-                if base_key.as_deref() == Some(k.as_ref()) {
+                if base_key.map(String::as_str) == Some(k.as_ref()) {
                     next_base += 1;
                 }
                 out.push((k.clone(), e.clone()));
-            } else if let (Some(bk), Some(base)) = (base_key, self.base.as_ref()) {
-                let i = next_base;
+            } else if let Some((i, k, pin)) = pending.take() {
                 next_base += 1;
-                if !self.gone.contains(bk.as_str()) {
-                    out.push((Arc::from(bk.as_str()), genesis_entry(base, i)));
+                if !self.gone.contains(k.as_str()) {
+                    out.push((Arc::from(k.as_str()), genesis_of(i, pin)));
                 }
             }
         }
