@@ -30,6 +30,7 @@ mod sim_api;
 mod sim_auth;
 mod sim_crdt;
 mod sim_faults;
+mod sim_lazy;
 mod sim_process;
 mod sim_seed;
 mod snapshot;
