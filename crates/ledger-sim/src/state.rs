@@ -207,6 +207,7 @@ fn genesis_entry(base: &LazySet, i: u64) -> Entry {
     genesis_of(i, base.pin(i, crate::seed::anchors()))
 }
 
+/// The entry of starting pin number `i` (seeded, loaded or generated), seen by every peer.
 fn genesis_of(i: u64, pin: Pin) -> Entry {
     let v = Version {
         origin: GENESIS,
@@ -359,15 +360,7 @@ impl World {
                 Ok(p) => p.key.into(),
                 Err(_) => continue,
             };
-            let v = Version {
-                origin: GENESIS,
-                seq: 0,
-                idx: i as u32,
-                prio: 1,
-                pin: Arc::new(pin),
-                json: Default::default(),
-            };
-            map.insert(key, Entry { live: vec![v], applied_at: None });
+            map.insert(key, genesis_of(i as u64, pin));
         }
         let now = Instant::now();
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
