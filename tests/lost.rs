@@ -284,6 +284,35 @@ impl Lab {
         sql_rows(&self.db(), q)
     }
 
+    /// The losses each snapshot recorded as it was committed are those the whole history gives
+    /// when read again through `change_losses` (what V7's migration reads for a ledger before it):
+    /// every change merged where it was first seen, every sighting, every value.
+    fn check_recorded_losses(&self) {
+        let key = "cid_id, hex(before_digest), hex(after_digest)";
+        let recorded = self.sql(&format!(
+            "SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
+             FROM losses l JOIN loss_fields f ON f.loss_id = l.id ORDER BY 1, 2, 3, 7"
+        ));
+        let again = self.sql(&format!(
+            "WITH first AS (SELECT {key}, min(first_lacking) AS f FROM change_losses GROUP BY 1, 2, 3)
+             SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
+             FROM change_losses c WHERE first_lacking = (SELECT f FROM first
+                 WHERE first.cid_id = c.cid_id AND first.\"hex(before_digest)\" = hex(c.before_digest)
+                   AND first.\"hex(after_digest)\" IS hex(c.after_digest))
+             ORDER BY 1, 2, 3, 7"
+        ));
+        assert!(!recorded.is_empty(), "no loss was recorded");
+        assert_eq!(recorded, again, "losses as recorded, and as the history gives them");
+        let sightings = self.sql(&format!(
+            "SELECT {key}, s.first_lacking, s.series_id, s.last_had
+             FROM loss_sightings s JOIN losses l ON l.id = s.loss_id ORDER BY 1, 2, 3, 4"
+        ));
+        let again = self.sql(&format!(
+            "SELECT DISTINCT {key}, first_lacking, series_id, last_had FROM change_losses ORDER BY 1, 2, 3, 4"
+        ));
+        assert_eq!(sightings, again, "sightings as recorded, and as the history gives them");
+    }
+
     /// The `sqlite3` command-line shell on the ledger database: its output lines.
     fn sqlite3(&self, q: &str) -> Vec<String> {
         let out = std::process::Command::new("sqlite3")
@@ -642,6 +671,7 @@ fn lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them(b: Backend) {
     let r5_last = round5.iter().max().unwrap().to_string();
     let (code, after) = lab.lost(&["--since", &r5_last]);
     assert_eq!((code, &after["count"]), (0, &json!(0)), "nothing new: {after}");
+    lab.check_recorded_losses();
 }
 
 crate::on_both!(lost_finds_every_wipe_rename_and_unpin_and_restore_repairs_them);
@@ -679,6 +709,7 @@ fn a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query(b: Backend) {
     // The one change of the history, and it touched no org.
     assert_eq!(by_cid(&lab.lost(&[]).1).len(), 1);
     assert_eq!(lab.lost(&["--key", "org"]).1["count"], 0);
+    lab.check_recorded_losses();
 }
 
 crate::on_both!(a_loss_from_our_own_repin_is_attributed_ours_with_run_and_query);

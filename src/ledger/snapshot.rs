@@ -418,6 +418,14 @@ impl Pipeline {
         drop(w);
         db::finish(&tx, self.snap, failure.is_none(), self.previous, &counts, failure.as_deref())?;
         tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), "intervals written");
+        if failure.is_none() && self.previous.is_some() {
+            let values = db::record_losses(&tx, self.snap)?;
+            tracing::debug!(
+                values,
+                seconds = self.started.elapsed().as_secs_f64(),
+                "losses recorded"
+            );
+        }
         tx.commit()?;
         Ok((failure, counts))
     }

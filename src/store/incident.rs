@@ -71,15 +71,12 @@ pub struct Loss {
 }
 
 /// The losses, oldest first, one per (CID, version before, version after), merged over the peers
-/// that saw it: it starts at the earliest snapshot that lacked the value.
+/// that saw it: it starts at the earliest snapshot that lacked the value. Read from the losses each
+/// snapshot recorded when it was committed (V7), so the cost follows the losses listed, not the
+/// history.
 pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
-    // Only changes seen after `floor` are read (the view passes the filter down to the snapshots);
-    // a loss some peer saw at or before it is dropped below, since a loss starts where it was first seen.
     let floor = lost_floor(conn, f)?;
-    let mut out = merged_losses(conn, floor)?;
-    if floor > 0 {
-        out = not_seen_by(conn, out, floor)?;
-    }
+    let mut out = recorded_losses(conn, floor)?;
     // Filters apply to the merged loss: it starts where the first peer saw it.
     out.retain_mut(|l| keep_loss(l, f));
     Ok(out)
@@ -99,88 +96,65 @@ fn lost_floor(conn: &Connection, f: &LostFilter) -> rusqlite::Result<i64> {
     })
 }
 
-/// The rows of `lost_metadata` first lacking after `floor`, merged into one loss per (CID, version
-/// before, version after) with the peers and fields of every row.
-fn merged_losses(conn: &Connection, floor: i64) -> rusqlite::Result<Vec<Loss>> {
+/// The recorded losses that start after snapshot `floor`, with the peers that saw each (in the
+/// order they first saw it) and the values it lost (by field), attributed as their first sighting.
+fn recorded_losses(conn: &Connection, floor: i64) -> rusqlite::Result<Vec<Loss>> {
     let mut stmt = conn.prepare(
-        "SELECT cid, peer, last_had, last_had_at, first_lacking, first_lacking_at, field, before_value,
-                after_value, attribution, repin_id, run_id, pass, query, timestamp_before,
-                timestamp_after, before_digest, after_digest
-         FROM lost_metadata WHERE first_lacking > ?1
-         ORDER BY first_lacking, cid, before_digest, after_digest, field, peer",
+        "SELECT x.cid, a.last_had, s1.started_at, a.first_lacking, s2.started_at, a.attribution,
+                a.repin_id, r.run_id, r.pass, r.query, a.timestamp_before, a.timestamp_after,
+                lower(hex(l.before_digest)), lower(hex(l.after_digest)),
+                (SELECT json_group_array(peer) FROM (
+                    SELECT se.peer, min(g.first_lacking) AS first FROM loss_sightings g
+                    JOIN series se ON se.id = g.series_id WHERE g.loss_id = l.id
+                    GROUP BY se.peer ORDER BY first, se.peer)),
+                (SELECT json_group_array(json_array(field, before_value, after_value)) FROM (
+                    SELECT field, before_value, after_value FROM loss_fields
+                    WHERE loss_id = l.id ORDER BY field))
+         FROM losses l
+         JOIN loss_attribution a ON a.loss_id = l.id AND a.first_lacking = l.first_lacking
+         JOIN cids x ON x.id = l.cid_id
+         JOIN snapshots s1 ON s1.id = a.last_had
+         JOIN snapshots s2 ON s2.id = a.first_lacking
+         LEFT JOIN repins r ON r.id = a.repin_id
+         WHERE l.first_lacking > ?1
+         ORDER BY l.first_lacking, x.cid, l.before_digest, l.after_digest",
     )?;
-    let mut rows = stmt.query([floor])?;
-    // (cid, before, after) → index in `out`
-    let mut index: BTreeMap<(String, String, Option<String>), usize> = BTreeMap::new();
-    let mut out: Vec<Loss> = Vec::new();
-    while let Some(r) = rows.next()? {
-        let cid: String = r.get(0)?;
-        let before_digest: String = r.get(16)?;
-        let after_digest: Option<String> = r.get(17)?;
-        let key = (cid, before_digest, after_digest);
-        let i = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                out.push(loss_of(r, key.clone())?);
-                index.insert(key, out.len() - 1);
-                out.len() - 1
-            }
-        };
-        let peer: String = r.get(1)?;
-        let field = LostField { field: r.get(6)?, before: r.get(7)?, after: r.get(8)? };
-        let loss = &mut out[i];
-        if !loss.peers.contains(&peer) {
-            loss.peers.push(peer);
-        }
-        if !loss.fields.contains(&field) {
-            loss.fields.push(field);
-        }
-    }
-    Ok(out)
+    let rows = stmt.query_map([floor], loss_of)?;
+    rows.collect()
 }
 
-/// A loss from its first `lost_metadata` row, without peers or fields yet.
-fn loss_of(
-    r: &rusqlite::Row,
-    (cid, before_digest, after_digest): (String, String, Option<String>),
-) -> rusqlite::Result<Loss> {
-    let kind: Who = r.get(9)?;
+/// A loss from its row of [`recorded_losses`].
+fn loss_of(r: &rusqlite::Row) -> rusqlite::Result<Loss> {
+    let json = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let bad = |i, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let peers: Vec<String> = serde_json::from_str(&json(14)?).map_err(|e| bad(14, e))?;
+    let fields: Vec<(String, Option<String>, Option<String>)> =
+        serde_json::from_str(&json(15)?).map_err(|e| bad(15, e))?;
+    let kind: Who = r.get(5)?;
     Ok(Loss {
-        cid,
-        peers: Vec::new(),
-        last_had: At { snapshot: r.get(2)?, at: r.get(3)? },
-        first_lacking: At { snapshot: r.get(4)?, at: r.get(5)? },
+        cid: r.get(0)?,
+        peers,
+        last_had: At { snapshot: r.get(1)?, at: r.get(2)? },
+        first_lacking: At { snapshot: r.get(3)?, at: r.get(4)? },
         unpinned: kind == Who::Unpinned,
-        fields: Vec::new(),
+        fields: fields
+            .into_iter()
+            .map(|(field, before, after)| LostField { field, before, after })
+            .collect(),
         attribution: Attribution {
             kind,
-            repin: r.get(10)?,
-            run: r.get(11)?,
-            pass: r.get(12)?,
-            query: r.get(13)?,
-            timestamp_before: r.get(14)?,
-            timestamp_after: r.get(15)?,
+            repin: r.get(6)?,
+            run: r.get(7)?,
+            pass: r.get(8)?,
+            query: r.get(9)?,
+            timestamp_before: r.get(10)?,
+            timestamp_after: r.get(11)?,
         },
-        before_digest,
-        after_digest,
+        before_digest: r.get(12)?,
+        after_digest: r.get(13)?,
     })
-}
-
-/// The losses no peer saw at or before `floor` (such a loss starts earlier, so it is not new).
-fn not_seen_by(conn: &Connection, losses: Vec<Loss>, floor: i64) -> rusqlite::Result<Vec<Loss>> {
-    let mut earlier = conn.prepare(
-        "SELECT 1 FROM pin_changes WHERE cid_id = (SELECT id FROM cids WHERE cid = ?1)
-           AND lower(hex(before_digest)) = ?2 AND lower(hex(after_digest)) IS ?3
-           AND first_lacking <= ?4 LIMIT 1",
-    )?;
-    let mut keep = Vec::with_capacity(losses.len());
-    for l in losses {
-        let seen_before = earlier.exists(params![l.cid, l.before_digest, l.after_digest, floor])?;
-        if !seen_before {
-            keep.push(l);
-        }
-    }
-    Ok(keep)
 }
 
 /// Whether a merged loss passes the filter; a key filter keeps only that key's fields.

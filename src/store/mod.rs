@@ -493,6 +493,114 @@ mod tests {
         assert!(orphan.is_err(), "the references still hold the run");
     }
 
+    /// V7 records the losses of the history before it: a ledger at V6 (two peers, three complete
+    /// snapshots each: a wipe seen by both peers at different snapshots, a rename that kept the
+    /// timestamp, an unpin, a value changed and changed back) lists the same `lost_metadata` rows
+    /// after the migration as the V4 view computed from the intervals before it.
+    #[test]
+    fn v7_records_the_losses_of_the_history_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        embedded::migrations::runner()
+            .set_grouped(true)
+            .set_target(refinery::Target::Version(6))
+            .run(&mut conn)
+            .unwrap();
+        let version = |cid: i64, d: &str, name: &str, meta: &str, ts: &str| {
+            format!(
+                "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
+                   replication_min, replication_max, mode, max_depth, expire_at, origins, type,
+                   shard_size, cluster_timestamp)
+                 VALUES ({cid}, X'{d}', '{name}', nullif('{meta}', ''), json_extract(nullif('{meta}', ''), '$.org'),
+                   '[]', -1, -1, 'recursive', -1, NULL, '[]', 'pin', 0, '{ts}');"
+            )
+        };
+        let mut sql = String::from(
+            "INSERT INTO series (id, cluster, peer) VALUES (1, 'c', 'peerA'), (2, 'c', 'peerB');
+             INSERT INTO cids (id, cid) VALUES (1, 'QmA'), (2, 'QmB'), (3, 'QmC'), (4, 'QmD');
+             INSERT INTO snapshots (id, series_id, peer_url, started_at, finished_at, state, previous_id)
+             VALUES (1, 1, 'u', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z', 'complete', NULL),
+                    (2, 2, 'u', '2026-01-01T00:00:03Z', '2026-01-01T00:00:04Z', 'complete', NULL),
+                    (3, 1, 'u', '2026-01-02T00:00:01Z', '2026-01-02T00:00:02Z', 'complete', 1),
+                    (4, 2, 'u', '2026-01-02T00:00:03Z', '2026-01-02T00:00:04Z', 'complete', 2),
+                    (5, 1, 'u', '2026-01-03T00:00:01Z', '2026-01-03T00:00:02Z', 'complete', 3),
+                    (6, 2, 'u', '2026-01-03T00:00:03Z', '2026-01-03T00:00:04Z', 'complete', 4);",
+        );
+        sql += &version(1, "01", "a", r#"{"org":"hrdag","team":"x"}"#, "t1");
+        sql += &version(1, "02", "", "", "t2");
+        sql += &version(2, "01", "b", "", "t1");
+        sql += &version(2, "02", "renamed", "", "t1");
+        sql += &version(3, "01", "c", r#"{"org":"amnesty"}"#, "t1");
+        sql += &version(4, "01", "d", r#"{"team":"y"}"#, "t1");
+        sql += &version(4, "02", "d", r#"{"team":"z"}"#, "t2");
+        // QmA wiped: seen in 3 on peerA, in 6 on peerB. QmB renamed (same timestamp): 3, peerA.
+        // QmC unpinned: 4, peerB. QmD team y → z: 3 on peerA, 4 on peerB; back to y: 5, peerA.
+        sql += "INSERT INTO observations (cid_id, series_id, first_snapshot, last_snapshot, digest, line_hash)
+                VALUES (1, 1, 1, 1, X'01', X'00'), (1, 1, 3, NULL, X'02', X'00'),
+                       (1, 2, 2, 4, X'01', X'00'), (1, 2, 6, NULL, X'02', X'00'),
+                       (2, 1, 1, 1, X'01', X'00'), (2, 1, 3, NULL, X'02', X'00'),
+                       (2, 2, 2, NULL, X'01', X'00'),
+                       (3, 1, 1, NULL, X'01', X'00'), (3, 2, 2, 2, X'01', X'00'),
+                       (4, 1, 1, 1, X'01', X'00'), (4, 1, 3, 3, X'02', X'00'),
+                       (4, 1, 5, NULL, X'01', X'00'),
+                       (4, 2, 2, 2, X'01', X'00'), (4, 2, 4, NULL, X'02', X'00');";
+        conn.execute_batch(&sql).unwrap();
+        let rows = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT cid || ' ' || peer || ' ' || last_had || '→' || first_lacking || ' '
+                       || field || '=' || before_value || '→' || ifnull(after_value, '∅') || ' '
+                       || attribution FROM lost_metadata ORDER BY 1",
+                )
+                .unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        let before = rows(&conn);
+        assert_eq!(before.len(), 12, "{before:#?}");
+        migrate(&mut conn).unwrap();
+        assert_eq!(rows(&conn), before);
+        let merged: Vec<(String, i64, i64)> = conn
+            .prepare(
+                "SELECT c.cid, l.first_lacking, (SELECT count(*) FROM loss_sightings s WHERE s.loss_id = l.id)
+                 FROM losses l JOIN cids c ON c.id = l.cid_id ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = [("QmA", 3, 2), ("QmB", 3, 1), ("QmC", 4, 1), ("QmD", 3, 2), ("QmD", 5, 1)];
+        let want: Vec<(String, i64, i64)> =
+            want.iter().map(|(c, f, n)| (c.to_string(), *f, *n)).collect();
+        assert_eq!(
+            merged, want,
+            "one loss per change, where it was first seen, with its sightings"
+        );
+
+        // After V7, each commit records its own: QmE's name lost in 8 (peerB) is recorded first,
+        // then in 7 (peerA, an older snapshot committed later), which is where the loss starts.
+        let mut sql = "INSERT INTO cids (id, cid) VALUES (5, 'QmE');".to_string();
+        sql += &(version(5, "01", "e", "", "t1") + &version(5, "02", "", "", "t2"));
+        sql += "INSERT INTO snapshots (id, series_id, peer_url, started_at, finished_at, state, previous_id)
+                VALUES (7, 1, 'u', '2026-01-04T00:00:01Z', '2026-01-04T00:00:02Z', 'complete', 5),
+                       (8, 2, 'u', '2026-01-04T00:00:03Z', '2026-01-04T00:00:04Z', 'complete', 6);
+                INSERT INTO observations (cid_id, series_id, first_snapshot, last_snapshot, digest, line_hash)
+                VALUES (5, 1, 5, 5, X'01', X'00'), (5, 1, 7, NULL, X'02', X'00'),
+                       (5, 2, 6, 6, X'01', X'00'), (5, 2, 8, NULL, X'02', X'00');";
+        conn.execute_batch(&sql).unwrap();
+        assert_eq!(snapshots::record_losses(&conn, 8).unwrap(), 1);
+        assert_eq!(snapshots::record_losses(&conn, 7).unwrap(), 1);
+        let qme: (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT series_id, last_had, first_lacking, (SELECT count(*) FROM loss_sightings s
+                   WHERE s.loss_id = l.id) FROM losses l WHERE cid_id = 5",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(qme, (1, 5, 7, 2), "the loss starts at the earlier snapshot, seen by both");
+    }
+
     #[test]
     fn every_migration_applies_to_an_empty_database() {
         let s = Store::open_in_memory().unwrap();

@@ -157,6 +157,41 @@ pub fn finish(
     Ok(())
 }
 
+/// Records what the complete snapshot `id` lost against the series' previous complete one (the rules
+/// are V7's `change_losses` view): a loss no peer saw before becomes a row of `losses` with its
+/// fields, and every loss gets this snapshot as a sighting. A loss seen here earlier than on the
+/// peers that saw it first (an older snapshot committed later) moves its start here. Returns how
+/// many values this snapshot saw lost. Run in the snapshot's transaction, after [`finish`].
+pub fn record_losses(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS snapshot_losses AS SELECT * FROM change_losses WHERE 0;
+         DELETE FROM temp.snapshot_losses;",
+    )?;
+    let found = conn.execute(
+        "INSERT INTO temp.snapshot_losses SELECT * FROM change_losses WHERE first_lacking = ?1",
+        [id],
+    )?;
+    if found == 0 {
+        return Ok(0);
+    }
+    let join = "FROM temp.snapshot_losses c JOIN losses l ON l.cid_id = c.cid_id
+                AND l.before_digest = c.before_digest AND l.after_digest IS c.after_digest";
+    conn.execute_batch(&format!(
+        "INSERT INTO losses (cid_id, before_digest, after_digest, series_id, last_had, first_lacking)
+         SELECT DISTINCT cid_id, before_digest, after_digest, series_id, last_had, first_lacking
+         FROM temp.snapshot_losses WHERE true
+         ON CONFLICT (cid_id, before_digest, coalesce(after_digest, X''))
+         DO UPDATE SET series_id = excluded.series_id, last_had = excluded.last_had,
+                       first_lacking = excluded.first_lacking
+         WHERE excluded.first_lacking < losses.first_lacking;
+         INSERT OR IGNORE INTO loss_sightings (loss_id, first_lacking, series_id, last_had)
+         SELECT DISTINCT l.id, c.first_lacking, c.series_id, c.last_had {join};
+         INSERT OR IGNORE INTO loss_fields (loss_id, field, before_value, after_value)
+         SELECT l.id, c.field, c.before_value, c.after_value {join};"
+    ))?;
+    Ok(found)
+}
+
 /// An observation interval of a series: its CID and the snapshot that opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ObsKey {
