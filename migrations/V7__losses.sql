@@ -1,6 +1,6 @@
--- V7: what a complete snapshot lost is recorded when the snapshot is committed (losses, loss_fields,
--- loss_sightings), so that post-incident queries read it instead of re-reading every change of the
--- history. The rules of what counts as lost are those of V4's lost_metadata, kept in one view
+-- V7: what a complete snapshot lost, and how many pins each owner has in it, are recorded when the
+-- snapshot is committed (losses, loss_fields, loss_sightings; snapshot_owners), so that
+-- post-incident queries read them instead of re-reading every change of the history. The rules of what counts as lost are those of V4's lost_metadata, kept in one view
 -- (change_losses) that the snapshot commit reads for its own changes and this migration reads once
 -- for the history before it. lost_metadata keeps its columns and reads the new tables. Intervals
 -- opened by a snapshot are indexed too, so two snapshots of one peer are compared by what changed
@@ -152,6 +152,28 @@ JOIN series se ON se.id = a.series_id
 JOIN snapshots s1 ON s1.id = a.last_had
 JOIN snapshots s2 ON s2.id = a.first_lacking
 LEFT JOIN repins r ON r.id = a.repin_id;
+
+-- Pins of a complete snapshot per owner (`org` NULL: unowned), counted as the snapshot read its
+-- stream and recorded as it was committed; the latest complete snapshot of each series before this
+-- migration is counted from its intervals.
+CREATE TABLE snapshot_owners (
+    snapshot_id INTEGER NOT NULL REFERENCES snapshots (id),
+    org TEXT,
+    pins INTEGER NOT NULL
+) STRICT;
+CREATE INDEX snapshot_owners_snapshot ON snapshot_owners (snapshot_id);
+
+INSERT INTO snapshot_owners (snapshot_id, org, pins)
+SELECT snapshot_id, org, pins FROM owners WHERE snapshot_id IS NOT NULL;
+
+-- Per peer, the pins of its latest complete snapshot by owner (`org` NULL: unowned), as V4's view,
+-- now read from the recorded counts.
+DROP VIEW owners;
+CREATE VIEW owners AS
+SELECT se.cluster, se.peer, s.id AS snapshot_id, o.org, o.pins
+FROM series se
+JOIN snapshots s ON s.id = (SELECT max(id) FROM snapshots WHERE series_id = se.id AND state = 'complete')
+JOIN snapshot_owners o ON o.snapshot_id = s.id;
 
 -- Intervals by the snapshot that opened them: with observations_closed, what changed between two
 -- complete snapshots of one peer, without reading the pins that did not.

@@ -888,6 +888,17 @@ fn check_owners(lab: &Lab, pins: &[Value], snapshots: &[i64]) -> Value {
         assert_eq!(got, orgs, "{e}");
         assert_eq!(e["unowned"], unowned, "{e}");
     }
+    // The counts recorded at each commit are those the peers' open intervals give.
+    let counted = lab.sql(
+        "SELECT o.series_id, v.org, count(*) FROM observations o
+         JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+         WHERE o.last_snapshot IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    let recorded = lab.sql(
+        "SELECT s.series_id, o.org, o.pins FROM owners w JOIN snapshots s ON s.id = w.snapshot_id
+         JOIN snapshot_owners o ON o.snapshot_id = s.id AND o.org IS w.org ORDER BY 1, 2",
+    );
+    assert_eq!(recorded, counted, "owners as recorded, and as the intervals count them");
     v
 }
 

@@ -418,16 +418,25 @@ impl Pipeline {
         drop(w);
         db::finish(&tx, self.snap, failure.is_none(), self.previous, &counts, failure.as_deref())?;
         tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), "intervals written");
-        if failure.is_none() && self.previous.is_some() {
-            let values = db::record_losses(&tx, self.snap)?;
-            tracing::debug!(
-                values,
-                seconds = self.started.elapsed().as_secs_f64(),
-                "losses recorded"
-            );
+        if failure.is_none() {
+            self.record(&tx)?;
         }
         tx.commit()?;
         Ok((failure, counts))
+    }
+
+    /// What a complete snapshot records for the post-incident queries, in its transaction: its
+    /// pins per owner, and the values it lost against the series' previous complete snapshot.
+    fn record(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let orgs = self.orgs.names.iter().map(|o| Some(o.as_str())).zip(&self.orgs.counts);
+        let owners = orgs.chain([(None, &self.report.unowned)]).filter(|(_, n)| **n > 0);
+        db::record_owners(tx, self.snap, owners)?;
+        if self.previous.is_some() {
+            let values = db::record_losses(tx, self.snap)?;
+            let seconds = self.started.elapsed().as_secs_f64();
+            tracing::debug!(values, seconds, "losses recorded");
+        }
+        Ok(())
     }
 
     /// Reads the batches from `first` on until the stream ends or a line is not a pin: why it is not
@@ -521,16 +530,16 @@ impl Pipeline {
         hash: u128,
         pin: CanonicalPin,
     ) -> anyhow::Result<()> {
+        let (cid_id, fresh) = w.cid_id(&pin.cid, self.fresh_ledger)?;
+        if !changes.cid_seen.insert(cid_id) {
+            return Ok(()); // the same CID twice in one stream: the first one counts
+        }
         match pin.org() {
             Some(org) => {
                 let i = self.orgs.id(org);
                 self.orgs.counts[i as usize] += 1;
             }
             None => self.report.unowned += 1,
-        }
-        let (cid_id, fresh) = w.cid_id(&pin.cid, self.fresh_ledger)?;
-        if !changes.cid_seen.insert(cid_id) {
-            return Ok(()); // the same CID twice in one stream: the first one counts
         }
         let version = w.ensure_version(cid_id, pin)?;
         let hash = hash.to_be_bytes();

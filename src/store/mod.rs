@@ -555,10 +555,26 @@ mod tests {
                 .unwrap();
             stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
+        let owners = |conn: &Connection| -> Vec<(String, i64, Option<String>, i64)> {
+            let mut stmt = conn
+                .prepare("SELECT peer, snapshot_id, org, pins FROM owners ORDER BY 1, 3")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
         let before = rows(&conn);
         assert_eq!(before.len(), 12, "{before:#?}");
+        let owned = owners(&conn);
+        assert_eq!(owned.len(), 3, "{owned:?}");
         migrate(&mut conn).unwrap();
         assert_eq!(rows(&conn), before);
+        assert_eq!(
+            owners(&conn),
+            owned,
+            "the latest snapshots' owners, counted from the intervals"
+        );
         let merged: Vec<(String, i64, i64)> = conn
             .prepare(
                 "SELECT c.cid, l.first_lacking, (SELECT count(*) FROM loss_sightings s WHERE s.loss_id = l.id)

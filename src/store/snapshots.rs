@@ -157,6 +157,22 @@ pub fn finish(
     Ok(())
 }
 
+/// Records how many pins of the complete snapshot `id` each owner has (`None`: unowned), as the
+/// stream was counted: what the `owners` view reads.
+pub fn record_owners<'a>(
+    conn: &Connection,
+    id: i64,
+    owners: impl IntoIterator<Item = (Option<&'a str>, &'a i64)>,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO snapshot_owners (snapshot_id, org, pins) VALUES (?1, ?2, ?3)",
+    )?;
+    for (org, pins) in owners {
+        stmt.execute(params![id, org, pins])?;
+    }
+    Ok(())
+}
+
 /// Records what the complete snapshot `id` lost against the series' previous complete one (the rules
 /// are V7's `change_losses` view): a loss no peer saw before becomes a row of `losses` with its
 /// fields, and every loss gets this snapshot as a sighting. A loss seen here earlier than on the
