@@ -25,6 +25,9 @@ fields AS (
     SELECT ch.*, 'metadata.' || j.key AS field, j.value AS before_value,
            (SELECT nullif(v.value, '') FROM json_each(ch.a_metadata) v WHERE v.key = j.key) AS after_value
     FROM ch, json_each(ch.b_metadata) j
+    -- (a pre-filter only: metadata that merged into the after version's leaves it as it was lost
+    -- nothing; any other case is read key by key)
+    WHERE ch.a_metadata IS NULL OR json_patch(ch.a_metadata, ch.b_metadata) IS NOT ch.a_metadata
     UNION ALL
     SELECT ch.*, k.field,
            CASE k.field
@@ -43,6 +46,8 @@ fields AS (
            END
     FROM ch, (SELECT 'name' AS field UNION ALL SELECT 'allocations' UNION ALL SELECT 'replication_min'
               UNION ALL SELECT 'replication_max' UNION ALL SELECT 'expire_at') k
+    WHERE NOT (b_name IS a_name AND b_allocations IS a_allocations AND b_rmin IS a_rmin
+               AND b_rmax IS a_rmax AND b_expire IS a_expire)
 )
 SELECT cid_id, series_id, last_had, first_lacking, before_digest, after_digest, field, before_value,
        after_value
@@ -84,23 +89,27 @@ CREATE TABLE loss_sightings (
     PRIMARY KEY (loss_id, first_lacking)
 ) STRICT, WITHOUT ROWID;
 
--- The history before this migration, merged as the snapshot commit merges it.
+-- The history before this migration (read once), merged as the snapshot commit merges it.
+CREATE TEMP TABLE history_losses AS SELECT * FROM change_losses;
+
 INSERT INTO losses (cid_id, before_digest, after_digest, series_id, last_had, first_lacking)
 SELECT cid_id, before_digest, after_digest, series_id, last_had, min(first_lacking)
-FROM change_losses
+FROM temp.history_losses
 GROUP BY cid_id, before_digest, after_digest;
 
 INSERT INTO loss_sightings (loss_id, first_lacking, series_id, last_had)
 SELECT DISTINCT l.id, c.first_lacking, c.series_id, c.last_had
-FROM change_losses c
+FROM temp.history_losses c
 JOIN losses l ON l.cid_id = c.cid_id AND l.before_digest = c.before_digest
              AND l.after_digest IS c.after_digest;
 
 INSERT INTO loss_fields (loss_id, field, before_value, after_value)
 SELECT l.id, c.field, c.before_value, c.after_value
-FROM change_losses c
+FROM temp.history_losses c
 JOIN losses l ON l.cid_id = c.cid_id AND l.before_digest = c.before_digest
              AND l.after_digest IS c.after_digest AND l.first_lacking = c.first_lacking;
+
+DROP TABLE temp.history_losses;
 
 -- Who made each sighting of a loss: `repin_id`, the re-pin of ledger's that made it, if any (one whose
 -- recorded answer turned the one version into the other, or one whose result was never read back,

@@ -288,15 +288,16 @@ pub fn short_peer(peer: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// Prints a value as pretty JSON on stdout.
+/// Prints a value as pretty JSON on stdout, in 64 KiB writes (stdout alone would write each line).
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout());
     // serde_json wraps write errors; unwrap them so that the kind is kept.
     serde_json::to_writer_pretty(&mut out, v).map_err(|e| match e.io_error_kind() {
         Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
         None => e.into(),
     })?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 

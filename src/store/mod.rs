@@ -517,7 +517,8 @@ mod tests {
         };
         let mut sql = String::from(
             "INSERT INTO series (id, cluster, peer) VALUES (1, 'c', 'peerA'), (2, 'c', 'peerB');
-             INSERT INTO cids (id, cid) VALUES (1, 'QmA'), (2, 'QmB'), (3, 'QmC'), (4, 'QmD');
+             INSERT INTO cids (id, cid) VALUES (1, 'QmA'), (2, 'QmB'), (3, 'QmC'), (4, 'QmD'),
+               (6, 'QmF'), (7, 'QmG');
              INSERT INTO snapshots (id, series_id, peer_url, started_at, finished_at, state, previous_id)
              VALUES (1, 1, 'u', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z', 'complete', NULL),
                     (2, 2, 'u', '2026-01-01T00:00:03Z', '2026-01-01T00:00:04Z', 'complete', NULL),
@@ -533,8 +534,13 @@ mod tests {
         sql += &version(3, "01", "c", r#"{"org":"amnesty"}"#, "t1");
         sql += &version(4, "01", "d", r#"{"team":"y"}"#, "t1");
         sql += &version(4, "02", "d", r#"{"team":"z"}"#, "t2");
+        sql += &version(6, "01", "f", r#"{"team":"x"}"#, "t1");
+        sql += &version(6, "02", "f", r#"{"org":"hrdag","team":"x"}"#, "t2");
+        sql += &version(7, "01", "g", r#"{"a":"1","b":"2"}"#, "t1");
+        sql += &version(7, "02", "g", r#"{"a":"1","b":"3","c":"4"}"#, "t2");
         // QmA wiped: seen in 3 on peerA, in 6 on peerB. QmB renamed (same timestamp): 3, peerA.
         // QmC unpinned: 4, peerB. QmD team y → z: 3 on peerA, 4 on peerB; back to y: 5, peerA.
+        // On peerA in 3, QmF gains an org (nothing lost) and QmG's b changes as c is added.
         sql += "INSERT INTO observations (cid_id, series_id, first_snapshot, last_snapshot, digest, line_hash)
                 VALUES (1, 1, 1, 1, X'01', X'00'), (1, 1, 3, NULL, X'02', X'00'),
                        (1, 2, 2, 4, X'01', X'00'), (1, 2, 6, NULL, X'02', X'00'),
@@ -543,7 +549,9 @@ mod tests {
                        (3, 1, 1, NULL, X'01', X'00'), (3, 2, 2, 2, X'01', X'00'),
                        (4, 1, 1, 1, X'01', X'00'), (4, 1, 3, 3, X'02', X'00'),
                        (4, 1, 5, NULL, X'01', X'00'),
-                       (4, 2, 2, 2, X'01', X'00'), (4, 2, 4, NULL, X'02', X'00');";
+                       (4, 2, 2, 2, X'01', X'00'), (4, 2, 4, NULL, X'02', X'00'),
+                       (6, 1, 1, 1, X'01', X'00'), (6, 1, 3, NULL, X'02', X'00'),
+                       (7, 1, 1, 1, X'01', X'00'), (7, 1, 3, NULL, X'02', X'00');";
         conn.execute_batch(&sql).unwrap();
         let rows = |conn: &Connection| -> Vec<String> {
             let mut stmt = conn
@@ -565,9 +573,9 @@ mod tests {
                 .collect()
         };
         let before = rows(&conn);
-        assert_eq!(before.len(), 12, "{before:#?}");
+        assert_eq!(before.len(), 13, "{before:#?}");
         let owned = owners(&conn);
-        assert_eq!(owned.len(), 3, "{owned:?}");
+        assert_eq!(owned.len(), 4, "{owned:?}");
         migrate(&mut conn).unwrap();
         assert_eq!(rows(&conn), before);
         assert_eq!(
@@ -585,7 +593,14 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let want = [("QmA", 3, 2), ("QmB", 3, 1), ("QmC", 4, 1), ("QmD", 3, 2), ("QmD", 5, 1)];
+        let want = [
+            ("QmA", 3, 2),
+            ("QmB", 3, 1),
+            ("QmC", 4, 1),
+            ("QmD", 3, 2),
+            ("QmD", 5, 1),
+            ("QmG", 3, 1),
+        ];
         let want: Vec<(String, i64, i64)> =
             want.iter().map(|(c, f, n)| (c.to_string(), *f, *n)).collect();
         assert_eq!(
