@@ -8,7 +8,8 @@
 //!
 //! `BENCH_HISTORY_SNAPSHOTS` changes the 20. `BENCH_HISTORY_KEEP=FILE` copies the ledger there once
 //! it is built; `BENCH_HISTORY_DB=FILE` times the queries on a ledger built before (a copy of it)
-//! instead of building one, and needs the same `BENCH_HISTORY_PINS`.
+//! instead of building one, and needs the same `BENCH_HISTORY_PINS` (and `BENCH_HISTORY_PORT`, the
+//! first peer's port, 47310 unless set).
 
 mod common;
 
@@ -178,7 +179,20 @@ fn main() {
     let snapshots: i64 = env("BENCH_HISTORY_SNAPSHOTS").and_then(|v| v.parse().ok()).unwrap_or(20);
     let peers = PEERS.to_string();
     let lazy = pins.to_string();
-    let sim = Sim::start(&["--peers", &peers, "--lag", "0", "--lazy-pins", &lazy, "--seed", SEED]);
+    // A fixed port: a ledger kept by one run names the same peers' URLs in the next.
+    let listen = format!("127.0.0.1:{}", env("BENCH_HISTORY_PORT").unwrap_or("47310".into()));
+    let sim = Sim::start(&[
+        "--peers",
+        &peers,
+        "--lag",
+        "0",
+        "--lazy-pins",
+        &lazy,
+        "--seed",
+        SEED,
+        "--listen",
+        &listen,
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     match env("BENCH_HISTORY_DB") {

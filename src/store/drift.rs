@@ -102,9 +102,10 @@ pub fn for_each_pin(
         return Ok(());
     }
     let marks = (1..=series.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    // `+series_id`: read in key order, not through an index on series_id and then sorted.
     let sql = format!(
         "SELECT cid_id, series_id, first_snapshot, last_snapshot, digest FROM observations
-         WHERE series_id IN ({marks}) ORDER BY cid_id"
+         WHERE +series_id IN ({marks}) ORDER BY cid_id"
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(params_from_iter(series))?;
