@@ -301,6 +301,42 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pretty JSON of `{"KEY": [items…], "count": N}` on stdout, written as the items come (as
+/// [`print_json`] writes that object whole), so a long list is never held: [`JsonList::item`] for
+/// each, [`JsonList::end`] once. Returns the count.
+pub struct JsonList {
+    out: std::io::BufWriter<PipeSafe<std::io::StdoutLock<'static>>>,
+    count: usize,
+}
+
+impl JsonList {
+    pub fn begin(key: &str) -> anyhow::Result<JsonList> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout());
+        write!(out, "{{\n  {}: [", serde_json::to_string(key)?)?;
+        Ok(JsonList { out, count: 0 })
+    }
+
+    pub fn item<T: serde::Serialize>(&mut self, v: &T) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(v)?;
+        self.out.write_all(if self.count == 0 { b"\n    " } else { b",\n    " })?;
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                self.out.write_all(b"\n    ")?;
+            }
+            self.out.write_all(line.as_bytes())?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn end(mut self) -> anyhow::Result<usize> {
+        let close = if self.count == 0 { "]" } else { "\n  ]" };
+        writeln!(self.out, "{close},\n  \"count\": {}\n}}", self.count)?;
+        self.out.flush()?;
+        Ok(self.count)
+    }
+}
+
 /// A CSV writer on a file, or on stdout for `-`.
 pub fn csv_writer(path: &str) -> anyhow::Result<csv::Writer<Box<dyn Write>>> {
     let sink: Box<dyn Write> = if path == "-" {

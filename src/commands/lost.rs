@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 
-use crate::app::{print_json, print_table};
+use crate::app::{JsonList, print_table};
 use crate::context::Context;
 use crate::domain::Attribution;
-use crate::ledger::lost::{LossReport, parse_since};
+use crate::ledger::lost::parse_since;
 use crate::store::incident::{self, Loss, LostFilter, Since};
 
 #[derive(Debug, Args)]
@@ -35,13 +35,17 @@ pub fn run(args: LostArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         bail!("there is no snapshot {id}; `ledger snapshots` lists them");
     }
     let filter = LostFilter { since, key: args.key.clone(), first_lacking_in: None };
-    let losses = incident::lost(&store.conn, &filter)?;
-    if args.json {
-        print_json(&LossReport { losses: &losses, count: losses.len() })?;
+    let found = if args.json {
+        // As `LossReport` serialises, one loss at a time.
+        let mut out = JsonList::begin("losses")?;
+        incident::each_lost(&store.conn, &filter, |l| out.item(&l))?;
+        out.end()?
     } else {
+        let losses = incident::lost(&store.conn, &filter)?;
         print_losses(&losses)?;
-    }
-    Ok(if losses.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
+        losses.len()
+    };
+    Ok(if found == 0 { ExitCode::SUCCESS } else { ExitCode::from(crate::error::ATTENTION) })
 }
 
 /// A value as a table cell: long ones (allocations) shortened; `--json` and `export lost` have them

@@ -75,11 +75,31 @@ pub struct Loss {
 /// snapshot recorded when it was committed (V7), so the cost follows the losses listed, not the
 /// history.
 pub fn lost(conn: &Connection, f: &LostFilter) -> rusqlite::Result<Vec<Loss>> {
-    let floor = lost_floor(conn, f)?;
-    let mut out = recorded_losses(conn, floor)?;
-    // Filters apply to the merged loss: it starts where the first peer saw it.
-    out.retain_mut(|l| keep_loss(l, f));
+    let mut out = Vec::new();
+    each_lost(conn, f, |l| {
+        out.push(l);
+        Ok::<_, rusqlite::Error>(())
+    })?;
     Ok(out)
+}
+
+/// [`lost`], one loss at a time, as they are read: nothing is held but the loss at hand.
+pub fn each_lost<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    f: &LostFilter,
+    mut each: impl FnMut(Loss) -> Result<(), E>,
+) -> Result<(), E> {
+    let floor = lost_floor(conn, f)?;
+    let mut stmt = conn.prepare(RECORDED_LOSSES)?;
+    let mut rows = stmt.query([floor])?;
+    while let Some(r) = rows.next()? {
+        let mut l = loss_of(r)?;
+        // Filters apply to the merged loss: it starts where the first peer saw it.
+        if keep_loss(&mut l, f) {
+            each(l)?;
+        }
+    }
+    Ok(())
 }
 
 /// The last snapshot whose changes a filter leaves out (0: none left out).
@@ -96,11 +116,10 @@ fn lost_floor(conn: &Connection, f: &LostFilter) -> rusqlite::Result<i64> {
     })
 }
 
-/// The recorded losses that start after snapshot `floor`, with the peers that saw each (in the
-/// order they first saw it) and the values it lost (by field), attributed as their first sighting.
-fn recorded_losses(conn: &Connection, floor: i64) -> rusqlite::Result<Vec<Loss>> {
-    let mut stmt = conn.prepare(
-        "SELECT x.cid, a.last_had, s1.started_at, a.first_lacking, s2.started_at, a.attribution,
+/// The recorded losses that start after snapshot `?1`, with the peers that saw each (in the order
+/// they first saw it) and the values it lost (by field), attributed as their first sighting.
+const RECORDED_LOSSES: &str =
+    "SELECT x.cid, a.last_had, s1.started_at, a.first_lacking, s2.started_at, a.attribution,
                 a.repin_id, r.run_id, r.pass, r.query, a.timestamp_before, a.timestamp_after,
                 lower(hex(l.before_digest)), lower(hex(l.after_digest)),
                 (SELECT json_group_array(peer) FROM (
@@ -117,13 +136,9 @@ fn recorded_losses(conn: &Connection, floor: i64) -> rusqlite::Result<Vec<Loss>>
          JOIN snapshots s2 ON s2.id = a.first_lacking
          LEFT JOIN repins r ON r.id = a.repin_id
          WHERE l.first_lacking > ?1
-         ORDER BY l.first_lacking, x.cid, l.before_digest, l.after_digest",
-    )?;
-    let rows = stmt.query_map([floor], loss_of)?;
-    rows.collect()
-}
+         ORDER BY l.first_lacking, x.cid, l.before_digest, l.after_digest";
 
-/// A loss from its row of [`recorded_losses`].
+/// A loss from its row of [`RECORDED_LOSSES`].
 fn loss_of(r: &rusqlite::Row) -> rusqlite::Result<Loss> {
     let json = |i: usize| -> rusqlite::Result<String> { r.get(i) };
     let bad = |i, e: serde_json::Error| {
