@@ -1,6 +1,7 @@
--- V7: what a complete snapshot lost, and how many pins each owner has in it, are recorded when the
--- snapshot is committed (losses, loss_fields, loss_sightings; snapshot_owners), so that
--- post-incident queries read them instead of re-reading every change of the history. The rules of what counts as lost are those of V4's lost_metadata, kept in one view
+-- V7: what a complete snapshot lost, how many pins each owner has in it and whose owner changed are
+-- recorded when the snapshot is committed (losses, loss_fields, loss_sightings; snapshot_owners;
+-- owner_changes), so that post-incident queries read them instead of re-reading every change of the
+-- history. The rules of what counts as lost are those of V4's lost_metadata, kept in one view
 -- (change_losses) that the snapshot commit reads for its own changes and this migration reads once
 -- for the history before it. lost_metadata keeps its columns and reads the new tables. Intervals
 -- opened by a snapshot are indexed too, so two snapshots of one peer are compared by what changed
@@ -183,6 +184,25 @@ SELECT se.cluster, se.peer, s.id AS snapshot_id, o.org, o.pins
 FROM series se
 JOIN snapshots s ON s.id = (SELECT max(id) FROM snapshots WHERE series_id = se.id AND state = 'complete')
 JOIN snapshot_owners o ON o.snapshot_id = s.id;
+
+-- A pin's owner changing (`from_org` → `to_org`, '' for none: the rules of V4's org_changes), once
+-- per pin and pair however many peers saw it, recorded when a complete snapshot that saw it was
+-- committed: `series_id` and `changed_in` name the earliest such snapshot.
+CREATE TABLE owner_changes (
+    cid_id INTEGER NOT NULL REFERENCES cids (id),
+    from_org TEXT NOT NULL,
+    to_org TEXT NOT NULL,
+    series_id INTEGER NOT NULL REFERENCES series (id),
+    changed_in INTEGER NOT NULL REFERENCES snapshots (id),
+    PRIMARY KEY (cid_id, from_org, to_org)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO owner_changes (cid_id, from_org, to_org, series_id, changed_in)
+SELECT x.id, coalesce(o.from_org, ''), coalesce(o.to_org, ''), se.id, min(o.changed_in)
+FROM org_changes o
+JOIN cids x ON x.cid = o.cid
+JOIN series se ON se.cluster = o.cluster AND se.peer = o.peer
+GROUP BY 1, 2, 3;
 
 -- Intervals by the snapshot that opened them: with observations_closed, what changed between two
 -- complete snapshots of one peer, without reading the pins that did not.

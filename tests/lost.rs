@@ -906,7 +906,7 @@ fn owners_counts_per_org_and_peer_and_lists_org_changes(b: Backend) {
     let Some(lab) = Lab::on(b, 3, 120) else { return };
     let round1 = lab.snapshot_all();
     let v = check_owners(&lab, &lab.pins, &round1);
-    assert_eq!(v["changes"], json!([]), "{v}");
+    assert_eq!((&v["changes"], &v["replaced"]), (&json!([]), &json!([])), "{v}");
 
     // Three re-pins that keep everything but the org: hrdag → witness, unowned → newco, amnesty → none.
     let mut now = lab.pins.clone();
@@ -921,25 +921,47 @@ fn owners_counts_per_org_and_peer_and_lists_org_changes(b: Backend) {
     }
     let round2 = lab.snapshot_all();
     let v = check_owners(&lab, &now, &round2);
-    let mut got: BTreeMap<String, (Value, Value, BTreeSet<String>)> = BTreeMap::new();
-    for ch in v["changes"].as_array().unwrap() {
-        assert!(round2.contains(&ch["snapshot"].as_i64().unwrap()), "{ch}");
-        assert!(ch["at"].is_string(), "{ch}");
-        let e = got.entry(ch["cid"].as_str().unwrap().to_string()).or_insert((
-            ch["from"].clone(),
-            ch["to"].clone(),
-            BTreeSet::new(),
-        ));
-        assert_eq!((&e.0, &e.1), (&ch["from"], &ch["to"]), "{v}");
-        e.2.insert(ch["peer"].as_str().unwrap().to_string());
+    // Pins per (from, to), each pin once although every peer saw it.
+    let mut want: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for &(i, to) in &changes {
+        *want
+            .entry((lab.pins[i]["metadata"]["org"].to_string(), json!(to).to_string()))
+            .or_default() += 1;
     }
-    let want: BTreeMap<String, (Value, Value, BTreeSet<String>)> = changes
+    let got: BTreeMap<(String, String), i64> = v["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes: {v}"))
         .iter()
-        .map(|&(i, to)| {
-            (cid(&lab.pins[i]), (lab.pins[i]["metadata"]["org"].clone(), json!(to), lab.ids()))
-        })
+        .map(|c| ((c["from"].to_string(), c["to"].to_string()), c["pins"].as_i64().unwrap()))
         .collect();
     assert_eq!(got, want, "changes: {v}");
+    // The pins that had an owner, where a peer first saw it lose or change.
+    let mut replaced = BTreeSet::new();
+    for ch in v["replaced"].as_array().unwrap_or_else(|| panic!("no replaced: {v}")) {
+        assert!(round2.contains(&ch["snapshot"].as_i64().unwrap()), "{ch}");
+        assert!(ch["at"].is_string() && lab.ids().contains(ch["peer"].as_str().unwrap()), "{ch}");
+        replaced.insert((
+            ch["cid"].as_str().unwrap().to_string(),
+            ch["from"].to_string(),
+            ch["to"].to_string(),
+        ));
+    }
+    let want: BTreeSet<(String, String, String)> = changes
+        .iter()
+        .filter(|&&(i, _)| lab.pins[i]["metadata"]["org"].is_string())
+        .map(|&(i, to)| {
+            (cid(&lab.pins[i]), lab.pins[i]["metadata"]["org"].to_string(), json!(to).to_string())
+        })
+        .collect();
+    assert_eq!(replaced.len(), 2, "{v}");
+    assert_eq!(replaced, want, "replaced: {v}");
+    // As recorded at each commit, and as the view reads the history again.
+    let recorded = lab.sql(
+        "SELECT x.cid, nullif(o.from_org, ''), nullif(o.to_org, '') FROM owner_changes o
+         JOIN cids x ON x.id = o.cid_id ORDER BY 1, 2, 3",
+    );
+    let again = lab.sql("SELECT DISTINCT cid, from_org, to_org FROM org_changes ORDER BY 1, 2, 3");
+    assert_eq!(recorded, again);
 }
 
 crate::on_both!(owners_counts_per_org_and_peer_and_lists_org_changes);

@@ -1,5 +1,6 @@
 //! `ledger owners`: per peer, the pins of its latest complete snapshot by organisation, the unowned
-//! pins, and the pins whose `org` changed across snapshots.
+//! pins, how many pins changed owner (from, to) over the history, and the pins whose owner was
+//! removed or replaced.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 
 use crate::app::{print_json, print_table};
 use crate::context::Context;
-use crate::store::incident::{self, OrgChange, PeerOwners};
+use crate::store::incident::{self, OrgChange, OwnerChanges, PeerOwners};
 
 #[derive(Debug, Args)]
 pub struct OwnersArgs {
@@ -20,14 +21,18 @@ pub struct OwnersArgs {
 #[derive(Serialize)]
 struct Owners {
     peers: Vec<PeerOwners>,
-    changes: Vec<OrgChange>,
+    /// Pins per (from, to) owner change over the history.
+    changes: Vec<OwnerChanges>,
+    /// The pins whose owner was removed or replaced.
+    replaced: Vec<OrgChange>,
 }
 
 pub fn run(args: OwnersArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let o = Owners {
         peers: incident::owners(&store.conn)?,
-        changes: incident::org_changes(&store.conn)?,
+        changes: incident::owner_changes(&store.conn)?,
+        replaced: incident::owners_replaced(&store.conn)?,
     };
     if args.json {
         print_json(&o)?;
@@ -55,51 +60,37 @@ pub fn run(args: OwnersArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         )
         .collect();
     print_table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows)?;
-    if !o.changes.is_empty() {
-        // Summed by (from, to), one pin counted once however many peers saw the change; then the
-        // pins that lost or changed an owner (an unowned pin being tagged is the usual migration).
-        let mut by_kind: std::collections::BTreeMap<
-            (&str, &str),
-            std::collections::BTreeSet<&str>,
-        > = Default::default();
-        for c in &o.changes {
-            let key = (c.from.as_deref().unwrap_or("(none)"), c.to.as_deref().unwrap_or("(none)"));
-            by_kind.entry(key).or_default().insert(&c.cid);
-        }
-        crate::out!("\nowner changes:");
-        let rows: Vec<Vec<String>> = by_kind
-            .iter()
-            .map(|((from, to), cids)| {
-                vec![from.to_string(), to.to_string(), cids.len().to_string()]
-            })
-            .collect();
-        print_table(&["from", "to", "pins"], &rows)?;
-        let mut taken: Vec<&OrgChange> = Vec::new();
-        for c in o.changes.iter().filter(|c| c.from.is_some()) {
-            if !taken.iter().any(|t| t.cid == c.cid && t.from == c.from && t.to == c.to) {
-                taken.push(c);
-            }
-        }
-        if !taken.is_empty() {
-            crate::out!("\npins whose owner was removed or replaced:");
-            let rows: Vec<Vec<String>> = taken
-                .iter()
-                .take(50)
-                .map(|c| {
-                    vec![
-                        c.cid.clone(),
-                        c.from.clone().unwrap_or_default(),
-                        c.to.clone().unwrap_or_else(|| "(none)".into()),
-                        c.snapshot.to_string(),
-                        c.at.clone(),
-                    ]
-                })
-                .collect();
-            print_table(&["cid", "from", "to", "snapshot", "at"], &rows)?;
-            if taken.len() > 50 {
-                crate::out!("… and {} more (--json lists them all)", taken.len() - 50);
-            }
-        }
-    }
+    print_changes(&o)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The owner changes by (from, to), one pin counted once however many peers saw the change; then
+/// the pins that lost or changed an owner (an unowned pin being tagged is the usual migration).
+fn print_changes(o: &Owners) -> anyhow::Result<()> {
+    if o.changes.is_empty() {
+        return Ok(());
+    }
+    let none = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    crate::out!("\nowner changes:");
+    let rows: Vec<Vec<String>> =
+        o.changes.iter().map(|c| vec![none(&c.from), none(&c.to), c.pins.to_string()]).collect();
+    print_table(&["from", "to", "pins"], &rows)?;
+    if o.replaced.is_empty() {
+        return Ok(());
+    }
+    crate::out!("\npins whose owner was removed or replaced:");
+    let rows: Vec<Vec<String>> = o
+        .replaced
+        .iter()
+        .take(50)
+        .map(|c| {
+            let from = c.from.clone().unwrap_or_default();
+            vec![c.cid.clone(), from, none(&c.to), c.snapshot.to_string(), c.at.clone()]
+        })
+        .collect();
+    print_table(&["cid", "from", "to", "snapshot", "at"], &rows)?;
+    if o.replaced.len() > 50 {
+        crate::out!("… and {} more (--json lists them all)", o.replaced.len() - 50);
+    }
+    Ok(())
 }

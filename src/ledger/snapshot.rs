@@ -426,15 +426,17 @@ impl Pipeline {
     }
 
     /// What a complete snapshot records for the post-incident queries, in its transaction: its
-    /// pins per owner, and the values it lost against the series' previous complete snapshot.
+    /// pins per owner, and the values it lost and the owners that changed against the series'
+    /// previous complete snapshot.
     fn record(&self, tx: &Connection) -> rusqlite::Result<()> {
         let orgs = self.orgs.names.iter().map(|o| Some(o.as_str())).zip(&self.orgs.counts);
         let owners = orgs.chain([(None, &self.report.unowned)]).filter(|(_, n)| **n > 0);
         db::record_owners(tx, self.snap, owners)?;
         if self.previous.is_some() {
             let values = db::record_losses(tx, self.snap)?;
+            let owners = db::record_owner_changes(tx, self.snap)?;
             let seconds = self.started.elapsed().as_secs_f64();
-            tracing::debug!(values, seconds, "losses recorded");
+            tracing::debug!(values, owners, seconds, "losses and owner changes recorded");
         }
         Ok(())
     }

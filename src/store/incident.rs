@@ -1,5 +1,6 @@
-//! Post-incident queries over the V4 views: lost values (`lost_metadata`), owners (`owners`,
-//! `org_changes`). The views hold the logic, so `sqlite3` users and these commands agree.
+//! Post-incident queries over what each snapshot recorded at its commit (V7) and the views: lost
+//! values (`losses`, `lost_metadata`), owners (`owners`, `owner_changes`). The views hold the
+//! logic, so `sqlite3` users and these commands agree.
 
 use std::collections::BTreeMap;
 
@@ -248,10 +249,20 @@ pub fn owners(conn: &Connection) -> rusqlite::Result<Vec<PeerOwners>> {
     Ok(out)
 }
 
-/// A pin whose owner changed.
+/// How many pins changed owner from one organisation (`None`: unowned) to another over the
+/// history, each pin counted once however many peers saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnerChanges {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub pins: i64,
+}
+
+/// A pin whose owner was removed or replaced, where that was first seen.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrgChange {
     pub cid: String,
+    /// The peer whose snapshot saw it first.
     pub peer: String,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -259,11 +270,24 @@ pub struct OrgChange {
     pub at: String,
 }
 
-/// The `org_changes` view, oldest first.
-pub fn org_changes(conn: &Connection) -> rusqlite::Result<Vec<OrgChange>> {
+/// The recorded owner changes (V7 `owner_changes`) by (from, to), in that order.
+pub fn owner_changes(conn: &Connection) -> rusqlite::Result<Vec<OwnerChanges>> {
     let mut stmt = conn.prepare(
-        "SELECT cid, peer, from_org, to_org, changed_in, changed_at FROM org_changes
-         ORDER BY changed_in, cid",
+        "SELECT nullif(from_org, ''), nullif(to_org, ''), count(*) FROM owner_changes
+         GROUP BY from_org, to_org ORDER BY from_org, to_org",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok(OwnerChanges { from: r.get(0)?, to: r.get(1)?, pins: r.get(2)? }))?;
+    rows.collect()
+}
+
+/// The pins that had an owner and lost it or got another, oldest first.
+pub fn owners_replaced(conn: &Connection) -> rusqlite::Result<Vec<OrgChange>> {
+    let mut stmt = conn.prepare(
+        "SELECT x.cid, se.peer, o.from_org, nullif(o.to_org, ''), o.changed_in, s.started_at
+         FROM owner_changes o JOIN cids x ON x.id = o.cid_id JOIN series se ON se.id = o.series_id
+         JOIN snapshots s ON s.id = o.changed_in
+         WHERE o.from_org <> '' ORDER BY o.changed_in, x.cid",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(OrgChange {

@@ -594,6 +594,22 @@ mod tests {
             owned,
             "the latest snapshots' owners, counted from the intervals"
         );
+        let changed: Vec<(String, String, String, i64)> = conn
+            .prepare(
+                "SELECT x.cid, o.from_org, o.to_org, o.changed_in FROM owner_changes o
+                 JOIN cids x ON x.id = o.cid_id ORDER BY 1",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = [("QmA", "hrdag", "", 3), ("QmF", "", "hrdag", 3)];
+        let want: Vec<(String, String, String, i64)> = want
+            .iter()
+            .map(|(c, f, t, n)| (c.to_string(), f.to_string(), t.to_string(), *n))
+            .collect();
+        assert_eq!(changed, want, "one owner change per pin, where it was first seen");
         let merged: Vec<(String, i64, i64)> = conn
             .prepare(
                 "SELECT c.cid, l.first_lacking, (SELECT count(*) FROM loss_sightings s WHERE s.loss_id = l.id)

@@ -173,6 +173,23 @@ pub fn record_owners<'a>(
     Ok(())
 }
 
+/// Records the owner changes the complete snapshot `id` saw against the series' previous complete
+/// one (V4's `org_changes`): one row per pin and (from, to) pair, moved to this snapshot when it is
+/// older than the one that recorded it first. Run in the snapshot's transaction, after [`finish`].
+pub fn record_owner_changes(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO owner_changes (cid_id, from_org, to_org, series_id, changed_in)
+         SELECT x.id, coalesce(o.from_org, ''), coalesce(o.to_org, ''), se.id, o.changed_in
+         FROM org_changes o JOIN cids x ON x.cid = o.cid
+         JOIN series se ON se.cluster = o.cluster AND se.peer = o.peer
+         WHERE o.changed_in = ?1
+         ON CONFLICT (cid_id, from_org, to_org) DO UPDATE SET series_id = excluded.series_id,
+             changed_in = excluded.changed_in
+         WHERE excluded.changed_in < owner_changes.changed_in",
+        [id],
+    )
+}
+
 /// Records what the complete snapshot `id` lost against the series' previous complete one (the rules
 /// are V7's `change_losses` view): a loss no peer saw before becomes a row of `losses` with its
 /// fields, and every loss gets this snapshot as a sighting. A loss seen here earlier than on the
