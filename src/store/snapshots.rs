@@ -844,6 +844,8 @@ mod tests {
     #[test]
     fn one_peer_is_compared_by_its_changes_as_by_every_pin() {
         use rand::{Rng as _, SeedableRng as _};
+        /// A differing pin: its CID's id, its versions in the two snapshots.
+        type Row = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
         for seed in 0..20 {
             let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
             let store = crate::store::Store::open_in_memory().unwrap();
@@ -903,14 +905,13 @@ mod tests {
                         get(conn, snaps[i]).unwrap().unwrap(),
                         get(conn, snaps[j]).unwrap().unwrap(),
                     );
-                    let mut got: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> =
-                        differing(conn, &a, &b)
-                            .unwrap()
-                            .into_iter()
-                            .map(|d| (d.cid_id, d.a, d.b))
-                            .collect();
+                    let mut got: Vec<Row> = differing(conn, &a, &b)
+                        .unwrap()
+                        .into_iter()
+                        .map(|d| (d.cid_id, d.a, d.b))
+                        .collect();
                     got.sort();
-                    let mut by_key: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = conn
+                    let mut by_key: Vec<Row> = conn
                         .prepare(&by_key_sql(&a, &b))
                         .unwrap()
                         .query_map(params![a.id, b.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
