@@ -14,24 +14,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
-use common::{Sim, median};
+use common::{Sim, db_bytes, ledger, median, repin_each};
 
 const PEERS: usize = 5;
 /// The simulator's seed: the same pins on every run.
 const SEED: &str = "7";
-
-fn ledger(db: &Path, urls: &[String], args: &[&str]) -> (f64, Output) {
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q"])
-        .args(args)
-        .output()
-        .unwrap();
-    (start.elapsed().as_secs_f64(), out)
-}
 
 fn ok(out: &Output, args: &[&str]) {
     assert!(
@@ -40,15 +30,6 @@ fn ok(out: &Output, args: &[&str]) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The database's size with its WAL folded in.
-fn db_bytes(db: &Path) -> u64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-    (pages * size) as u64
 }
 
 /// The bytes of the stored versions: each column's length, 8 per integer, 16 per digest.
@@ -87,32 +68,6 @@ fn cids(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// Re-pins `cids` on `url` with no options, 16 at a time: what a careless script does.
-fn damage(url: &str, cids: &[String]) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let cids = std::sync::Arc::new(cids.to_vec());
-        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (client, cids, next, url) =
-                (client.clone(), cids.clone(), next.clone(), url.to_string());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(cid) = cids.get(i) else { break };
-                    let r = client.post(format!("{url}/pins/{cid}")).send().await.unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-}
-
 /// Builds the ledger: every peer snapshotted, a full tag run, then damage and snapshots until
 /// every peer has `snapshots` complete ones. Returns the median growth per round and the bytes of
 /// the versions a round added.
@@ -133,7 +88,7 @@ fn build(db: &Path, sim: &Sim, pins: usize, snapshots: i64) -> (u64, i64) {
     while complete_snapshots(db) < snapshots {
         let hit: Vec<String> =
             (0..per_round).map(|k| all[(round * per_round + k) % pins].clone()).collect();
-        damage(&sim.urls[0], &hit);
+        repin_each(&sim.urls[0], &hit, ""); // no options: what a careless script does
         let (b0, v0) = (db_bytes(db), version_bytes(db));
         let (t, out) = ledger(db, &sim.urls, &["snapshot", "--all-peers"]);
         ok(&out, &["snapshot"]);

@@ -7,20 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Instant;
-
-use common::{Sim, median};
-
-fn ledger(db: &std::path::Path, urls: &[String], args: &[&str]) -> (f64, std::process::Output) {
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q"])
-        .args(args)
-        .output()
-        .unwrap();
-    (start.elapsed().as_secs_f64(), out)
-}
+use common::{Sim, ledger, median};
 
 fn count(out: &std::process::Output, what: &str) -> usize {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::Sim;
+use common::{Sim, db_bytes};
 use std::time::{Duration, Instant};
 
 /// Runs `ledger snapshot` and returns (seconds, peak RSS in MiB).
@@ -43,15 +43,6 @@ fn snapshot(db: &Path, url: &str) -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (start.elapsed().as_secs_f64(), peak_kb / 1024.0)
-}
-
-/// The database's size with its WAL folded in.
-fn db_bytes(db: &Path) -> u64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-    (pages * size) as u64
 }
 
 /// Reads the stream (and parses every line when `parse`): pins/s.
@@ -87,32 +78,7 @@ fn repin_one_percent(url: &str, pins: usize) {
         })
         .collect();
     assert_eq!(cids.len(), pins.div_ceil(100));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let cids = std::sync::Arc::new(cids);
-        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (client, cids, next, url) =
-                (client.clone(), cids.clone(), next.clone(), url.to_string());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(cid) = cids.get(i) else { break };
-                    let r = client
-                        .post(format!("{url}/pins/{cid}?meta-org=bench&name=changed"))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
+    common::repin_each(url, &cids, "meta-org=bench&name=changed");
 }
 
 fn main() {

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
 
 pub struct Sim {
     pub child: Child,
@@ -58,4 +60,50 @@ impl Drop for Sim {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// Runs `ledger --db DB --cluster URLS -q ARGS`: (seconds, output).
+pub fn ledger(db: &Path, urls: &[String], args: &[&str]) -> (f64, Output) {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q"])
+        .args(args)
+        .output()
+        .unwrap();
+    (start.elapsed().as_secs_f64(), out)
+}
+
+/// `POST URL/pins/CID?QUERY` for every CID, 16 at a time; each must answer 200.
+pub fn repin_each(url: &str, cids: &[String], query: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let cids = std::sync::Arc::new(cids.to_vec());
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, cids, next) = (client.clone(), cids.clone(), next.clone());
+            let (url, query) = (url.to_string(), query.to_string());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(cid) = cids.get(i) else { break };
+                    let r = client.post(format!("{url}/pins/{cid}?{query}")).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// The database's size with its WAL folded in.
+pub fn db_bytes(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    (pages * size) as u64
 }
