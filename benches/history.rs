@@ -105,8 +105,8 @@ fn build(db: &Path, sim: &Sim, pins: usize, snapshots: i64) -> (u64, i64) {
     (median(growth) as u64, median(versions) as i64)
 }
 
-/// The write peer's last two complete snapshots and the tag run.
-fn query_ids(db: &Path) -> (i64, i64, i64) {
+/// The write peer's last two complete snapshots, the tag run and the first CID recorded.
+fn query_ids(db: &Path) -> (i64, i64, i64, String) {
     let conn = rusqlite::Connection::open(db).unwrap();
     let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     // The write peer's series is that of the tag run's snapshots.
@@ -121,7 +121,8 @@ fn query_ids(db: &Path) -> (i64, i64, i64) {
         "SELECT max(id) FROM snapshots WHERE series_id = {series} AND state = 'complete' AND id < {last}"
     ));
     let run = one("SELECT max(id) FROM runs WHERE kind = 'tag'");
-    (before, last, run)
+    let cid = conn.query_row("SELECT cid FROM cids WHERE id = 1", [], |r| r.get(0)).unwrap();
+    (before, last, run, cid)
 }
 
 fn main() {
@@ -162,7 +163,7 @@ fn main() {
                 growth as f64 / versions as f64
             );
             if let Some(keep) = env("BENCH_HISTORY_KEEP") {
-                db_bytes(&db);
+                db_bytes(&db); // folds the WAL in, so the one file is the whole ledger
                 std::fs::copy(&db, keep).unwrap();
             }
         }
@@ -171,11 +172,10 @@ fn main() {
     let (t, out) = ledger(&db, &sim.urls, &["snapshots", "--json"]);
     ok(&out, &["snapshots"]);
     println!("first open (migrations): {t:.2} s; database {} bytes", db_bytes(&db));
-    let (before, last, run) = query_ids(&db);
+    let (before, last, run, cid) = query_ids(&db);
     let (before, last, run) = (before.to_string(), last.to_string(), run.to_string());
     let csv = dir.path().join("repins.csv");
     let csv = csv.to_str().unwrap();
-    let cid = cids(&sim.urls[0]).swap_remove(0);
     println!("| command | median | runs | output |\n|---|---|---|---|");
     let queries: Vec<Vec<&str>> = vec![
         vec!["lost", "--json"],

@@ -290,7 +290,7 @@ pub fn short_peer(peer: &str) -> String {
 
 /// Prints a value as pretty JSON on stdout, in 64 KiB writes (stdout alone would write each line).
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout());
+    let mut out = buffered_stdout();
     // serde_json wraps write errors; unwrap them so that the kind is kept.
     serde_json::to_writer_pretty(&mut out, v).map_err(|e| match e.io_error_kind() {
         Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
@@ -299,6 +299,11 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     writeln!(out)?;
     out.flush()?;
     Ok(())
+}
+
+/// [`stdout`] written 64 KiB at a time.
+fn buffered_stdout() -> std::io::BufWriter<PipeSafe<std::io::StdoutLock<'static>>> {
+    std::io::BufWriter::with_capacity(1 << 16, stdout())
 }
 
 /// Pretty JSON of `{"KEY": [items…], "count": N}` on stdout, written as the items come (as
@@ -311,7 +316,7 @@ pub struct JsonList {
 
 impl JsonList {
     pub fn begin(key: &str) -> anyhow::Result<JsonList> {
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout());
+        let mut out = buffered_stdout();
         write!(out, "{{\n  {}: [", serde_json::to_string(key)?)?;
         Ok(JsonList { out, count: 0 })
     }

@@ -294,11 +294,10 @@ impl Lab {
              FROM losses l JOIN loss_fields f ON f.loss_id = l.id ORDER BY 1, 2, 3, 7"
         ));
         let again = self.sql(&format!(
-            "WITH first AS (SELECT {key}, min(first_lacking) AS f FROM change_losses GROUP BY 1, 2, 3)
-             SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
-             FROM change_losses c WHERE first_lacking = (SELECT f FROM first
-                 WHERE first.cid_id = c.cid_id AND first.\"hex(before_digest)\" = hex(c.before_digest)
-                   AND first.\"hex(after_digest)\" IS hex(c.after_digest))
+            "SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
+             FROM change_losses c WHERE first_lacking = (SELECT min(first_lacking) FROM change_losses e
+                 WHERE e.cid_id = c.cid_id AND e.before_digest = c.before_digest
+                   AND e.after_digest IS c.after_digest)
              ORDER BY 1, 2, 3, 7"
         ));
         assert!(!recorded.is_empty(), "no loss was recorded");
