@@ -291,11 +291,7 @@ pub fn short_peer(peer: &str) -> String {
 /// Prints a value as pretty JSON on stdout, in 64 KiB writes (stdout alone would write each line).
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = buffered_stdout();
-    // serde_json wraps write errors; unwrap them so that the kind is kept.
-    serde_json::to_writer_pretty(&mut out, v).map_err(|e| match e.io_error_kind() {
-        Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
-        None => e.into(),
-    })?;
+    serde_json::to_writer_pretty(&mut out, v).map_err(io_kind)?;
     writeln!(out)?;
     out.flush()?;
     Ok(())
@@ -306,39 +302,112 @@ fn buffered_stdout() -> std::io::BufWriter<PipeSafe<std::io::StdoutLock<'static>
     std::io::BufWriter::with_capacity(1 << 16, stdout())
 }
 
-/// Pretty JSON of `{"KEY": [items…], "count": N}` on stdout, written as the items come (as
-/// [`print_json`] writes that object whole), so a long list is never held: [`JsonList::item`] for
-/// each, [`JsonList::end`] once. Returns the count.
-pub struct JsonList {
-    out: std::io::BufWriter<PipeSafe<std::io::StdoutLock<'static>>>,
-    count: usize,
+/// Pretty JSON of `{"KEY": [items…], "count": N}` on stdout, byte for byte as [`print_json`] writes
+/// that object whole, with each item serialised and written on a thread of its own as `fill` hands
+/// it over: a long list is never held, and reading the items overlaps writing them. When `fill`
+/// fails, the object is left open (no reader takes the part for the whole) and its error returned.
+/// Returns the count.
+pub fn json_list<T, E>(
+    key: &str,
+    fill: impl FnOnce(&mut dyn FnMut(T) -> anyhow::Result<()>) -> Result<(), E>,
+) -> anyhow::Result<usize>
+where
+    T: serde::Serialize + Send,
+    E: Into<anyhow::Error>,
+{
+    write_json_list(buffered_stdout, key, fill)
 }
 
-impl JsonList {
-    pub fn begin(key: &str) -> anyhow::Result<JsonList> {
-        let mut out = buffered_stdout();
-        write!(out, "{{\n  {}: [", serde_json::to_string(key)?)?;
-        Ok(JsonList { out, count: 0 })
-    }
-
-    pub fn item<T: serde::Serialize>(&mut self, v: &T) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(v)?;
-        self.out.write_all(if self.count == 0 { b"\n    " } else { b",\n    " })?;
-        for (i, line) in text.split('\n').enumerate() {
-            if i > 0 {
-                self.out.write_all(b"\n    ")?;
+/// [`json_list`] on the writer `open` gives, opened on the writing thread.
+fn write_json_list<T, E, W: Write>(
+    open: impl FnOnce() -> W + Send,
+    key: &str,
+    fill: impl FnOnce(&mut dyn FnMut(T) -> anyhow::Result<()>) -> Result<(), E>,
+) -> anyhow::Result<usize>
+where
+    T: serde::Serialize + Send,
+    E: Into<anyhow::Error>,
+{
+    use serde::ser::SerializeMap as _;
+    const BATCH: usize = 256;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(16);
+    // Written batches come back to be freed here, where they were allocated: freeing on another
+    // thread costs the allocator more than the serialising saves.
+    let (back, written_batches) = std::sync::mpsc::channel::<Vec<T>>();
+    let items = Drained { rx, back, count: std::cell::Cell::new(0), failed: Default::default() };
+    let failed = std::sync::Arc::clone(&items.failed);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> anyhow::Result<usize> {
+            let mut out = open();
+            let mut ser = serde_json::Serializer::pretty(&mut out);
+            let mut map = serde::Serializer::serialize_map(&mut ser, Some(2)).map_err(io_kind)?;
+            map.serialize_entry(key, &items).map_err(io_kind)?;
+            map.serialize_entry("count", &items.count.get()).map_err(io_kind)?;
+            map.end().map_err(io_kind)?;
+            writeln!(out)?;
+            out.flush()?;
+            Ok(items.count.get())
+        });
+        let (mut batch, mut writer_stopped) = (Vec::with_capacity(BATCH), false);
+        let mut hand = |item: T| -> anyhow::Result<()> {
+            batch.push(item);
+            if batch.len() == BATCH {
+                written_batches.try_iter().for_each(drop);
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                // The writer stops early only on an error, which its join returns.
+                writer_stopped = tx.send(full).is_err();
+                anyhow::ensure!(!writer_stopped, "stdout could not be written");
             }
-            self.out.write_all(line.as_bytes())?;
+            Ok(())
+        };
+        let filled = fill(&mut hand).map_err(Into::into);
+        match &filled {
+            Ok(()) if !batch.is_empty() => drop(tx.send(batch)),
+            Ok(()) => {}
+            Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
         }
-        self.count += 1;
-        Ok(())
-    }
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        match (filled, written) {
+            (Ok(()), written) => written,
+            (Err(_), Err(w)) if writer_stopped => Err(w),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
 
-    pub fn end(mut self) -> anyhow::Result<usize> {
-        let close = if self.count == 0 { "]" } else { "\n  ]" };
-        writeln!(self.out, "{close},\n  \"count\": {}\n}}", self.count)?;
-        self.out.flush()?;
-        Ok(self.count)
+/// serde_json wraps write errors; unwrap them so that the I/O error itself is kept.
+fn io_kind(e: serde_json::Error) -> anyhow::Error {
+    match e.io_error_kind() {
+        Some(_) => anyhow::Error::from(std::io::Error::from(e)),
+        None => e.into(),
+    }
+}
+
+/// The items of [`json_list`] as they arrive, serialised as one sequence.
+struct Drained<T> {
+    rx: std::sync::mpsc::Receiver<Vec<T>>,
+    back: std::sync::mpsc::Sender<Vec<T>>,
+    count: std::cell::Cell<usize>,
+    /// Set when the items stopped coming on an error: the sequence is then not closed.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T: serde::Serialize> serde::Serialize for Drained<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq as _};
+        let mut seq = s.serialize_seq(None)?;
+        for batch in self.rx.iter() {
+            for item in &batch {
+                seq.serialize_element(item)?;
+                self.count.set(self.count.get() + 1);
+            }
+            drop(self.back.send(batch));
+        }
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(S::Error::custom("the list was not read to its end"));
+        }
+        seq.end()
     }
 }
 
@@ -408,6 +477,65 @@ mod tests {
     use unicode_width::UnicodeWidthStr;
 
     use super::*;
+
+    /// A writer into shared bytes, failing once it holds `room` bytes.
+    #[derive(Clone)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>, usize);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let mut v = self.0.lock().unwrap();
+            if v.len() + b.len() > self.1 {
+                return Err(std::io::Error::other("full"));
+            }
+            v.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn list_of(n: usize, fail_at: Option<usize>, room: usize) -> (anyhow::Result<usize>, String) {
+        let out = Shared(Default::default(), room);
+        let w = out.clone();
+        let got = write_json_list(
+            move || std::io::BufWriter::with_capacity(64, w),
+            "items",
+            |hand| -> anyhow::Result<()> {
+                for i in 0..n {
+                    anyhow::ensure!(Some(i) != fail_at, "item {i} could not be read");
+                    hand(serde_json::json!({"i": i, "text": format!("line\n{i}")}))?;
+                }
+                Ok(())
+            },
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        (got, text)
+    }
+
+    #[test]
+    fn a_json_list_is_written_as_the_whole_object_would_be() {
+        for n in [0, 1, 255, 256, 257, 1000] {
+            let (got, text) = list_of(n, None, usize::MAX);
+            assert_eq!(got.unwrap(), n);
+            let items: Vec<_> =
+                (0..n).map(|i| serde_json::json!({"i": i, "text": format!("line\n{i}")})).collect();
+            let whole = serde_json::json!({"items": items, "count": n});
+            assert_eq!(text, serde_json::to_string_pretty(&whole).unwrap() + "\n", "{n} items");
+        }
+    }
+
+    #[test]
+    fn a_json_list_cut_short_is_left_open_with_the_error() {
+        let (got, text) = list_of(1000, Some(600), usize::MAX);
+        assert_eq!(got.unwrap_err().to_string(), "item 600 could not be read");
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+        assert!(text.contains("\"i\": 511"), "what was read is written");
+        let (got, text) = list_of(100_000, None, 10_000);
+        assert_eq!(got.unwrap_err().to_string(), "full", "the writer's error, not a hang");
+        assert!(text.len() <= 10_000);
+    }
 
     #[test]
     fn wide_characters_keep_the_next_column_in_line() {

@@ -290,8 +290,9 @@ impl Lab {
     fn check_recorded_losses(&self) {
         let key = "cid_id, hex(before_digest), hex(after_digest)";
         let recorded = self.sql(&format!(
-            "SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
-             FROM losses l JOIN loss_fields f ON f.loss_id = l.id ORDER BY 1, 2, 3, 7"
+            "SELECT {key}, series_id, last_had, first_lacking, f.value ->> 0, f.value ->> 1,
+                    f.value ->> 2
+             FROM losses l, json_each(l.fields) f ORDER BY 1, 2, 3, 7"
         ));
         let again = self.sql(&format!(
             "SELECT {key}, series_id, last_had, first_lacking, field, before_value, after_value
@@ -310,6 +311,24 @@ impl Lab {
             "SELECT DISTINCT {key}, first_lacking, series_id, last_had FROM change_losses ORDER BY 1, 2, 3, 4"
         ));
         assert_eq!(sightings, again, "sightings as recorded, and as the history gives them");
+        let kept = self.sql(&format!(
+            "SELECT {key}, timestamp_before, timestamp_after, sighting_series FROM losses l ORDER BY 1, 2, 3"
+        ));
+        let again = self.sql(&format!(
+            "SELECT {key},
+                    (SELECT cluster_timestamp FROM pin_versions v
+                      WHERE v.cid_id = l.cid_id AND v.digest = l.before_digest),
+                    (SELECT cluster_timestamp FROM pin_versions v
+                      WHERE v.cid_id = l.cid_id AND v.digest = l.after_digest),
+                    (SELECT json_group_array(series_id) FROM (
+                        SELECT series_id, min(first_lacking) AS first FROM loss_sightings s
+                        WHERE s.loss_id = l.id GROUP BY series_id ORDER BY first))
+             FROM losses l ORDER BY 1, 2, 3"
+        ));
+        assert_eq!(
+            kept, again,
+            "each loss's timestamps and series, and as its versions and sightings give them"
+        );
     }
 
     /// The `sqlite3` command-line shell on the ledger database: its output lines.

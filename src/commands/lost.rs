@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 
-use crate::app::{JsonList, print_table};
+use crate::app::{json_list, print_table};
 use crate::context::Context;
 use crate::domain::Attribution;
 use crate::ledger::lost::parse_since;
@@ -37,9 +37,7 @@ pub fn run(args: LostArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let filter = LostFilter { since, key: args.key.clone(), first_lacking_in: None };
     let found = if args.json {
         // As `LossReport` serialises, one loss at a time.
-        let mut out = JsonList::begin("losses")?;
-        incident::each_lost(&store.conn, &filter, |l| out.item(&l))?;
-        out.end()?
+        json_list("losses", |hand| incident::each_lost(&store.conn, &filter, hand))?
     } else {
         let losses = incident::lost(&store.conn, &filter)?;
         print_losses(&losses)?;

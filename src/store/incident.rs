@@ -2,7 +2,7 @@
 //! values (`losses`, `lost_metadata`), owners (`owners`, `owner_changes`). The views hold the
 //! logic, so `sqlite3` users and these commands agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -91,10 +91,14 @@ pub fn each_lost<E: From<rusqlite::Error>>(
     mut each: impl FnMut(Loss) -> Result<(), E>,
 ) -> Result<(), E> {
     let floor = lost_floor(conn, f)?;
+    let peers: HashMap<i64, String> = conn
+        .prepare("SELECT id, peer FROM series")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare(RECORDED_LOSSES)?;
     let mut rows = stmt.query([floor])?;
     while let Some(r) = rows.next()? {
-        let mut l = loss_of(r)?;
+        let mut l = loss_of(r, &peers)?;
         // Filters apply to the merged loss: it starts where the first peer saw it.
         if keep_loss(&mut l, f) {
             each(l)?;
@@ -117,41 +121,43 @@ fn lost_floor(conn: &Connection, f: &LostFilter) -> rusqlite::Result<i64> {
     })
 }
 
-/// The recorded losses that start after snapshot `?1`, with the peers that saw each (in the order
-/// they first saw it) and the values it lost (by field), attributed as their first sighting.
+/// The recorded losses that start after snapshot `?1`, each with its first sighting's attribution,
+/// the series that saw it (in the order they first saw it) and the values it lost (by field), all
+/// kept in its row (V8). `CROSS JOIN` keeps SQLite reading the losses in the order of
+/// `first_lacking`, so only the losses of one snapshot are sorted at a time.
 const RECORDED_LOSSES: &str =
     "SELECT x.cid, a.last_had, s1.started_at, a.first_lacking, s2.started_at, a.attribution,
-                a.repin_id, r.run_id, r.pass, r.query, a.timestamp_before, a.timestamp_after,
-                lower(hex(l.before_digest)), lower(hex(l.after_digest)),
-                (SELECT json_group_array(peer) FROM (
-                    SELECT se.peer, min(g.first_lacking) AS first FROM loss_sightings g
-                    JOIN series se ON se.id = g.series_id WHERE g.loss_id = l.id
-                    GROUP BY se.peer ORDER BY first, se.peer)),
-                (SELECT json_group_array(json_array(field, before_value, after_value)) FROM (
-                    SELECT field, before_value, after_value FROM loss_fields
-                    WHERE loss_id = l.id ORDER BY field))
-         FROM losses l
-         JOIN loss_attribution a ON a.loss_id = l.id AND a.first_lacking = l.first_lacking
-         JOIN cids x ON x.id = l.cid_id
-         JOIN snapshots s1 ON s1.id = a.last_had
-         JOIN snapshots s2 ON s2.id = a.first_lacking
-         LEFT JOIN repins r ON r.id = a.repin_id
-         WHERE l.first_lacking > ?1
-         ORDER BY l.first_lacking, x.cid, l.before_digest, l.after_digest";
+            a.repin_id, a.run_id, a.pass, a.query, a.timestamp_before, a.timestamp_after,
+            lower(hex(l.before_digest)), lower(hex(l.after_digest)), l.sighting_series, l.fields
+     FROM losses l
+     CROSS JOIN loss_attribution a ON a.loss_id = l.id AND a.first_lacking = l.first_lacking
+     JOIN cids x ON x.id = l.cid_id
+     JOIN snapshots s1 ON s1.id = a.last_had
+     JOIN snapshots s2 ON s2.id = a.first_lacking
+     WHERE l.first_lacking > ?1
+     ORDER BY l.first_lacking, x.cid, l.before_digest, l.after_digest";
 
-/// A loss from its row of [`RECORDED_LOSSES`].
-fn loss_of(r: &rusqlite::Row) -> rusqlite::Result<Loss> {
+/// A loss from its row of [`RECORDED_LOSSES`]; `peers` names each series by its peer. Two series of
+/// one peer (another cluster name) count once, where the first of them saw the loss.
+fn loss_of(r: &rusqlite::Row, peers: &HashMap<i64, String>) -> rusqlite::Result<Loss> {
     let json = |i: usize| -> rusqlite::Result<String> { r.get(i) };
     let bad = |i, e: serde_json::Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     };
-    let peers: Vec<String> = serde_json::from_str(&json(14)?).map_err(|e| bad(14, e))?;
+    let series: Vec<i64> = serde_json::from_str(&json(14)?).map_err(|e| bad(14, e))?;
+    let mut seen = Vec::with_capacity(series.len());
+    for s in series {
+        let p = peers.get(&s).ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        if !seen.contains(p) {
+            seen.push(p.clone());
+        }
+    }
     let fields: Vec<(String, Option<String>, Option<String>)> =
         serde_json::from_str(&json(15)?).map_err(|e| bad(15, e))?;
     let kind: Who = r.get(5)?;
     Ok(Loss {
         cid: r.get(0)?,
-        peers,
+        peers: seen,
         last_had: At { snapshot: r.get(1)?, at: r.get(2)? },
         first_lacking: At { snapshot: r.get(3)?, at: r.get(4)? },
         unpinned: kind == Who::Unpinned,

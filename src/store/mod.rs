@@ -634,6 +634,20 @@ mod tests {
             merged, want,
             "one loss per change, where it was first seen, with its sightings"
         );
+        let series: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT c.cid, l.sighting_series FROM losses l JOIN cids c ON c.id = l.cid_id
+                 WHERE c.cid IN ('QmA', 'QmD') ORDER BY 1, l.first_lacking",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = [("QmA", "[1,2]"), ("QmD", "[1,2]"), ("QmD", "[1]")];
+        let want: Vec<(String, String)> =
+            want.iter().map(|(c, s)| (c.to_string(), s.to_string())).collect();
+        assert_eq!(series, want, "V8 keeps each loss's series in the order they first saw it");
 
         // After V7, each commit records its own: QmE's name lost in 8 (peerB) is recorded first,
         // then in 7 (peerA, an older snapshot committed later), which is where the loss starts.
@@ -646,8 +660,14 @@ mod tests {
                 VALUES (5, 1, 5, 5, X'01', X'00'), (5, 1, 7, NULL, X'02', X'00'),
                        (5, 2, 6, 6, X'01', X'00'), (5, 2, 8, NULL, X'02', X'00');";
         conn.execute_batch(&sql).unwrap();
+        let qme_series = |conn: &Connection| -> String {
+            conn.query_row("SELECT sighting_series FROM losses WHERE cid_id = 5", [], |r| r.get(0))
+                .unwrap()
+        };
         assert_eq!(snapshots::record_losses(&conn, 8).unwrap(), 1);
+        assert_eq!(qme_series(&conn), "[2]");
         assert_eq!(snapshots::record_losses(&conn, 7).unwrap(), 1);
+        assert_eq!(qme_series(&conn), "[1,2]", "peerA's snapshot 7 saw it before peerB's 8");
         let qme: (i64, i64, i64, i64) = conn
             .query_row(
                 "SELECT series_id, last_had, first_lacking, (SELECT count(*) FROM loss_sightings s

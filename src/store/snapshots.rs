@@ -191,8 +191,9 @@ pub fn record_owner_changes(conn: &Connection, id: i64) -> rusqlite::Result<usiz
 }
 
 /// Records what the complete snapshot `id` lost against the series' previous complete one (the rules
-/// are V7's `change_losses` view): a loss no peer saw before becomes a row of `losses` with its
-/// fields, and every loss gets this snapshot as a sighting. A loss seen here earlier than on the
+/// are V7's `change_losses` view): a loss no peer saw before becomes a row of `losses` with what
+/// follows from its two versions (their timestamps, the values lost: V8), and every loss gets this
+/// snapshot as a sighting and its series in `sighting_series`. A loss seen here earlier than on the
 /// peers that saw it first (an older snapshot committed later) moves its start here. Returns how
 /// many values this snapshot saw lost. Run in the snapshot's transaction, after [`finish`].
 pub fn record_losses(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
@@ -210,17 +211,26 @@ pub fn record_losses(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
     let join = "FROM temp.snapshot_losses c JOIN losses l ON l.cid_id = c.cid_id
                 AND l.before_digest = c.before_digest AND l.after_digest IS c.after_digest";
     conn.execute_batch(&format!(
-        "INSERT INTO losses (cid_id, before_digest, after_digest, series_id, last_had, first_lacking)
-         SELECT DISTINCT cid_id, before_digest, after_digest, series_id, last_had, first_lacking
-         FROM temp.snapshot_losses WHERE true
+        "INSERT INTO losses (cid_id, before_digest, after_digest, series_id, last_had, first_lacking,
+                             timestamp_before, timestamp_after, fields)
+         SELECT c.cid_id, c.before_digest, c.after_digest, c.series_id, c.last_had, c.first_lacking,
+                b.cluster_timestamp, a.cluster_timestamp,
+                json_group_array(json_array(c.field, c.before_value, c.after_value) ORDER BY c.field)
+         FROM temp.snapshot_losses c
+         JOIN pin_versions b ON b.cid_id = c.cid_id AND b.digest = c.before_digest
+         LEFT JOIN pin_versions a ON a.cid_id = c.cid_id AND a.digest = c.after_digest
+         GROUP BY c.cid_id, c.before_digest, c.after_digest
          ON CONFLICT (cid_id, before_digest, coalesce(after_digest, X''))
          DO UPDATE SET series_id = excluded.series_id, last_had = excluded.last_had,
                        first_lacking = excluded.first_lacking
          WHERE excluded.first_lacking < losses.first_lacking;
          INSERT OR IGNORE INTO loss_sightings (loss_id, first_lacking, series_id, last_had)
          SELECT DISTINCT l.id, c.first_lacking, c.series_id, c.last_had {join};
-         INSERT OR IGNORE INTO loss_fields (loss_id, field, before_value, after_value)
-         SELECT l.id, c.field, c.before_value, c.after_value {join};"
+         UPDATE losses SET sighting_series = (
+             SELECT json_group_array(g.series_id ORDER BY g.first)
+             FROM (SELECT series_id, min(first_lacking) AS first FROM loss_sightings
+                   WHERE loss_id = losses.id GROUP BY series_id) g)
+         WHERE id IN (SELECT l.id {join});"
     ))?;
     Ok(found)
 }
