@@ -432,6 +432,8 @@ impl Pipeline {
         let orgs = self.orgs.names.iter().map(|o| Some(o.as_str())).zip(&self.orgs.counts);
         let owners = orgs.chain([(None, &self.report.unowned)]).filter(|(_, n)| **n > 0);
         db::record_owners(tx, self.snap, owners)?;
+        let pins = db::record_disagreements(tx, self.snap, self.series, self.previous)?;
+        tracing::debug!(pins, "pins on which the peers disagree, of those this snapshot changed");
         if self.previous.is_some() {
             let values = db::record_losses(tx, self.snap)?;
             let owners = db::record_owner_changes(tx, self.snap)?;

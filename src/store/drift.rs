@@ -2,6 +2,8 @@
 //! latest snapshots, the complete snapshots of the series compared, and every observation interval
 //! of those series, pin by pin. The comparison itself is plain logic in `ledger::drift`.
 
+use std::collections::BTreeSet;
+
 use rusqlite::{Connection, params_from_iter};
 
 /// One series of the cluster, with its latest snapshot (of any state) and its latest complete one.
@@ -9,6 +11,8 @@ use rusqlite::{Connection, params_from_iter};
 pub struct SeriesRow {
     pub id: i64,
     pub peer: String,
+    /// The cluster's name the series was first snapshotted under.
+    pub cluster: String,
     /// The latest snapshot: id, state, started_at, error.
     pub latest: Option<(i64, String, String, Option<String>)>,
     /// The latest complete snapshot: id, started_at, peer_url.
@@ -25,7 +29,7 @@ pub fn cluster_series(
 ) -> rusqlite::Result<Vec<SeriesRow>> {
     let marks = numbered(urls.len());
     let sql = format!(
-        "SELECT se.id, se.peer,
+        "SELECT se.id, se.peer, se.cluster,
                 l.id, l.state, l.started_at, l.error,
                 c.id, c.started_at, c.peer_url
          FROM series se
@@ -39,15 +43,15 @@ pub fn cluster_series(
     values.extend(urls.iter().map(|u| u as &dyn rusqlite::ToSql));
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), |r| {
-        let latest = match r.get::<_, Option<i64>>(2)? {
-            Some(id) => Some((id, r.get(3)?, r.get(4)?, r.get(5)?)),
+        let latest = match r.get::<_, Option<i64>>(3)? {
+            Some(id) => Some((id, r.get(4)?, r.get(5)?, r.get(6)?)),
             None => None,
         };
-        let complete = match r.get::<_, Option<i64>>(6)? {
-            Some(id) => Some((id, r.get(7)?, r.get(8)?)),
+        let complete = match r.get::<_, Option<i64>>(7)? {
+            Some(id) => Some((id, r.get(8)?, r.get(9)?)),
             None => None,
         };
-        Ok(SeriesRow { id: r.get(0)?, peer: r.get(1)?, latest, complete })
+        Ok(SeriesRow { id: r.get(0)?, peer: r.get(1)?, cluster: r.get(2)?, latest, complete })
     })?;
     rows.collect()
 }
@@ -129,6 +133,66 @@ pub fn for_each_pin(
     }
     if let Some(c) = current {
         each(c, &group)?;
+    }
+    Ok(())
+}
+
+/// The pins that can disagree, among `series` of the cluster `cluster`, in a view that reads their
+/// snapshots from `from` on: those that disagree now (V9's `disagreements`) and those with an
+/// interval in `series` opened after `from` or closed at or after it. Any other pin holds one
+/// version (or none) on each of those series from `from` on, the same on all.
+pub fn candidates(
+    conn: &Connection,
+    cluster: &str,
+    series: &[i64],
+    from: i64,
+) -> rusqlite::Result<BTreeSet<i64>> {
+    let mut out = BTreeSet::new();
+    let mut stmt = conn.prepare("SELECT cid_id FROM disagreements WHERE cluster = ?1")?;
+    for c in stmt.query_map([cluster], |r| r.get(0))? {
+        out.insert(c?);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT cid_id FROM observations WHERE series_id = ?1 AND first_snapshot > ?2
+         UNION ALL
+         SELECT cid_id FROM observations WHERE series_id = ?1 AND last_snapshot >= ?2",
+    )?;
+    for s in series {
+        for c in stmt.query_map([s, &from], |r| r.get(0))? {
+            out.insert(c?);
+        }
+    }
+    Ok(out)
+}
+
+/// [`for_each_pin`] for the pins `cids` only, each read by its key.
+pub fn for_each_of(
+    conn: &Connection,
+    series: &[i64],
+    cids: &BTreeSet<i64>,
+    mut each: impl FnMut(i64, &[Interval]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT series_id, first_snapshot, last_snapshot, digest FROM observations WHERE cid_id = ?1",
+    )?;
+    let mut group: Vec<Interval> = Vec::new();
+    for &cid_id in cids {
+        group.clear();
+        let mut rows = stmt.query([cid_id])?;
+        while let Some(r) = rows.next()? {
+            let series_id: i64 = r.get(0)?;
+            if series.contains(&series_id) {
+                group.push(Interval {
+                    series: series_id,
+                    first: r.get(1)?,
+                    last: r.get(2)?,
+                    digest: r.get(3)?,
+                });
+            }
+        }
+        if !group.is_empty() {
+            each(cid_id, &group)?;
+        }
     }
     Ok(())
 }

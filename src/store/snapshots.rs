@@ -235,6 +235,63 @@ pub fn record_losses(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
     Ok(found)
 }
 
+/// Keeps `disagreements` (V9) as of the complete snapshot `id` of `series`, whose previous complete
+/// snapshot is `previous`: the pins whose interval this snapshot opened or closed are read again
+/// through the `disagreeing_pins` view. On the series' first complete snapshot every pin of the
+/// cluster is, since which peers take part changes; a cluster with one such series has none.
+/// Returns how many of the pins read again disagree. Run in the snapshot's transaction, after
+/// [`finish`].
+pub fn record_disagreements(
+    conn: &Connection,
+    id: i64,
+    series: i64,
+    previous: Option<i64>,
+) -> rusqlite::Result<usize> {
+    let cluster: String =
+        conn.query_row("SELECT cluster FROM series WHERE id = ?1", [series], |r| r.get(0))?;
+    let Some(previous) = previous else {
+        conn.execute("DELETE FROM disagreements WHERE cluster = ?1", [&cluster])?;
+        let taking_part: i64 = conn.query_row(
+            "SELECT count(*) FROM series t WHERE t.cluster = ?1
+               AND EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = t.id AND s.state = 'complete')",
+            [&cluster],
+            |r| r.get(0),
+        )?;
+        if taking_part < 2 {
+            return Ok(0);
+        }
+        return conn.execute(
+            "INSERT INTO disagreements (cluster, cid_id)
+             SELECT cluster, cid_id FROM disagreeing_pins WHERE cluster = ?1",
+            [&cluster],
+        );
+    };
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS snapshot_changed (cid_id INTEGER PRIMARY KEY);
+         DELETE FROM temp.snapshot_changed;",
+    )?;
+    let changed = conn.execute(
+        "INSERT OR IGNORE INTO temp.snapshot_changed (cid_id)
+         SELECT cid_id FROM observations WHERE series_id = ?1 AND first_snapshot = ?2
+         UNION SELECT cid_id FROM observations WHERE series_id = ?1 AND last_snapshot = ?3",
+        params![series, id, previous],
+    )?;
+    if changed == 0 {
+        return Ok(0);
+    }
+    conn.execute(
+        "DELETE FROM disagreements
+         WHERE cluster = ?1 AND cid_id IN (SELECT cid_id FROM temp.snapshot_changed)",
+        [&cluster],
+    )?;
+    conn.execute(
+        "INSERT INTO disagreements (cluster, cid_id)
+         SELECT cluster, cid_id FROM disagreeing_pins
+         WHERE cluster = ?1 AND cid_id IN (SELECT cid_id FROM temp.snapshot_changed)",
+        [&cluster],
+    )
+}
+
 /// An observation interval of a series: its CID and the snapshot that opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ObsKey {
