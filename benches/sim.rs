@@ -3,6 +3,9 @@
 //! - `GET /allocations` of 1,000,000 pins on a 5-peer simulator: pins/s, median of 5 reads.
 //! - Re-pins (`POST /pins/{cid}?…`) at concurrency 32 on a 5-peer simulator: re-pins/s, median of 3.
 //! - Resident memory of the simulator for several pin counts and peer counts.
+//! - `GET /allocations` of generated pins (`--lazy-pins`, 5 peers) at each count of
+//!   `BENCH_LAZY_PINS` (default 1,000,000 and 10,000,000): pins/s, median of 3, and the simulator's
+//!   peak RSS. `BENCH_LAZY_ONLY=1` runs only this.
 //!
 //! `BENCH_PINS` changes the pin count (default 1,000,000). Results go to stdout as Markdown rows.
 
@@ -143,6 +146,29 @@ fn bench_memory(pin_counts: &[usize]) {
     );
 }
 
+/// Generated pins, read whole three times: they are made as they are read, not held.
+fn bench_lazy(pins: usize) {
+    let t = Instant::now();
+    let sim = Sim::start(&["--peers", "5", "--lazy-pins", &pins.to_string(), "--lag", "0"]);
+    let started = t.elapsed();
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let (n, d) = read_allocations(&client, &sim.urls[0]);
+        assert_eq!(n, pins);
+        rates.push(n as f64 / d.as_secs_f64());
+    }
+    println!(
+        "| GET /allocations, {pins} generated pins (`--lazy-pins`), 5 peers | {:.0} pins/s (median of 3; min {:.0}, max {:.0}) | start-up {:.2} s; peak RSS {:.0} MiB, RSS after {:.0} MiB |",
+        median(rates.clone()),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max),
+        started.as_secs_f64(),
+        sim.peak_rss_mib(),
+        sim.rss_mib()
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks benches for their list
@@ -151,6 +177,17 @@ fn main() {
     let pins: usize =
         std::env::var("BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     println!("| benchmark | result | notes |\n|---|---|---|");
+    let lazy: Vec<usize> = std::env::var("BENCH_LAZY_PINS")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("BENCH_LAZY_PINS: pin counts, comma-separated"))
+        .collect();
+    for n in lazy {
+        bench_lazy(n);
+    }
+    if std::env::var_os("BENCH_LAZY_ONLY").is_some() {
+        return;
+    }
     bench_allocations(pins);
     bench_repins(pins.min(100_000), 20_000.min(pins), 32);
     bench_memory(&[pins / 4, pins / 2, pins]);
