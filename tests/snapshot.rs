@@ -664,6 +664,17 @@ fn summary_counts_new_changed_vanished_orgs_and_unowned() {
     let out = l.run(&["snapshots"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.lines().filter(|l| l.contains("complete")).count(), 3, "{}", out.stdout);
+
+    // Owners of the pins served again are the previous snapshot's less those not served again;
+    // should the previous snapshot's owners not add up to its pins, they are counted one by one.
+    let conn = rusqlite::Connection::open(l.db()).unwrap();
+    conn.execute("DELETE FROM snapshot_owners WHERE snapshot_id = 3 AND org IS NOT NULL", [])
+        .unwrap();
+    drop(conn);
+    let r = l.snapshot_ok(sim.url(0));
+    assert_eq!(r["id"], 4);
+    assert_eq!(report_orgs(&r), orgs1, "counted one by one: {r}");
+    assert_eq!(r["unowned"], unowned1, "{r}");
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -55,12 +55,8 @@ pub struct Options {
 /// An open interval of the series, as the repeat path needs it (kept small: a million of them).
 struct Open {
     key: ObsKey,
-    /// Interned org, or `NO_ORG`.
-    org: u32,
     seen: bool,
 }
-
-const NO_ORG: u32 = u32::MAX;
 
 /// A set of small non-negative integers (row ids), one bit each.
 #[derive(Default)]
@@ -343,12 +339,17 @@ impl Pipeline {
 
     /// Step 2: the open intervals of the series, keyed by the line that was served for them.
     fn load_open_intervals(&mut self, conn: &Connection) -> anyhow::Result<()> {
-        let (orgs, open) = (&mut self.orgs, &mut self.open);
-        let mut hashes: Vec<u128> = Vec::new();
-        db::for_each_open(conn, self.series, |key, hash, org| {
-            let org = org.filter(|s| !s.is_empty()).map_or(NO_ORG, |s| orgs.id(s));
+        // As many as the previous snapshot read, so that neither vector doubles past its need.
+        let expected = match self.previous {
+            Some(p) => db::get(conn, p)?.map_or(0, |s| s.pins.max(0) as usize),
+            None => 0,
+        };
+        let open = &mut self.open;
+        open.reserve_exact(expected);
+        let mut hashes: Vec<u128> = Vec::with_capacity(expected);
+        db::for_each_open(conn, self.series, |key, hash| {
             hashes.push(u128::from_be_bytes(hash));
-            open.push(Open { key, org, seen: false });
+            open.push(Open { key, seen: false });
         })?;
         self.by_line = Arc::new(LineIndex::build(hashes));
         self.fresh_ledger = db::is_fresh_ledger(conn)?;
@@ -410,6 +411,7 @@ impl Pipeline {
         progress(self.report.pins);
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::debug!(pins = self.report.pins, seconds, "stream read");
+        self.count_seen_owners(&tx)?;
         w.flush()?; // every new version and interval is in the transaction from here on
         let counts = match &failure {
             None => self.close_intervals(&tx, &changes)?,
@@ -508,8 +510,9 @@ impl Pipeline {
         Ok(None)
     }
 
-    /// The fast path: the line of an open interval, served again. Marks the interval seen and counts
-    /// its owner; false when no open interval not yet seen has this line.
+    /// The fast path: the line of an open interval, served again. Marks the interval seen (its
+    /// owner is counted once the stream has ended: [`Pipeline::count_seen_owners`]); false when no
+    /// open interval not yet seen has this line.
     #[inline]
     fn seen_again(&mut self, hash: u128) -> bool {
         let Some(i) = self.by_line.get(hash) else { return false };
@@ -518,11 +521,43 @@ impl Pipeline {
             return false;
         }
         o.seen = true;
-        match o.org {
-            NO_ORG => self.report.unowned += 1,
-            org => self.orgs.counts[org as usize] += 1,
-        }
         true
+    }
+
+    /// Counts the owners of the pins the fast path saw again: the previous complete snapshot's
+    /// owners (whose pins are the open intervals) less those of the intervals it did not see, each
+    /// looked up; or, should those owners not add up to the open intervals, the owner of every
+    /// interval seen, each looked up.
+    fn count_seen_owners(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let Some(previous) = self.previous else { return Ok(()) };
+        let before = db::owners_of(conn, previous)?;
+        let whole = before.iter().map(|(_, n)| n).sum::<i64>() == self.open.len() as i64;
+        if whole {
+            for (org, n) in &before {
+                self.count_owner(org.as_deref(), *n);
+            }
+        }
+        let mut looked_up: HashMap<Option<String>, i64> = HashMap::new();
+        for o in self.open.iter().filter(|o| o.seen != whole) {
+            // (whole: only the intervals not seen are looked up, to be taken off)
+            *looked_up.entry(db::open_owner(conn, self.series, o.key)?).or_default() += 1;
+        }
+        let sign = if whole { -1 } else { 1 };
+        for (org, n) in looked_up {
+            self.count_owner(org.as_deref(), sign * n);
+        }
+        Ok(())
+    }
+
+    /// Adds `n` pins of `org` (`None`: unowned).
+    fn count_owner(&mut self, org: Option<&str>, n: i64) {
+        match org.filter(|s| !s.is_empty()) {
+            Some(org) => {
+                let i = self.orgs.id(org);
+                self.orgs.counts[i as usize] += n;
+            }
+            None => self.report.unowned += n,
+        }
     }
 
     /// The slow path: a parsed pin, compared with the open version of its CID. A new or changed
@@ -538,13 +573,7 @@ impl Pipeline {
         if !changes.cid_seen.insert(cid_id) {
             return Ok(()); // the same CID twice in one stream: the first one counts
         }
-        match pin.org() {
-            Some(org) => {
-                let i = self.orgs.id(org);
-                self.orgs.counts[i as usize] += 1;
-            }
-            None => self.report.unowned += 1,
-        }
+        self.count_owner(pin.org(), 1);
         let version = w.ensure_version(cid_id, pin)?;
         let hash = hash.to_be_bytes();
         let (series, snap) = (self.series, self.snap);

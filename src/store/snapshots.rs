@@ -356,14 +356,14 @@ pub fn withdraw_opened(conn: &Connection, series: i64, snapshot: i64) -> rusqlit
     Ok(())
 }
 
-/// Calls `each(key, line_hash, org)` for every open interval of a series.
+/// Calls `each(key, line_hash)` for every open interval of a series, from the index alone.
 pub fn for_each_open(
     conn: &Connection,
     series: i64,
-    mut each: impl FnMut(ObsKey, [u8; 16], Option<&str>),
+    mut each: impl FnMut(ObsKey, [u8; 16]),
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT o.cid_id, o.first_snapshot, o.line_hash, v.org FROM observations o JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+        "SELECT o.cid_id, o.first_snapshot, o.line_hash FROM observations o INDEXED BY observations_open
          WHERE o.series_id = ?1 AND o.last_snapshot IS NULL",
     )?;
     let mut rows = stmt.query([series])?;
@@ -373,10 +373,26 @@ pub fn for_each_open(
         if h.len() == 16 {
             line_hash.copy_from_slice(h);
         }
-        let org = r.get_ref(3)?.as_str_or_null()?;
-        each(ObsKey { cid_id: r.get(0)?, first: r.get(1)? }, line_hash, org);
+        each(ObsKey { cid_id: r.get(0)?, first: r.get(1)? }, line_hash);
     }
     Ok(())
+}
+
+/// The owner (`None`: none) of the version an open interval of `series` stands for.
+pub fn open_owner(conn: &Connection, series: i64, obs: ObsKey) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT nullif(v.org, '') FROM observations o
+         JOIN pin_versions v ON v.cid_id = o.cid_id AND v.digest = o.digest
+         WHERE o.cid_id = ?1 AND o.series_id = ?2 AND o.first_snapshot = ?3",
+    )?
+    .query_row(params![obs.cid_id, series, obs.first], |r| r.get(0))
+}
+
+/// A complete snapshot's pins per owner (`None`: unowned), as it recorded them.
+pub fn owners_of(conn: &Connection, snapshot: i64) -> rusqlite::Result<Vec<(Option<String>, i64)>> {
+    conn.prepare("SELECT org, pins FROM snapshot_owners WHERE snapshot_id = ?1")?
+        .query_map([snapshot], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
 }
 
 /// Rows a multi-row INSERT carries: one statement per this many versions or intervals.
