@@ -749,7 +749,6 @@ mod tests {
     impl History {
         fn new(seed: u64) -> History {
             use rand::SeedableRng as _;
-            use rusqlite::params;
             let store = crate::store::Store::open_in_memory().unwrap();
             let conn = &store.conn;
             let series: Vec<i64> = ["peerA", "peerB", "peerC"]
@@ -757,20 +756,7 @@ mod tests {
                 .map(|p| snapshots::series_id(conn, "c", p).unwrap())
                 .collect();
             for c in 1..=PINS as i64 {
-                conn.execute(
-                    "INSERT INTO cids (id, cid) VALUES (?1, ?2)",
-                    params![c, format!("Qm{c}")],
-                )
-                .unwrap();
-                for v in 1..4u8 {
-                    conn.execute(
-                        "INSERT INTO pin_versions (cid_id, digest, name, allocations, replication_min,
-                           replication_max, mode, max_depth, origins, type, shard_size)
-                         VALUES (?1, ?2, '', '[]', -1, -1, 'recursive', -1, '[]', 'pin', 0)",
-                        params![c, vec![v]],
-                    )
-                    .unwrap();
-                }
+                snapshots::test_pin(conn, c, &format!("Qm{c}"));
             }
             let rng = rand::rngs::SmallRng::seed_from_u64(seed);
             History { store, series, held: vec![vec![0; PINS]; 3], previous: vec![None; 3], rng }

@@ -910,6 +910,21 @@ pub fn version(conn: &Connection, cid_id: i64, digest: &[u8]) -> rusqlite::Resul
     conn.prepare_cached(&sql)?.query_row(params![cid_id, digest], pin_row)
 }
 
+/// For tests: CID `cid` as id `cid_id`, with three bare versions, digests `01`, `02` and `03`.
+#[cfg(test)]
+pub fn test_pin(conn: &Connection, cid_id: i64, cid: &str) {
+    conn.execute("INSERT INTO cids (id, cid) VALUES (?1, ?2)", params![cid_id, cid]).unwrap();
+    for v in 1..4u8 {
+        conn.execute(
+            "INSERT INTO pin_versions (cid_id, digest, name, allocations, replication_min,
+               replication_max, mode, max_depth, origins, type, shard_size)
+             VALUES (?1, ?2, '', '[]', -1, -1, 'recursive', -1, '[]', 'pin', 0)",
+            params![cid_id, vec![v]],
+        )
+        .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,20 +967,7 @@ mod tests {
                 .collect();
             for (c, versions) in held.iter().enumerate() {
                 let cid_id = c as i64 + 1;
-                conn.execute(
-                    "INSERT INTO cids (id, cid) VALUES (?1, ?2)",
-                    params![cid_id, format!("Qm{c}")],
-                )
-                .unwrap();
-                for v in 1..4u8 {
-                    conn.execute(
-                        "INSERT INTO pin_versions (cid_id, digest, name, allocations, replication_min,
-                           replication_max, mode, max_depth, origins, type, shard_size)
-                         VALUES (?1, ?2, '', '[]', -1, -1, 'recursive', -1, '[]', 'pin', 0)",
-                        params![cid_id, vec![v]],
-                    )
-                    .unwrap();
-                }
+                test_pin(conn, cid_id, &format!("Qm{c}"));
                 let mut k = 0;
                 while k < 7 {
                     let v = versions[k];
