@@ -675,6 +675,14 @@ fn summary_counts_new_changed_vanished_orgs_and_unowned() {
     assert_eq!(r["id"], 4);
     assert_eq!(report_orgs(&r), orgs1, "counted one by one: {r}");
     assert_eq!(r["unowned"], unowned1, "{r}");
+
+    // A stream cut early (after 20 of its pins, all served again as before) counts those 20.
+    faults(&sim, r#"{"stream_cut":{"after":20,"mode":"trailer","count":1}}"#);
+    let (_, r) = l.snapshot_incomplete(sim.url(0));
+    let (orgs20, unowned20) = org_counts(&after[..20]);
+    assert_eq!(r["pins"], 20, "{r}");
+    assert_eq!(report_orgs(&r), orgs20, "the owners of the 20 pins read: {r}");
+    assert_eq!(r["unowned"], unowned20, "{r}");
 }
 
 // ------------------------------------------------------------------------------------------------

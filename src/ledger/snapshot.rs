@@ -524,25 +524,26 @@ impl Pipeline {
         true
     }
 
-    /// Counts the owners of the pins the fast path saw again: the previous complete snapshot's
-    /// owners (whose pins are the open intervals) less those of the intervals it did not see, each
-    /// looked up; or, should those owners not add up to the open intervals, the owner of every
-    /// interval seen, each looked up.
+    /// Counts the owners of the pins the fast path saw again, looking up the fewer: the previous
+    /// complete snapshot's owners (whose pins are the open intervals) less those of the intervals
+    /// it did not see, or the owner of every interval it saw (also when those owners do not add up
+    /// to the open intervals). A stream cut early costs as few lookups as a whole one.
     fn count_seen_owners(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let Some(previous) = self.previous else { return Ok(()) };
         let before = db::owners_of(conn, previous)?;
         let whole = before.iter().map(|(_, n)| n).sum::<i64>() == self.open.len() as i64;
-        if whole {
+        let seen = self.open.iter().filter(|o| o.seen).count();
+        let take_off = whole && self.open.len() - seen <= seen;
+        if take_off {
             for (org, n) in &before {
                 self.count_owner(org.as_deref(), *n);
             }
         }
         let mut looked_up: HashMap<Option<String>, i64> = HashMap::new();
-        for o in self.open.iter().filter(|o| o.seen != whole) {
-            // (whole: only the intervals not seen are looked up, to be taken off)
+        for o in self.open.iter().filter(|o| o.seen != take_off) {
             *looked_up.entry(db::open_owner(conn, self.series, o.key)?).or_default() += 1;
         }
-        let sign = if whole { -1 } else { 1 };
+        let sign = if take_off { -1 } else { 1 };
         for (org, n) in looked_up {
             self.count_owner(org.as_deref(), sign * n);
         }
