@@ -33,23 +33,43 @@ fn read_allocations(client: &reqwest::blocking::Client, url: &str) -> (usize, Du
     (lines, start.elapsed())
 }
 
+/// `times` whole reads of the stream of `pins` pins: pins/s of each.
+fn read_rates(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    pins: usize,
+    times: usize,
+) -> Vec<f64> {
+    (0..times)
+        .map(|_| {
+            let (n, d) = read_allocations(client, url);
+            assert_eq!(n, pins);
+            n as f64 / d.as_secs_f64()
+        })
+        .collect()
+}
+
+/// "M UNIT (median of N; min A, max B)".
+fn spread(rates: &[f64], unit: &str) -> String {
+    format!(
+        "{:.0} {unit} (median of {}; min {:.0}, max {:.0})",
+        median(rates.to_vec()),
+        rates.len(),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max)
+    )
+}
+
 fn bench_allocations(pins: usize) {
     let t = Instant::now();
     let sim = Sim::start(&["--peers", "5", "--pins", &pins.to_string(), "--lag", "0"]);
     let seeded = t.elapsed();
     let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
     read_allocations(&client, &sim.urls[0]); // warm-up
-    let mut rates = Vec::new();
-    for _ in 0..5 {
-        let (n, d) = read_allocations(&client, &sim.urls[0]);
-        assert_eq!(n, pins);
-        rates.push(n as f64 / d.as_secs_f64());
-    }
+    let rates = read_rates(&client, &sim.urls[0], pins, 5);
     println!(
-        "| GET /allocations, {pins} pins, 5 peers | {:.0} pins/s (median of 5; min {:.0}, max {:.0}) | start-up with seeding {:.1} s, RSS {:.0} MiB |",
-        median(rates.clone()),
-        rates.iter().cloned().fold(f64::MAX, f64::min),
-        rates.iter().cloned().fold(0.0, f64::max),
+        "| GET /allocations, {pins} pins, 5 peers | {} | start-up with seeding {:.1} s, RSS {:.0} MiB |",
+        spread(&rates, "pins/s"),
         seeded.as_secs_f64(),
         sim.rss_mib()
     );
@@ -104,10 +124,8 @@ fn bench_repins(pins: usize, total: usize, concurrency: usize) {
         rates.push(rate);
     }
     println!(
-        "| POST /pins re-pins, concurrency {concurrency}, 5 peers, {total} per round | {:.0} re-pins/s (median of 3; min {:.0}, max {:.0}) | RSS after {:.0} MiB |",
-        median(rates.clone()),
-        rates.iter().cloned().fold(f64::MAX, f64::min),
-        rates.iter().cloned().fold(0.0, f64::max),
+        "| POST /pins re-pins, concurrency {concurrency}, 5 peers, {total} per round | {} | RSS after {:.0} MiB |",
+        spread(&rates, "re-pins/s"),
         sim.rss_mib()
     );
 }
@@ -152,17 +170,10 @@ fn bench_lazy(pins: usize) {
     let sim = Sim::start(&["--peers", "5", "--lazy-pins", &pins.to_string(), "--lag", "0"]);
     let started = t.elapsed();
     let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let (n, d) = read_allocations(&client, &sim.urls[0]);
-        assert_eq!(n, pins);
-        rates.push(n as f64 / d.as_secs_f64());
-    }
+    let rates = read_rates(&client, &sim.urls[0], pins, 3);
     println!(
-        "| GET /allocations, {pins} generated pins (`--lazy-pins`), 5 peers | {:.0} pins/s (median of 3; min {:.0}, max {:.0}) | start-up {:.2} s; peak RSS {:.0} MiB, RSS after {:.0} MiB |",
-        median(rates.clone()),
-        rates.iter().cloned().fold(f64::MAX, f64::min),
-        rates.iter().cloned().fold(0.0, f64::max),
+        "| GET /allocations, {pins} generated pins (`--lazy-pins`), 5 peers | {} | start-up {:.2} s; peak RSS {:.0} MiB, RSS after {:.0} MiB |",
+        spread(&rates, "pins/s"),
         started.as_secs_f64(),
         sim.peak_rss_mib(),
         sim.rss_mib()

@@ -291,7 +291,7 @@ pub fn short_peer(peer: &str) -> String {
 /// Prints a value as pretty JSON on stdout, in 64 KiB writes (stdout alone would write each line).
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = buffered_stdout();
-    serde_json::to_writer_pretty(&mut out, v).map_err(io_kind)?;
+    serde_json::to_writer_pretty(&mut out, v).map_err(io_error)?;
     writeln!(out)?;
     out.flush()?;
     Ok(())
@@ -340,10 +340,10 @@ where
         let writer = scope.spawn(move || -> anyhow::Result<usize> {
             let mut out = open();
             let mut ser = serde_json::Serializer::pretty(&mut out);
-            let mut map = serde::Serializer::serialize_map(&mut ser, Some(2)).map_err(io_kind)?;
-            map.serialize_entry(key, &items).map_err(io_kind)?;
-            map.serialize_entry("count", &items.count.get()).map_err(io_kind)?;
-            map.end().map_err(io_kind)?;
+            let mut map = serde::Serializer::serialize_map(&mut ser, Some(2)).map_err(io_error)?;
+            map.serialize_entry(key, &items).map_err(io_error)?;
+            map.serialize_entry("count", &items.count.get()).map_err(io_error)?;
+            map.end().map_err(io_error)?;
             writeln!(out)?;
             out.flush()?;
             Ok(items.count.get())
@@ -377,7 +377,7 @@ where
 }
 
 /// serde_json wraps write errors; unwrap them so that the I/O error itself is kept.
-fn io_kind(e: serde_json::Error) -> anyhow::Error {
+fn io_error(e: serde_json::Error) -> anyhow::Error {
     match e.io_error_kind() {
         Some(_) => anyhow::Error::from(std::io::Error::from(e)),
         None => e.into(),

@@ -830,20 +830,13 @@ mod tests {
                     }
                 }
                 let conn = &h.store.conn;
-                let kept = conn
-                    .prepare("SELECT cid_id FROM disagreements ORDER BY 1")
-                    .unwrap()
-                    .query_map([], |r| r.get::<_, i64>(0))
-                    .unwrap()
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
-                let whole = conn
-                    .prepare("SELECT cid_id FROM disagreeing_pins WHERE cluster = 'c' ORDER BY 1")
-                    .unwrap()
-                    .query_map([], |r| r.get::<_, i64>(0))
-                    .unwrap()
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
+                let ids = |sql: &str| -> Vec<i64> {
+                    let mut stmt = conn.prepare(sql).unwrap();
+                    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+                };
+                let kept = ids("SELECT cid_id FROM disagreements ORDER BY 1");
+                let whole =
+                    ids("SELECT cid_id FROM disagreeing_pins WHERE cluster = 'c' ORDER BY 1");
                 assert_eq!(kept, whole, "seed {seed} round {round}: disagreements as kept");
                 for rounds in [1, 3, 10] {
                     let opts = Options {

@@ -124,17 +124,17 @@ pub fn for_each_pin(
             group.clear();
             current = Some(cid_id);
         }
-        group.push(Interval {
-            series: r.get(1)?,
-            first: r.get(2)?,
-            last: r.get(3)?,
-            digest: r.get(4)?,
-        });
+        group.push(interval(r)?);
     }
     if let Some(c) = current {
         each(c, &group)?;
     }
     Ok(())
+}
+
+/// An interval from a row of `cid_id, series_id, first_snapshot, last_snapshot, digest`.
+fn interval(r: &rusqlite::Row) -> rusqlite::Result<Interval> {
+    Ok(Interval { series: r.get(1)?, first: r.get(2)?, last: r.get(3)?, digest: r.get(4)? })
 }
 
 /// The pins that can disagree, among `series` of the cluster `cluster`, in a view that reads their
@@ -173,21 +173,17 @@ pub fn for_each_of(
     mut each: impl FnMut(i64, &[Interval]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT series_id, first_snapshot, last_snapshot, digest FROM observations WHERE cid_id = ?1",
+        "SELECT cid_id, series_id, first_snapshot, last_snapshot, digest FROM observations
+         WHERE cid_id = ?1",
     )?;
     let mut group: Vec<Interval> = Vec::new();
     for &cid_id in cids {
         group.clear();
         let mut rows = stmt.query([cid_id])?;
         while let Some(r) = rows.next()? {
-            let series_id: i64 = r.get(0)?;
-            if series.contains(&series_id) {
-                group.push(Interval {
-                    series: series_id,
-                    first: r.get(1)?,
-                    last: r.get(2)?,
-                    digest: r.get(3)?,
-                });
+            let i = interval(r)?;
+            if series.contains(&i.series) {
+                group.push(i);
             }
         }
         if !group.is_empty() {

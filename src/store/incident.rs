@@ -147,7 +147,10 @@ fn loss_of(r: &rusqlite::Row, peers: &HashMap<i64, String>) -> rusqlite::Result<
     let series: Vec<i64> = serde_json::from_str(&json(14)?).map_err(|e| bad(14, e))?;
     let mut seen = Vec::with_capacity(series.len());
     for s in series {
-        let p = peers.get(&s).ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        let p = peers.get(&s).ok_or_else(|| {
+            let e = format!("sighting_series names series {s}, which the ledger does not hold");
+            rusqlite::Error::FromSqlConversionFailure(14, rusqlite::types::Type::Text, e.into())
+        })?;
         if !seen.contains(p) {
             seen.push(p.clone());
         }
