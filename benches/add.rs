@@ -8,49 +8,20 @@
 mod common;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{Sim, median};
-
-/// Peak resident memory (VmHWM) of a running process, in MiB; 0 once it is gone.
-fn peak_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
+use common::{Sim, measured, median};
 
 /// Runs `ledger add PATH --org bench --json`: (seconds, peak RSS in MiB, its JSON report).
 fn add(dir: &std::path::Path, urls: &[String], path: &str) -> (f64, f64, serde_json::Value) {
-    // Into files, not pipes: nothing reads a pipe until the process has exited.
-    let (stdout, stderr) = (dir.join("add.out"), dir.join("add.err"));
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .current_dir(dir)
-        .args(["--db", "l.db", "--cluster", &urls.join(","), "-q", "add", path])
-        .args(["--org", "bench", "--json"])
-        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut peak: f64 = 0.0;
-    while child.try_wait().unwrap().is_none() {
-        peak = peak.max(peak_mib(pid));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let status = child.wait().unwrap();
-    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "{err}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stdout).unwrap()).unwrap();
-    (secs, peak, report)
+    let m = measured(
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .current_dir(dir)
+            .args(["--db", "l.db", "--cluster", &urls.join(","), "-q", "add", path])
+            .args(["--org", "bench", "--json"]),
+    );
+    assert_eq!(m.status.code(), Some(0), "{}", m.stderr);
+    (m.secs, m.peak_mib, serde_json::from_slice(&m.stdout).unwrap())
 }
 
 fn main() {

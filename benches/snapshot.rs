@@ -11,38 +11,23 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Sim, db_bytes};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Runs `ledger snapshot` and returns (seconds, peak RSS in MiB).
 fn snapshot(db: &Path, url: &str) -> (f64, f64) {
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--db", db.to_str().unwrap(), "--cluster", url, "-q", "snapshot"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut peak_kb = 0f64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            let hwm = s
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok());
-            if let Some(h) = hwm {
-                peak_kb = peak_kb.max(h);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "ledger snapshot failed: {st:?}");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (start.elapsed().as_secs_f64(), peak_kb / 1024.0)
+    let m = common::measured(Command::new(env!("CARGO_BIN_EXE_ledger")).args([
+        "--db",
+        db.to_str().unwrap(),
+        "--cluster",
+        url,
+        "-q",
+        "snapshot",
+    ]));
+    assert!(m.status.success(), "ledger snapshot failed: {:?}\n{}", m.status, m.stderr);
+    (m.secs, m.peak_mib)
 }
 
 /// Reads the stream (and parses every line when `parse`): pins/s.

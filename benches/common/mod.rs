@@ -47,15 +47,7 @@ impl Sim {
 
     /// A memory figure of `/proc/PID/status`, in MiB.
     fn status_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        kb / 1024.0
+        status_kb(self.child.id(), field) / 1024.0
     }
 }
 
@@ -116,4 +108,49 @@ pub fn db_bytes(db: &Path) -> u64 {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
     (pages * size) as u64
+}
+
+/// What [`measured`] saw of a process: its wall time, its peak resident memory (VmHWM, read every
+/// 20 ms until it exits), how it ended and what it wrote.
+pub struct Measured {
+    pub secs: f64,
+    pub peak_mib: f64,
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end, its output into files (nothing reads a pipe until the process has exited).
+pub fn measured(cmd: &mut Command) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut peak: f64 = 0.0;
+    let status = loop {
+        let kb = status_kb(child.id(), "VmHWM:");
+        peak = peak.max(kb / 1024.0);
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    Measured { secs, peak_mib: peak, status, stdout: std::fs::read(&out).unwrap(), stderr }
+}
+
+/// A figure of `/proc/PID/status` in kB (0 once the process is gone).
+fn status_kb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
