@@ -139,3 +139,55 @@ fn discover_finds_every_member_of_a_real_cluster_from_one_url() {
     assert!(log.contains(&p3), "{p3:?}: {log}");
     rc.assert_loopback_only();
 }
+
+/// With CRDT batching a real peer answers a re-pin 200, with the pin as asked, before it stores it:
+/// read right after, even on that peer, the pin is still the old one, until the batch commits. So
+/// the POST's answer is not the stored pin, and ledger reads every re-pin back; `ledger repin`
+/// through such a peer waits for the batch and records `applied` only once the pin shows.
+#[test]
+fn a_batching_real_peer_answers_a_repin_before_it_stores_it() {
+    if !available(V1_1_6) {
+        return;
+    }
+    let opts = RealOptions { batching: Some((10_000, "5s".into())), ..RealOptions::new(V1_1_6, 1) };
+    let rc = RealCluster::start(opts);
+    let cid = "QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n";
+    let org = || {
+        let r = raw(rc.url(0), "GET", &format!("/allocations/{cid}"), &[], b"");
+        (r.status == 200).then(|| r.json()["metadata"]["org"].as_str().unwrap_or("").to_string())
+    };
+    let post = |org: &str| {
+        let r = raw(rc.url(0), "POST", &format!("/pins/{cid}?name=b&meta-org={org}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["metadata"]["org"], org, "the answer is the pin as asked");
+    };
+    post("first");
+    assert_eq!(org(), None, "a new pin is not stored before its batch commits");
+    wait_until(std::time::Duration::from_secs(30), "the first batch", || {
+        org().as_deref() == Some("first")
+    });
+    post("second");
+    assert_eq!(org().as_deref(), Some("first"), "answered 200, yet the peer still has the old pin");
+    let waited = wait_until(std::time::Duration::from_secs(30), "the second batch", || {
+        org().as_deref() == Some("second")
+    });
+    eprintln!("the re-pin showed {:.1}s after its 200", waited.as_secs_f64());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out: Out = ledger()
+        .current_dir(dir.path())
+        .args(["--db", "ledger.db", "--cluster", &rc.urls(), "--timeout", "30s"])
+        .args(["repin", cid, "--meta", "org=third", "--json"])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{}", out.all());
+    let said: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(said["outcome"], "applied", "{}", out.all());
+    assert_eq!(org().as_deref(), Some("third"));
+    let db = dir.path().join("ledger.db");
+    let row = sql_rows(&db, "SELECT status, http_status, outcome FROM repins");
+    assert_eq!(row, vec![vec!["sent".to_string(), "200".into(), "applied".into()]]);
+    rc.assert_loopback_only();
+}

@@ -118,6 +118,19 @@ impl Pace {
     /// loses every wake-up's lateness for good (the timer wakes up to a millisecond late, which at 500
     /// re-pins/s is half a period): it allows as many requests as 4 ms hold, so a late wake-up is made
     /// up and the long-run rate is the one asked for.
+    /// Pins per chunk of a batch: eight per request in flight, so that a commit is shared by many
+    /// pins while a run killed mid-way has most of its answers on the record. A chunk is read while
+    /// the one before is sent, so a pin waits up to two chunks' time between its read and its POST;
+    /// with a rate, a chunk holds at most a quarter of a second's worth, so that the read the
+    /// request is built from stays fresh.
+    fn chunk(&self) -> usize {
+        let size = self.concurrency.max(1) * 8;
+        match self.rate.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(rate) => size.min((rate / 4.0).ceil() as usize).max(1),
+            None => size,
+        }
+    }
+
     fn limiter(&self) -> Option<Limiter> {
         let rate = self.rate.filter(|r| r.is_finite() && *r > 0.0)?;
         // A rate too small for a `Duration` waits as long as one can hold in practice (136 years).
@@ -142,25 +155,56 @@ pub struct Batch<'a> {
     pub clock: crate::context::Clock,
 }
 
-/// Safe re-pins of `cids`, in chunks of [`Chunk`]: every intent is durable before its request goes
-/// out, and a chunk costs two commits rather than two per pin. `done` is called with the number of
-/// CIDs finished so far.
+/// Safe re-pins of `cids`, in chunks (see [`Pace::chunk`]): every intent is durable before its
+/// request goes out, and a chunk costs one commit rather than two per pin. While a chunk's requests
+/// are sent and its pins read back, the next chunk's pins are read (at most `concurrency` pins in
+/// flight in all); then one transaction records the answers of the one and the intents of the
+/// other. A CID given twice turns the overlap off, so that no pin is read before its own earlier
+/// re-pin is answered. `done` is called with the number of CIDs finished so far.
 pub async fn safe_repins(
     b: &Batch<'_>,
     cids: &[String],
     mut done: impl FnMut(usize),
 ) -> anyhow::Result<Vec<RepinOutcome>> {
     let limiter = b.pace.limiter();
+    let slots = tokio::sync::Semaphore::new(b.pace.concurrency.max(1));
+    let unique = cids.iter().collect::<std::collections::HashSet<_>>().len() == cids.len();
     let mut outcomes = Vec::with_capacity(cids.len());
-    for cids in cids.chunks((b.pace.concurrency.max(1) * 8).max(1)) {
-        let chunk = Chunk { batch: b, cids };
-        let read = chunk.read().await;
-        let planned = chunk.record_intents(read, &mut outcomes)?;
-        let answers = chunk.send(&planned, limiter.as_ref()).await;
-        chunk.record_answers(planned, answers, &mut outcomes)?;
+    let mut chunks =
+        cids.chunks(b.pace.chunk()).map(|cids| Chunk { batch: b, cids, slots: &slots });
+    let Some(mut chunk) = chunks.next() else { return Ok(outcomes) };
+    let read = chunk.read().await;
+    let tx = b.conn.unchecked_transaction()?;
+    let mut planned = chunk.record_intents(&tx, read, &mut outcomes)?;
+    tx.commit()?;
+    loop {
+        let next = chunks.next();
+        let last = next.is_none();
+        let read_next = async {
+            match &next {
+                Some(n) => Some(n.read().await),
+                None => None,
+            }
+        };
+        let send = chunk.send(&planned, limiter.as_ref());
+        let (answers, read) = if unique {
+            futures::future::join(send, read_next).await
+        } else {
+            let answers = send.await;
+            (answers, read_next.await)
+        };
+        let tx = b.conn.unchecked_transaction()?;
+        chunk.record_answers(&tx, std::mem::take(&mut planned), answers, &mut outcomes)?;
+        if let (Some(n), Some(read)) = (next, read) {
+            planned = n.record_intents(&tx, read, &mut outcomes)?;
+            chunk = n;
+        }
+        tx.commit()?;
         done(outcomes.len());
+        if last {
+            return Ok(outcomes);
+        }
     }
-    Ok(outcomes)
 }
 
 /// One safe re-pin of `cid` (see [`safe_repins`]).
@@ -170,12 +214,14 @@ pub async fn safe_repin(b: &Batch<'_>, cid: &str) -> anyhow::Result<RepinOutcome
 }
 
 /// A chunk of a batch, in four steps: [`read`](Chunk::read) every pin (concurrently),
-/// [`record_intents`](Chunk::record_intents) in one transaction, [`send`](Chunk::send) the requests
-/// and read the pins back (concurrently), [`record_answers`](Chunk::record_answers) in one
-/// transaction.
+/// [`record_intents`](Chunk::record_intents), [`send`](Chunk::send) the requests and read the pins
+/// back (concurrently), [`record_answers`](Chunk::record_answers). The caller commits; a chunk's
+/// answers and the next one's intents share a transaction.
 struct Chunk<'a> {
     batch: &'a Batch<'a>,
     cids: &'a [String],
+    /// One per pin in flight, shared with the chunk before or after.
+    slots: &'a tokio::sync::Semaphore,
 }
 
 /// A re-pin whose intent is recorded: about to be sent.
@@ -196,7 +242,10 @@ impl Chunk<'_> {
     async fn read(&self) -> Vec<anyhow::Result<Option<CanonicalPin>>> {
         let client = self.batch.client;
         futures::stream::iter(self.cids)
-            .map(|cid| read_pin(client, cid))
+            .map(|cid| async move {
+                let _slot = self.slots.acquire().await;
+                read_pin(client, cid).await
+            })
             .buffered(self.batch.pace.concurrency.max(1))
             .collect()
             .await
@@ -206,18 +255,17 @@ impl Chunk<'_> {
     /// transaction, no `.await` inside). Pins with nothing to send get their outcome here.
     fn record_intents(
         &self,
+        tx: &rusqlite::Transaction,
         read: Vec<anyhow::Result<Option<CanonicalPin>>>,
         outcomes: &mut Vec<RepinOutcome>,
     ) -> anyhow::Result<Vec<Planned>> {
-        let tx = self.batch.conn.unchecked_transaction()?;
         let mut planned = Vec::new();
         for (cid, before) in self.cids.iter().zip(read) {
-            match self.plan_one(&tx, cid, before)? {
+            match self.plan_one(tx, cid, before)? {
                 Ok(p) => planned.push(p),
                 Err(out) => outcomes.push(out),
             }
         }
-        tx.commit()?;
         Ok(planned)
     }
 
@@ -305,6 +353,7 @@ impl Chunk<'_> {
         let client = self.batch.client;
         futures::stream::iter(planned)
             .map(|p| async move {
+                let _slot = self.slots.acquire().await;
                 if let Some(l) = limiter {
                     l.until_ready().await;
                 }
@@ -321,16 +370,16 @@ impl Chunk<'_> {
     /// Records every answer and outcome (one transaction).
     fn record_answers(
         &self,
+        tx: &rusqlite::Transaction,
         planned: Vec<Planned>,
         answers: Vec<Answer>,
         outcomes: &mut Vec<RepinOutcome>,
     ) -> anyhow::Result<()> {
-        let tx = self.batch.conn.unchecked_transaction()?;
         for (mut p, (answer, after)) in planned.into_iter().zip(answers) {
-            record_answer(&tx, &mut p, answer)?;
+            let said = judge_answer(&mut p, answer);
             let (after_digest, mismatched) = match &after {
                 Ok(Some(pin)) => (
-                    Some(runs::ensure_version(&tx, p.cid_id, pin)?),
+                    Some(runs::ensure_version(tx, p.cid_id, pin)?),
                     p.request.intended.mismatches(pin),
                 ),
                 Ok(None) => (None, vec!["pinned"]),
@@ -344,10 +393,20 @@ impl Chunk<'_> {
             p.out.still_as_before = p.out.outcome == Outcome::Mismatch
                 && matches!(&after, Ok(Some(pin)) if pin.digest() == p.before);
             p.out.mismatched = mismatched;
-            runs::verified(&tx, p.id, after_digest, p.out.outcome)?;
+            runs::settled(
+                tx,
+                &runs::Settled {
+                    id: p.id,
+                    sent: said.sent,
+                    http_status: p.out.http_status,
+                    response: said.response,
+                    error: said.note,
+                    after: after_digest,
+                    outcome: p.out.outcome,
+                },
+            )?;
             outcomes.push(p.out);
         }
-        tx.commit()?;
         Ok(())
     }
 }
@@ -403,25 +462,30 @@ async fn settle_read(client: &Client, p: &runs::Pending) -> anyhow::Result<Optio
     read_while_unchanged(client, &p.cid, before, deadline).await
 }
 
-/// Records the cluster's answer to one re-pin. A 200 must already carry the intended pin (the
+/// What the cluster's answer to one re-pin says, as it is recorded.
+struct Said {
+    /// Whether the cluster took it (200).
+    sent: bool,
+    response: Option<String>,
+    note: Option<String>,
+}
+
+/// Judges the cluster's answer to one re-pin. A 200 must already carry the intended pin (the
 /// cluster's answer is its in-memory form); anything else is noted.
-fn record_answer(
-    tx: &rusqlite::Transaction,
-    p: &mut Planned,
-    answer: Result<(u16, String), crate::cluster::Error>,
-) -> anyhow::Result<()> {
-    let (status, body) = match answer {
+fn judge_answer(p: &mut Planned, answer: Result<(u16, String), crate::cluster::Error>) -> Said {
+    let (status, mut body) = match answer {
         Ok(x) => x,
         Err(e) => {
             let msg = e.to_string();
-            runs::answered(tx, p.id, false, None, None, Some(&msg))?;
-            p.out.error = Some(msg);
-            return Ok(());
+            p.out.error = Some(msg.clone());
+            return Said { sent: false, response: None, note: Some(msg) };
         }
     };
     p.out.http_status = Some(status);
     let ok = status == 200;
-    let body: String = body.chars().take(4096).collect();
+    if let Some((cut, _)) = body.char_indices().nth(4096) {
+        body.truncate(cut);
+    }
     let differs = if ok {
         match CanonicalPin::from_line(body.trim().as_bytes()) {
             Ok(answer) => p.request.intended.mismatches(&answer),
@@ -437,11 +501,10 @@ fn record_answer(
     } else {
         None
     };
-    runs::answered(tx, p.id, ok, Some(status), Some(&body), note.as_deref())?;
     if !ok {
-        p.out.error = note;
+        p.out.error = note.clone();
     }
-    Ok(())
+    Said { sent: ok, response: Some(body), note }
 }
 
 /// Settles re-pins left `pending` by a process that stopped: reads each pin ([`settle_read`]) and
@@ -471,12 +534,17 @@ pub async fn reconcile(
         };
         let note =
             "the ledger stopped before the answer was recorded; reconciled by reading the pin";
-        runs::answered(conn, p.id, applied, None, None, Some(note))?;
-        runs::verified(
+        runs::settled(
             conn,
-            p.id,
-            after,
-            if applied { Outcome::Applied } else { Outcome::NotApplied },
+            &runs::Settled {
+                id: p.id,
+                sent: applied,
+                http_status: None,
+                response: None,
+                error: Some(note.to_string()),
+                after,
+                outcome: if applied { Outcome::Applied } else { Outcome::NotApplied },
+            },
         )?;
     }
     Ok(pending.len())
@@ -569,6 +637,18 @@ mod tests {
         for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN), Some(f64::INFINITY), Some(1e30)] {
             assert!(Pace { concurrency: 16, rate }.limiter().is_none(), "{rate:?}");
         }
+    }
+
+    #[test]
+    fn a_chunk_is_eight_pins_per_request_in_flight_and_a_quarter_second_of_a_rate() {
+        let chunk = |concurrency, rate| Pace { concurrency, rate }.chunk();
+        assert_eq!(chunk(1, None), 8);
+        assert_eq!(chunk(16, None), 128);
+        assert_eq!(chunk(0, None), 8);
+        assert_eq!(chunk(16, Some(5.0)), 2);
+        assert_eq!(chunk(16, Some(0.1)), 1);
+        assert_eq!(chunk(16, Some(1e6)), 128);
+        assert_eq!(chunk(16, Some(f64::NAN)), 128);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! a crash. Functions take the caller's connection; each call is its own (autocommitted) statement, so
 //! an intent is durable before its request goes out.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::domain::{Outcome, PlanClass, RepinStatus, RunKind, RunState};
@@ -70,9 +70,17 @@ pub fn finish(conn: &Connection, run: i64, state: RunState) -> rusqlite::Result<
 
 /// The id of a CID, inserting it if new.
 pub fn cid_id(conn: &Connection, cid: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("INSERT INTO cids (cid) VALUES (?1) ON CONFLICT (cid) DO NOTHING")?
-        .execute([cid])?;
-    conn.prepare_cached("SELECT id FROM cids WHERE cid = ?1")?.query_row([cid], |r| r.get(0))
+    let known = conn
+        .prepare_cached("SELECT id FROM cids WHERE cid = ?1")?
+        .query_row([cid], |r| r.get(0))
+        .optional()?;
+    match known {
+        Some(id) => Ok(id),
+        None => {
+            conn.prepare_cached("INSERT INTO cids (cid) VALUES (?1)")?.execute([cid])?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
 }
 
 /// Records a run's plan: every pin with its class and, for a conflict, its owner (call inside the
@@ -190,39 +198,35 @@ pub fn refused(
     Ok(conn.last_insert_rowid())
 }
 
-/// Records what the cluster answered.
-pub fn answered(
-    conn: &Connection,
-    id: i64,
-    sent: bool,
-    http_status: Option<u16>,
-    response: Option<&str>,
-    error: Option<&str>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE repins SET status = ?2, http_status = ?3, response = ?4, error = ?5 WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        if sent { RepinStatus::Sent } else { RepinStatus::Failed },
-        http_status,
-        response,
-        error
-    ])?;
-    Ok(())
+/// What became of a re-pin whose intent was recorded.
+pub struct Settled {
+    pub id: i64,
+    /// Whether the cluster took it: status `sent`, else `failed`.
+    pub sent: bool,
+    pub http_status: Option<u16>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    /// The digest of the pin as read back.
+    pub after: Option<[u8; 16]>,
+    pub outcome: Outcome,
 }
 
-/// Records the pin as read back and the outcome.
-pub fn verified(
-    conn: &Connection,
-    id: i64,
-    after: Option<[u8; 16]>,
-    outcome: Outcome,
-) -> rusqlite::Result<()> {
+/// Records what the cluster answered to a re-pin, the pin as read back and the outcome.
+pub fn settled(conn: &Connection, s: &Settled) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE repins SET after_digest = ?2, outcome = ?3, verified_at = ?4 WHERE id = ?1",
+        "UPDATE repins SET status = ?2, http_status = ?3, response = ?4, error = ?5,
+         after_digest = ?6, outcome = ?7, verified_at = ?8 WHERE id = ?1",
     )?
-    .execute(params![id, after, outcome, super::now_text()])?;
+    .execute(params![
+        s.id,
+        if s.sent { RepinStatus::Sent } else { RepinStatus::Failed },
+        s.http_status,
+        s.response,
+        s.error,
+        s.after,
+        s.outcome,
+        super::now_text()
+    ])?;
     Ok(())
 }
 

@@ -103,6 +103,8 @@ pub struct RealOptions {
     /// `ipfs_connector.ipfshttp.pin_timeout`: how long a pin may go without progress before the
     /// peer gives it up as `pin_error` (default 2m, as in a fresh `service.json`).
     pub pin_timeout: Option<String>,
+    /// `consensus.crdt.batching`: `max_batch_size` and `max_batch_age` (default 0 and "0s": off).
+    pub batching: Option<(u64, String)>,
 }
 
 impl RealOptions {
@@ -114,6 +116,7 @@ impl RealOptions {
             rebroadcast: None,
             distinct_hosts: false,
             pin_timeout: None,
+            batching: None,
         }
     }
 }
@@ -853,6 +856,10 @@ fn configure_cluster(pdir: &Path, peer: usize, ids: &[String], opts: &RealOption
     crdt["trusted_peers"] = json!(ids);
     if let Some(r) = &opts.rebroadcast {
         crdt["rebroadcast_interval"] = json!(r);
+    }
+    if let Some((size, age)) = &opts.batching {
+        crdt["batching"]["max_batch_size"] = json!(size);
+        crdt["batching"]["max_batch_age"] = json!(age);
     }
     let rest = &mut c["api"]["restapi"];
     rest["http_listen_multiaddress"] =
