@@ -118,6 +118,11 @@ impl Pace {
     /// loses every wake-up's lateness for good (the timer wakes up to a millisecond late, which at 500
     /// re-pins/s is half a period): it allows as many requests as 4 ms hold, so a late wake-up is made
     /// up and the long-run rate is the one asked for.
+    /// The rate asked for, if it is one (finite and positive).
+    fn rate(&self) -> Option<f64> {
+        self.rate.filter(|r| r.is_finite() && *r > 0.0)
+    }
+
     /// Pins per chunk of a batch: eight per request in flight, so that a commit is shared by many
     /// pins while a run killed mid-way has most of its answers on the record. A chunk is read while
     /// the one before is sent, so a pin waits up to two chunks' time between its read and its POST;
@@ -125,14 +130,14 @@ impl Pace {
     /// request is built from stays fresh.
     fn chunk(&self) -> usize {
         let size = self.concurrency.max(1) * 8;
-        match self.rate.filter(|r| r.is_finite() && *r > 0.0) {
+        match self.rate() {
             Some(rate) => size.min((rate / 4.0).ceil() as usize).max(1),
             None => size,
         }
     }
 
     fn limiter(&self) -> Option<Limiter> {
-        let rate = self.rate.filter(|r| r.is_finite() && *r > 0.0)?;
+        let rate = self.rate()?;
         // A rate too small for a `Duration` waits as long as one can hold in practice (136 years).
         let period = std::time::Duration::try_from_secs_f64(1.0 / rate)
             .unwrap_or(std::time::Duration::from_secs(u32::MAX.into()));

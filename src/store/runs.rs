@@ -1,6 +1,6 @@
 //! Runs and the re-pin record: intents written before a request, completed after it, reconciled after
-//! a crash. Functions take the caller's connection; each call is its own (autocommitted) statement, so
-//! an intent is durable before its request goes out.
+//! a crash. Functions take the caller's connection or transaction; the caller commits an intent
+//! before its request goes out.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
