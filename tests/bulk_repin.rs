@@ -349,10 +349,7 @@ fn check_batched(sim: &Cluster, before: &BTreeMap<String, Value>, what: &str) {
 fn killed_mid_run_a_rerun_ends_in_the_same_state_without_repinning_twice(b: Backend) {
     let Some(sim) = Cluster::start(b, 3) else { return };
     let ids = sim.ids();
-    // A real peer can take over 10 s to show the last re-pins of a run when another process loads
-    // the machine (a peer 10 pins short after 5 passes of 2 s, with this binary and the one before
-    // it); 5 s a pass leaves it 25 s.
-    let settle = if b == Backend::Real { "5s" } else { "300ms" };
+    let settle = b.settle();
     for (trial, kill_after) in [1, 40, 120].into_iter().enumerate() {
         let seeds = every_kind(200, &format!("bulk-kill/{trial}"), &ids);
         sim.seed(&seeds);

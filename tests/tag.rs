@@ -45,17 +45,6 @@ fn report(out: &Output) -> Value {
     })
 }
 
-/// How long a pass settles on each backend. A real peer can take over 10 s to show the last
-/// re-pins of a burst, rebroadcast every 5 s or not (in 1 of 3 runs of the kill test alone, two
-/// peers were 11 and 6 pins short after 5 passes of 2 s), so 5 s a pass leaves it 25 s, as in
-/// bulk_repin's kill test.
-fn settle(b: Backend) -> &'static str {
-    match b {
-        Backend::Sim => "300ms",
-        Backend::Real => "5s",
-    }
-}
-
 /// What a migration to `hrdag` must leave on every peer: each pin that was unowned in `before`
 /// tagged `hrdag` with every other option as it was (its timestamp aside), every other pin exactly
 /// as it was.
@@ -90,7 +79,7 @@ fn tags_every_unowned_pin_keeps_everything_else_and_touches_no_other_org(b: Back
     sim.seed(&every_kind(400, "tag", &sim.ids()));
     let dir = tempfile::tempdir().unwrap();
     let before = pinset(&sim, 0);
-    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", settle(b), "--json"]);
+    let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", b.settle(), "--json"]);
     let r = report(&out);
     assert_eq!(r["converged"], true, "{r}");
     let others = before.values().filter(|p| org(p).is_some_and(|o| o != "hrdag")).count();
@@ -431,7 +420,7 @@ fn killed_mid_pass_a_rerun_finishes_the_migration(b: Backend) {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .args(["--db", "ledger.db", "--cluster", &urls(&sim), "tag", "--org", "hrdag"])
-            .args(["--settle", settle(b), "--concurrency", "4", "--rate", "200"])
+            .args(["--settle", b.settle(), "--concurrency", "4", "--rate", "200"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -443,7 +432,7 @@ fn killed_mid_pass_a_rerun_finishes_the_migration(b: Backend) {
         let status = child.wait().unwrap();
         assert!(status.code().is_none(), "trial {trial}: the run ended before the kill");
         let killed_at = count_while_written(&db, "SELECT count(*) FROM repins");
-        let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", settle(b), "--json"]);
+        let out = tag(&dir, &sim, &["--org", "hrdag", "--settle", b.settle(), "--json"]);
         let r = report(&out);
         assert_eq!(
             out.status.code(),
