@@ -155,9 +155,11 @@ fn stream_of(labels: impl IntoIterator<Item = String>) -> Vec<u8> {
     s
 }
 
-/// What a fake peer's handler gets: the connection, the request path, and the stop flag.
+/// What a fake peer's handler gets: the connection, the request's method and path, and the stop
+/// flag.
 struct Conn<'a> {
     s: TcpStream,
+    method: String,
     path: String,
     stop: &'a AtomicBool,
     sent: &'a AtomicU64,
@@ -196,6 +198,14 @@ impl Conn<'_> {
     fn id(&mut self) {
         let body = format!(r#"{{"id":"{PEER_ID}","peername":"fake","version":"1.1.6"}}"#);
         self.json("200 OK", &body);
+    }
+
+    /// A redirect to `location`, as a proxy in front of a peer (or the peer itself) sends it.
+    fn redirect(&mut self, status: &str, location: &str) {
+        let r = format!(
+            "HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        self.send(r.as_bytes());
     }
 
     fn json(&mut self, status: &str, body: &str) {
@@ -275,8 +285,10 @@ fn serve(mut s: TcpStream, handler: &Handler, stop: &AtomicBool, sent: &AtomicU6
         }
     }
     let _ = s.set_read_timeout(None);
-    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("").to_string();
-    handler(&mut Conn { s, path, stop, sent });
+    let head = String::from_utf8_lossy(&head);
+    let mut words = head.split_whitespace().map(str::to_string);
+    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    handler(&mut Conn { s, method, path, stop, sent });
 }
 
 /// `ledger --db ledger.db --cluster URL --timeout T snapshot` in a fresh directory, to its end.
@@ -732,4 +744,54 @@ fn a_401_says_the_clusters_reason_or_none() {
     let bare = FakePeer::start(|c| c.json("401 Unauthorized", "\"unauthorized: invalid token\""));
     let (out, _, _dir) = snapshot_of(&bare.url, "5s", PATIENCE);
     assert!(out.stderr.contains("(unauthorized: invalid token)"), "without quotes: {}", out.stderr);
+}
+
+#[test]
+fn a_redirect_is_named_and_not_followed() {
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let proxy = FakePeer::start(move |c| {
+        log.lock().unwrap().push(format!("{} {}", c.method, c.path));
+        c.redirect("301 Moved Permanently", "https://admin:s3cret@127.0.0.1:1/id?token=t0ken");
+    });
+    let (out, _, _dir) = snapshot_of(&proxy.url, "5s", PATIENCE);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("answered 301 with a redirect to https://127.0.0.1:1/id: ledger does not follow redirects"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret") && !out.stderr.contains("t0ken"), "{}", out.stderr);
+    assert_eq!(*asked.lock().unwrap(), ["GET /id"], "one request, not followed");
+}
+
+/// A re-pin answered with a 301 (as gorilla/mux answers a path that is not clean) is recorded as
+/// failed with the redirect named, and never turned into the `GET` that would answer the old pin.
+#[test]
+fn a_redirected_repin_is_failed_and_never_sent_as_a_get() {
+    let label = "robust/redirected";
+    let cid = cid_of(label);
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (log, pin_path) = (asked.clone(), format!("/pins/{cid}"));
+    let peer = FakePeer::streaming(move |c| {
+        log.lock().unwrap().push(format!("{} {}", c.method, c.path));
+        match c.method.as_str() {
+            "POST" => c.redirect("301 Moved Permanently", &pin_path),
+            _ if c.path.starts_with("/allocations/") => c.json("200 OK", &pin_line(label)),
+            _ if c.path == "/peers" => c.json("404 Not Found", "{}"),
+            _ => c.json("200 OK", &pin_line(label)),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--db", "ledger.db", "--cluster", &peer.url, "--timeout", "3s", "repin", &cid];
+    let (out, _) = run_in(dir.path(), &[&args[..], &["--meta", "team=x"]].concat(), PATIENCE);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("answered 301 with a redirect to"), "{out:?}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.iter().filter(|a| a.starts_with("POST ")).count(), 1, "{asked:?}");
+    assert!(!asked.contains(&format!("GET /pins/{cid}")), "the POST was not followed: {asked:?}");
+    let db = dir.path().join("ledger.db");
+    let r = row(&db, "SELECT status, error FROM repins").unwrap();
+    assert_eq!(r[0], "failed", "{r:?}");
+    assert!(r[1].contains("answered 301 with a redirect to"), "{r:?}");
 }

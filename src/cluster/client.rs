@@ -54,6 +54,11 @@ pub enum Error {
     Unauthorized { url: String, message: Option<String> },
     #[error("the cluster at {url} answered {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Status { url: String, status: u16, message: Option<String> },
+    #[error(
+        "the cluster at {url} answered {status} with a redirect to {}: ledger does not follow redirects (a redirected POST can come back as a GET that changes nothing, and the credentials would go where the redirect says); give --cluster the address the peer's API listens on",
+        .location.as_deref().unwrap_or("no Location")
+    )]
+    Redirect { url: String, status: u16, location: Option<String> },
     #[error("the cluster at {url} sent something that is not the IPFS Cluster API: {message}")]
     Decode { url: String, message: String },
     #[error("request to {url} failed: {detail}")]
@@ -168,6 +173,7 @@ impl Client {
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
             .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client { http, base, auth, settings })
     }
@@ -369,11 +375,14 @@ impl Client {
         }
     }
 
-    /// Turns error statuses into [`Error`]s, keeping the cluster's own message.
+    /// Turns error statuses and redirects into [`Error`]s, keeping the cluster's own message.
     pub async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
         let status = resp.status().as_u16();
-        if status < 400 || status == 404 {
+        if status < 300 || status == 404 {
             return Ok(resp);
+        }
+        if status < 400 {
+            return Err(self.redirect_error(&resp));
         }
         let url = strip_query(resp.url());
         let message = message_of(&resp.text().await.unwrap_or_default());
@@ -382,6 +391,21 @@ impl Client {
         }
         Err(Error::Status { url, status, message })
     }
+
+    /// A 3xx, which ledger never follows (see [`Error::Redirect`]). A real peer sends one for a path
+    /// that ends in `/` (307) or is not clean (301; docs/cluster-api.md §1); a proxy in front of it
+    /// may send one to another address. The `Location` is named as an absolute URL without its
+    /// query or any credentials in it.
+    fn redirect_error(&self, resp: &reqwest::Response) -> Error {
+        let location = resp.headers().get(reqwest::header::LOCATION);
+        let location =
+            location.map(|l| match resp.url().join(&String::from_utf8_lossy(l.as_bytes())) {
+                Ok(to) => strip_query(&to),
+                Err(_) => "a Location that is not a URL".to_string(),
+            });
+        Error::Redirect { url: strip_query(resp.url()), status: resp.status().as_u16(), location }
+    }
+
     /// `GET /id`: the answering peer's ID and name.
     pub async fn id(&self) -> Result<PeerIdentity, Error> {
         // ipfs-cluster's /id waits on kubo, one request a second once kubo has failed: the timeout
@@ -490,6 +514,9 @@ impl Client {
             Err(Retry::Failed(e)) => return Err(e),
         };
         let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(self.redirect_error(&resp));
+        }
         if status == 401 {
             return Err(self
                 .check(resp)
@@ -517,6 +544,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ledger/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.settings.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Http {
                 url: self.base.to_string(),
