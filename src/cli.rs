@@ -132,6 +132,11 @@ pub enum Command {
     Sim(Box<crate::commands::sim::SimCommand>),
     /// The whole story on a simulated cluster in this process: snapshot, tag, convergence, report.
     Demo(crate::commands::demo::DemoArgs),
+    /// A shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    Completions(crate::commands::shell::CompletionsArgs),
+    /// The man page of ledger or of one of its commands (roff, on stdout), or every page into a
+    /// directory.
+    Man(crate::commands::shell::ManArgs),
 }
 
 /// Value parsers that several commands' arguments share. A flag that takes a duration also takes

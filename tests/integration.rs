@@ -25,6 +25,7 @@ mod repin;
 mod report;
 mod robust;
 mod run_lifecycle;
+mod shell;
 mod sim_add;
 mod sim_api;
 mod sim_auth;

@@ -15,6 +15,7 @@ pub mod owners;
 pub mod repin;
 pub mod report;
 pub mod restore;
+pub mod shell;
 pub mod sim;
 pub mod snapshot;
 pub mod snapshots;
@@ -73,5 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(c) => db::run(c, ctx),
         Command::Sim(c) => sim::run(*c),
         Command::Demo(a) => demo::run(a, ctx),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
     }
 }
