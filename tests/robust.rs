@@ -253,6 +253,19 @@ impl FakePeer {
         FakePeer { url: format!("http://{addr}"), stop, sent, addr }
     }
 
+    /// A fake peer that notes each request as "METHOD path" before `handler` answers it.
+    fn noting(
+        handler: impl Fn(&mut Conn<'_>) + Send + Sync + 'static,
+    ) -> (FakePeer, Arc<std::sync::Mutex<Vec<String>>>) {
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let peer = FakePeer::start(move |c| {
+            log.lock().unwrap().push(format!("{} {}", c.method, c.path));
+            handler(c)
+        });
+        (peer, asked)
+    }
+
     fn sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
     }
@@ -748,10 +761,7 @@ fn a_401_says_the_clusters_reason_or_none() {
 
 #[test]
 fn a_redirect_is_named_and_not_followed() {
-    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = asked.clone();
-    let proxy = FakePeer::start(move |c| {
-        log.lock().unwrap().push(format!("{} {}", c.method, c.path));
+    let (proxy, asked) = FakePeer::noting(|c| {
         c.redirect("301 Moved Permanently", "https://admin:s3cret@127.0.0.1:1/id?token=t0ken");
     });
     let (out, _, _dir) = snapshot_of(&proxy.url, "5s", PATIENCE);
@@ -771,16 +781,12 @@ fn a_redirect_is_named_and_not_followed() {
 fn a_redirected_repin_is_failed_and_never_sent_as_a_get() {
     let label = "robust/redirected";
     let cid = cid_of(label);
-    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (log, pin_path) = (asked.clone(), format!("/pins/{cid}"));
-    let peer = FakePeer::streaming(move |c| {
-        log.lock().unwrap().push(format!("{} {}", c.method, c.path));
-        match c.method.as_str() {
-            "POST" => c.redirect("301 Moved Permanently", &pin_path),
-            _ if c.path.starts_with("/allocations/") => c.json("200 OK", &pin_line(label)),
-            _ if c.path == "/peers" => c.json("404 Not Found", "{}"),
-            _ => c.json("200 OK", &pin_line(label)),
-        }
+    let pin_path = format!("/pins/{cid}");
+    let (peer, asked) = FakePeer::noting(move |c| match c.method.as_str() {
+        _ if c.path == "/id" => c.id(),
+        "POST" => c.redirect("301 Moved Permanently", &pin_path),
+        _ if c.path == "/peers" => c.json("404 Not Found", "{}"),
+        _ => c.json("200 OK", &pin_line(label)),
     });
     let dir = tempfile::tempdir().unwrap();
     let args = ["--db", "ledger.db", "--cluster", &peer.url, "--timeout", "3s", "repin", &cid];

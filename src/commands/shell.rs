@@ -50,8 +50,7 @@ pub fn man(a: ManArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = without_help(Cli::command());
     cmd.build();
     if let Some(dir) = &a.out_dir {
-        let mut written = 0;
-        write_pages(&cmd, dir, &mut written)
+        let written = write_pages(&cmd, dir)
             .with_context(|| format!("writing the man pages into {}", dir.display()))?;
         eprintln!("ledger: {written} man pages written into {}", dir.display());
         return Ok(ExitCode::SUCCESS);
@@ -85,16 +84,13 @@ fn man_page(cmd: &clap::Command) -> clap_mangen::Man {
     clap_mangen::Man::new(cmd.clone()).source(concat!("ledger ", env!("CARGO_PKG_VERSION")))
 }
 
-/// The page of `cmd` and of each of its commands (not the hidden ones), as `ledger-tag.1` and so on.
-fn write_pages(
-    cmd: &clap::Command,
-    dir: &std::path::Path,
-    written: &mut usize,
-) -> std::io::Result<()> {
+/// The page of `cmd` and of each of its commands (not the hidden ones), as `ledger-tag.1` and so
+/// on; how many were written.
+fn write_pages(cmd: &clap::Command, dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut written = 0;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        write_pages(sub, dir, written)?;
+        written += write_pages(sub, dir)?;
     }
     man_page(cmd).generate_to(dir)?;
-    *written += 1;
-    Ok(())
+    Ok(written + 1)
 }
