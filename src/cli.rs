@@ -115,6 +115,9 @@ pub enum Command {
     Watch(crate::commands::watch::WatchArgs),
     /// Write a table of the ledger as CSV.
     Export(crate::commands::export::ExportArgs),
+    /// The configuration: `config check` prints the cluster every other command would use.
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
     /// The ledger database itself: schema migrations.
     #[command(subcommand)]
     Db(crate::commands::db::DbCommand),

@@ -4,6 +4,7 @@ mod util;
 
 mod add;
 mod bulk_repin;
+mod config;
 mod ctl;
 mod demo;
 mod differential;

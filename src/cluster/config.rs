@@ -110,8 +110,18 @@ pub struct OrgConfig {
     pub peer: Option<String>,
     pub contact: Option<String>,
     /// The replication factors the organisation's pins should have, `"MIN..MAX"` (`ledger repin
-    /// --org ORG --ensure` sets them).
+    /// --org ORG --ensure` sets them). One that is not is refused when the file is read.
+    #[serde(default, deserialize_with = "replication")]
     pub replication: Option<String>,
+}
+
+/// A `replication` as written, once [`parse_replication`] accepts it.
+fn replication<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let r = Option::<String>::deserialize(d)?;
+    if let Some(r) = &r {
+        parse_replication(r).map_err(serde::de::Error::custom)?;
+    }
+    Ok(r)
 }
 
 /// The resolved cluster: a name for the ledger, the peers' API URLs (first = write peer), auth,
@@ -126,6 +136,8 @@ pub struct Target {
     pub org_replication: BTreeMap<String, Option<String>>,
     /// The profile's `org` (none without a profile).
     pub org: Option<String>,
+    /// Where each of these came from.
+    pub origin: Origin,
 }
 
 impl Target {
@@ -241,101 +253,228 @@ pub struct Sources<'a> {
     pub discover: Discover,
 }
 
+/// Where the resolved cluster's settings came from, for `ledger config check`. It names sources,
+/// never credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The configuration file read (none when `--cluster` or `LEDGER_CLUSTER` named the peers).
+    pub config: Option<PathBuf>,
+    /// What named the peers: `--cluster`, `LEDGER_CLUSTER` or `the profile`.
+    pub peers: &'static str,
+    /// How the profile was chosen: `--profile`, `default`, or `the only cluster` (none without
+    /// a profile).
+    pub chosen_by: Option<&'static str>,
+    /// The credentials' source (`LEDGER_TOKEN`, `LEDGER_BASIC_AUTH`, the file, an address's
+    /// userinfo), when there are credentials.
+    pub credentials: Option<String>,
+    /// The profile's credentials file, when it is the source.
+    pub credentials_file: Option<PathBuf>,
+    /// Credentials given that a source before them overrides, by source.
+    pub overridden: Vec<String>,
+}
+
+/// The peers, auth and profile settings as one source gave them, before the environment's
+/// credentials are applied.
+struct Found {
+    name: String,
+    peers: Vec<Url>,
+    /// Userinfo in the first address that has some.
+    auth: Option<(Auth, String)>,
+    creds_file: Option<PathBuf>,
+    discover: Discover,
+    org_replication: BTreeMap<String, Option<String>>,
+    org: Option<String>,
+    origin: Origin,
+}
+
 /// Resolves the cluster and credentials.
 pub fn resolve(src: &Sources) -> anyhow::Result<Target> {
     let env_cluster = (src.env)("LEDGER_CLUSTER").filter(|s| !s.trim().is_empty());
-    let mut peers = Vec::new();
-    let mut auth = None;
-    let name;
-    let mut creds_file = None;
-    let mut discover = src.discover;
-    let mut org_replication = BTreeMap::new();
-    let mut org = None;
     let given = src.cluster.map(|c| (c.to_string(), "--cluster"));
-    if let Some((list, source)) = given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
-        for a in list.split(',').filter(|a| !a.trim().is_empty()) {
-            let (url, a) = parse_address(a).context(source)?;
-            auth = auth.or(a);
-            peers.push(url);
-        }
-        let Some(first) = peers.first() else {
-            bail!(
-                "{source} names no peer: give http(s)://HOST:PORT URLs or multiaddrs, comma-separated"
-            );
-        };
-        name = src.profile.map(str::to_string).unwrap_or_else(|| host_port(first));
-    } else {
-        let path =
-            src.config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("ledger.toml"));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && src.config.is_none() => bail!(
-                "no cluster given: pass --cluster http://HOST:9094 (or a multiaddr), set LEDGER_CLUSTER, or write a profile in ledger.toml (see the README)"
-            ),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let cfg: ConfigFile =
-            toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-        let pname = match src.profile.map(str::to_string).or(cfg.default.clone()) {
-            Some(p) => p,
-            None if cfg.clusters.len() == 1 => {
-                cfg.clusters.keys().next().cloned().unwrap_or_default()
+    let mut found = match given.or(env_cluster.map(|c| (c, "LEDGER_CLUSTER"))) {
+        Some((list, source)) => from_list(src, &list, source)?,
+        None => from_profile(src)?,
+    };
+    if found.peers.is_empty() {
+        bail!("the cluster address is empty");
+    }
+    let auth = credentials(src, found.auth.take(), found.creds_file.take(), &mut found.origin)?;
+    check_discover(found.discover)?;
+    Ok(Target {
+        name: found.name,
+        peers: found.peers,
+        auth,
+        discover: found.discover,
+        org_replication: found.org_replication,
+        org: found.org,
+        origin: found.origin,
+    })
+}
+
+/// Parses one address of a list, keeping the first userinfo met as credentials.
+fn add_peer(found: &mut Found, address: &str) -> anyhow::Result<()> {
+    let (url, a) = parse_address(address)?;
+    if let (None, Some(a)) = (&found.auth, a) {
+        found.auth = Some((a, format!("the userinfo of {}", redact(address.trim()))));
+    }
+    found.peers.push(url);
+    Ok(())
+}
+
+/// The peers of `--cluster` or `LEDGER_CLUSTER` (`source`): a comma-separated list.
+fn from_list(src: &Sources, list: &str, source: &'static str) -> anyhow::Result<Found> {
+    let mut found = Found {
+        name: String::new(),
+        peers: Vec::new(),
+        auth: None,
+        creds_file: None,
+        discover: src.discover,
+        org_replication: BTreeMap::new(),
+        org: None,
+        origin: Origin { peers: source, ..Origin::default() },
+    };
+    for a in list.split(',').filter(|a| !a.trim().is_empty()) {
+        add_peer(&mut found, a).context(source)?;
+    }
+    let Some(first) = found.peers.first() else {
+        bail!(
+            "{source} names no peer: give http(s)://HOST:PORT URLs or multiaddrs, comma-separated"
+        );
+    };
+    found.name = src.profile.map(str::to_string).unwrap_or_else(|| host_port(first));
+    Ok(found)
+}
+
+/// Reads `ledger.toml` (or `--config FILE`), refusing what it cannot read; see [`parse_config`].
+pub fn load(config: Option<&Path>) -> anyhow::Result<(PathBuf, ConfigFile)> {
+    let path = config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("ledger.toml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.is_none() => bail!(
+            "no cluster given: pass --cluster http://HOST:9094 (or a multiaddr), set LEDGER_CLUSTER, or write a profile in ledger.toml (see the README)"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let cfg =
+        parse_config(&text).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok((path, cfg))
+}
+
+/// Parses the text of `ledger.toml`. A key it does not know, a value of the wrong type or a
+/// replication that is not `MIN..MAX` is refused with its line and column. The message never
+/// quotes the file (a mistyped key may hold a secret), and userinfo in it is hidden.
+pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let message: Vec<String> = e.message().trim().split(' ').map(hide_userinfo).collect();
+        let message = message.join(" ");
+        match e.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                format!("line {line}, column {column}: {message}")
             }
-            None => bail!(
-                "{} has several clusters and no `default`: pass --profile NAME",
-                path.display()
-            ),
-        };
-        let Some(profile) = cfg.clusters.get(&pname) else {
-            bail!("{} has no cluster named {pname:?}", path.display());
-        };
-        if profile.peers.is_empty() {
-            bail!("the cluster {pname:?} in {} lists no peers", path.display());
+            None => message,
         }
-        for a in &profile.peers {
-            let (url, a) = parse_address(a).with_context(|| {
-                format!("the peers of the cluster {pname:?} in {}", path.display())
-            })?;
-            auth = auth.or(a);
-            peers.push(url);
+    })
+}
+
+/// A word of a message with any `user:password@` in it replaced by `***@`.
+fn hide_userinfo(word: &str) -> String {
+    if word.contains('@') { redact(word) } else { word.to_string() }
+}
+
+/// The cluster of a profile in the configuration file.
+fn from_profile(src: &Sources) -> anyhow::Result<Found> {
+    let (path, cfg) = load(src.config)?;
+    let (pname, chosen_by) = match (src.profile, &cfg.default) {
+        (Some(p), _) => (p.to_string(), "--profile"),
+        (None, Some(p)) => (p.clone(), "default"),
+        (None, None) if cfg.clusters.len() == 1 => {
+            (cfg.clusters.keys().next().cloned().unwrap_or_default(), "the only cluster")
         }
-        creds_file = profile.credentials.as_ref().map(|c| {
+        (None, None) => {
+            bail!("{} has several clusters and no `default`: pass --profile NAME", path.display())
+        }
+    };
+    let Some(profile) = cfg.clusters.get(&pname) else {
+        bail!("{} has no cluster named {pname:?}", path.display());
+    };
+    if profile.peers.is_empty() {
+        bail!("the cluster {pname:?} in {} lists no peers", path.display());
+    }
+    let origin = Origin {
+        config: Some(path.clone()),
+        peers: "the profile",
+        chosen_by: Some(chosen_by),
+        ..Origin::default()
+    };
+    let mut found = Found {
+        name: pname.clone(),
+        peers: Vec::new(),
+        auth: None,
+        creds_file: profile.credentials.as_ref().map(|c| {
             if c.is_relative() {
                 path.parent().unwrap_or(Path::new(".")).join(c)
             } else {
                 c.clone()
             }
-        });
-        name = pname;
-        org_replication =
-            profile.orgs.iter().map(|(o, c)| (o.clone(), c.replication.clone())).collect();
-        org = profile.org.clone();
-        discover.on |= profile.discover;
-        discover.rest_port = discover.rest_port.or(profile.rest_port);
+        }),
+        discover: Discover {
+            on: src.discover.on || profile.discover,
+            rest_port: src.discover.rest_port.or(profile.rest_port),
+        },
+        org_replication: profile
+            .orgs
+            .iter()
+            .map(|(o, c)| (o.clone(), c.replication.clone()))
+            .collect(),
+        org: profile.org.clone(),
+        origin,
+    };
+    for a in &profile.peers {
+        add_peer(&mut found, a)
+            .with_context(|| format!("the peers of the cluster {pname:?} in {}", path.display()))?;
     }
-    if peers.is_empty() {
-        bail!("the cluster address is empty");
-    }
-    let auth = credentials(src, auth, creds_file)?;
-    check_discover(discover)?;
-    Ok(Target { name, peers, auth, discover, org_replication, org })
+    Ok(found)
 }
 
 /// The credentials: the environment first, then the profile's file, then userinfo in the URL.
+/// `origin` is told which was used and which it overrode.
 fn credentials(
     src: &Sources,
-    from_url: Option<Auth>,
+    from_url: Option<(Auth, String)>,
     file: Option<PathBuf>,
+    origin: &mut Origin,
 ) -> anyhow::Result<Option<Auth>> {
-    if let Some(t) = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty()) {
-        Ok(Some(Auth::Bearer(t)))
-    } else if let Some(b) = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty()) {
-        Ok(Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?))
-    } else if let Some(f) = file {
-        Ok(Some(read_credentials(&f)?))
-    } else {
-        Ok(from_url)
+    let token = (src.env)("LEDGER_TOKEN").filter(|t| !t.is_empty());
+    let basic = (src.env)("LEDGER_BASIC_AUTH").filter(|t| !t.is_empty());
+    // Every source given, in the order of precedence: the first is used.
+    let mut given: Vec<String> = Vec::new();
+    if token.is_some() {
+        given.push("LEDGER_TOKEN".to_string());
     }
+    if basic.is_some() {
+        given.push("LEDGER_BASIC_AUTH".to_string());
+    }
+    given.extend(file.as_ref().map(|f| format!("the file {}", f.display())));
+    given.extend(from_url.as_ref().map(|(_, from)| from.clone()));
+    let auth = if let Some(t) = token {
+        Some(Auth::Bearer(t))
+    } else if let Some(b) = basic {
+        Some(Auth::basic(&b).context("LEDGER_BASIC_AUTH")?)
+    } else if let Some(f) = file {
+        let auth = read_credentials(&f)?;
+        origin.credentials_file = Some(f);
+        Some(auth)
+    } else {
+        from_url.map(|(a, _)| a)
+    };
+    if !given.is_empty() {
+        origin.credentials = Some(given.remove(0));
+    }
+    origin.overridden = given;
+    Ok(auth)
 }
 
 /// A REST port is a port (1–65535), and only given with discovery on.

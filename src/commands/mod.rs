@@ -2,6 +2,7 @@
 //! that need no database or cluster never open them.
 
 pub mod add;
+pub mod config;
 pub mod convergence;
 pub mod db;
 pub mod demo;
@@ -71,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => watch::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),
+        Command::Config(c) => config::run(c, ctx),
         Command::Db(c) => db::run(c, ctx),
         Command::Sim(c) => sim::run(*c),
         Command::Demo(a) => demo::run(a, ctx),
