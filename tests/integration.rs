@@ -18,6 +18,7 @@ mod fuzz;
 mod hostile_data;
 mod hostile_user;
 mod identity;
+mod json_contract;
 mod layout;
 mod lost;
 mod membership;
