@@ -259,6 +259,8 @@ pub struct Sources<'a> {
 pub struct Origin {
     /// The configuration file read (none when `--cluster` or `LEDGER_CLUSTER` named the peers).
     pub config: Option<PathBuf>,
+    /// That file as it was read, every profile of it.
+    pub file: Option<std::sync::Arc<ConfigFile>>,
     /// What named the peers: `--cluster`, `LEDGER_CLUSTER` or `the profile`.
     pub peers: &'static str,
     /// How the profile was chosen: `--profile`, `default`, or `the only cluster` (none without
@@ -346,7 +348,7 @@ fn from_list(src: &Sources, list: &str, source: &'static str) -> anyhow::Result<
 }
 
 /// Reads `ledger.toml` (or `--config FILE`), refusing what it cannot read; see [`parse_config`].
-pub fn load(config: Option<&Path>) -> anyhow::Result<(PathBuf, ConfigFile)> {
+fn load(config: Option<&Path>) -> anyhow::Result<(PathBuf, ConfigFile)> {
     let path = config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("ledger.toml"));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -436,6 +438,7 @@ fn from_profile(src: &Sources) -> anyhow::Result<Found> {
         add_peer(&mut found, a)
             .with_context(|| format!("the peers of the cluster {pname:?} in {}", path.display()))?;
     }
+    found.origin.file = Some(std::sync::Arc::new(cfg));
     Ok(found)
 }
 

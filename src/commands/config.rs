@@ -36,11 +36,7 @@ pub struct CheckArgs {
 pub fn run(cmd: ConfigCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check(args) = cmd;
     let target = ctx.target()?;
-    let file = match &target.origin.config {
-        Some(path) => Some(config::load(Some(path))?),
-        None => None,
-    };
-    let cfg = file.as_ref().map(|(_, c)| c);
+    let cfg = target.origin.file.as_deref();
     let warnings = warnings(target, cfg);
     let report = report(target, cfg, &warnings);
     if args.json {
