@@ -37,7 +37,7 @@ macro_rules! domain_enum {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[derive(serde::Serialize, serde::Deserialize)]
-        #[derive(strum::AsRefStr, strum::Display, strum::EnumString)]
+        #[derive(strum::AsRefStr, strum::Display, strum::EnumString, strum::EnumIter)]
         #[serde(rename_all = "kebab-case")]
         #[strum(serialize_all = "kebab-case")]
         pub enum $name { $($body)* }

@@ -22,6 +22,7 @@ mod json_contract;
 mod layout;
 mod lost;
 mod membership;
+mod metrics;
 mod realcluster;
 mod repin;
 mod report;

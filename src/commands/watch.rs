@@ -41,6 +41,11 @@ pub struct WatchArgs {
     /// the changes (as `snapshot --status`; `ledger drift --status` lists the stuck ones).
     #[arg(long)]
     pub status: bool,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics while watching: pins per
+    /// peer and org, losses, drift, each peer's latest snapshot, the watch's rounds and errors, and
+    /// any run in progress (e.g. 127.0.0.1:9464; port 0 picks a free port, logged at start).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Stop after this many rounds, at least 1 (default: run until SIGTERM or SIGINT).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
@@ -56,6 +61,7 @@ pub fn run(args: WatchArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         on_drift: args.on_drift.clone(),
         all_peers: args.peers.all_peers,
         status: args.status,
+        metrics: args.metrics,
     };
     let quiet = ctx.is_quiet();
     let summary = |r: &crate::ledger::snapshot::Report| {

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod drift;
 pub mod lost;
 pub mod members;
+pub mod metrics;
 pub mod migration;
 pub mod repin;
 pub mod restore;

@@ -9,12 +9,16 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use crate::cluster::{Client, Membership};
 use crate::context::Context;
 use crate::ledger::drift;
 use crate::ledger::lost::LossReport;
+use crate::ledger::metrics::{ErrorKind, Metrics};
 use crate::ledger::{members, snapshot};
 use crate::store::incident::{self, LostFilter};
 
@@ -35,6 +39,8 @@ pub struct Options {
     pub all_peers: bool,
     /// Read each peer's pin statuses after each complete snapshot (`--status`).
     pub status: bool,
+    /// Serve the metrics here (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Watches until the rounds are done or a signal arrives. `each` gets every complete snapshot.
@@ -52,6 +58,11 @@ pub async fn run(
         "watching {}",
         ctx.db_path().display()
     );
+    let metrics = match opts.metrics {
+        Some(addr) => Some(start_metrics(ctx, addr).await?),
+        None => None,
+    };
+    let m = metrics.as_deref();
     let mut round = 0u64;
     let mut members: Option<Membership> = None;
     // The disagreements already handed on, by (CID, since snapshot): each is reported once.
@@ -60,18 +71,25 @@ pub async fn run(
         let started = tokio::time::Instant::now();
         round += 1;
         let (taken, read) =
-            snapshot_round(ctx, &clients, opts.status, &mut stop, &mut each).await?;
+            snapshot_round(ctx, &clients, (opts.status, m), &mut stop, &mut each).await?;
         // A round a signal cut short says nothing of the members.
         if opts.all_peers && !stop.seen() {
             members = Some(check_members(ctx, &clients, read, (round, members)).await?);
         }
+        let mut losses = Vec::new();
         if !taken.is_empty() {
             let filter = LostFilter { first_lacking_in: Some(taken), ..Default::default() };
-            let losses = incident::lost(&ctx.store()?.conn, &filter)?;
-            report_losses(&losses, opts.on_loss.as_deref(), ctx.db_path());
+            losses = incident::lost(&ctx.store()?.conn, &filter)?;
+            let mut hooks_ok = report_losses(&losses, opts.on_loss.as_deref(), ctx.db_path());
             if let Some(after) = opts.drift_after {
-                report_drift(ctx, after, opts.on_drift.as_deref(), &mut reported);
+                hooks_ok &= report_drift(ctx, after, opts.on_drift.as_deref(), &mut reported);
             }
+            if let (false, Some(m)) = (hooks_ok, m) {
+                m.error(ErrorKind::Hook);
+            }
+        }
+        if let Some(m) = m {
+            m.round_done(ctx, &losses);
         }
         if opts.rounds.is_some_and(|n| round >= n) || stop.seen() {
             break;
@@ -86,6 +104,20 @@ pub async fn run(
         tracing::info!("stopping");
     }
     Ok(members)
+}
+
+/// Listens on `addr` and serves the metrics there, read from the ledger once before the first
+/// round. An address that cannot be listened on is an error: the watch does not start.
+async fn start_metrics(ctx: &Context, addr: std::net::SocketAddr) -> anyhow::Result<Arc<Metrics>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let metrics = Metrics::new(ctx.cluster_name()?, ctx.db_path().to_path_buf());
+    metrics.read_round(ctx)?;
+    tokio::spawn(crate::ledger::metrics::serve(listener, metrics.clone()));
+    tracing::info!("metrics at http://{bound}/metrics");
+    Ok(metrics)
 }
 
 /// The members a round snapshotted (`read`: the peer ID of each complete snapshot), logged when
@@ -143,7 +175,7 @@ impl Stop {
 async fn snapshot_round(
     ctx: &Context,
     clients: &[Client],
-    status: bool,
+    (status, m): (bool, Option<&Metrics>),
     stop: &mut Stop,
     each: &mut impl FnMut(&snapshot::Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Vec<i64>, Vec<Option<String>>)> {
@@ -162,17 +194,27 @@ async fn snapshot_round(
                 taken.push(r.id);
                 read.push(Some(r.peer.clone()));
             }
-            Ok(r) => tracing::warn!(
-                snapshot = r.id,
-                "snapshot of {} is incomplete ({}); it is not evidence of anything",
-                c.base(),
-                r.error.as_deref().unwrap_or("unknown error")
-            ),
+            Ok(r) => {
+                tracing::warn!(
+                    snapshot = r.id,
+                    "snapshot of {} is incomplete ({}); it is not evidence of anything",
+                    c.base(),
+                    r.error.as_deref().unwrap_or("unknown error")
+                );
+                if let Some(m) = m {
+                    m.error(ErrorKind::Incomplete);
+                }
+            }
             // A ledger that cannot store is no watch at all: the error ends it.
             Err(e) if e.chain().any(|c| c.downcast_ref::<rusqlite::Error>().is_some()) => {
                 return Err(e.context(format!("cannot store the snapshot of {}", c.base())));
             }
-            Err(e) => tracing::warn!("cannot snapshot {}: {e:#}", c.base()),
+            Err(e) => {
+                tracing::warn!("cannot snapshot {}: {e:#}", c.base());
+                if let Some(m) = m {
+                    m.error(ErrorKind::Unreadable);
+                }
+            }
         }
     }
     Ok((taken, read))
@@ -218,10 +260,11 @@ fn hook_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
 }
 
 /// Logs each loss and hands the report to `--on-loss`, with [`hook_env`] and `LEDGER_DB` (the
-/// ledger being watched) as its whole environment. A failing hook is logged, never fatal.
-fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::path::Path) {
+/// ledger being watched) as its whole environment. A failing hook is logged, never fatal: false
+/// says it failed.
+fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::path::Path) -> bool {
     if losses.is_empty() {
-        return;
+        return true;
     }
     for l in losses {
         let fields: Vec<&str> = l.fields.iter().map(|f| f.field.as_str()).collect();
@@ -233,34 +276,40 @@ fn report_losses(losses: &[incident::Loss], on_loss: Option<&str>, db: &std::pat
             crate::app::shown(&fields.join(", "))
         );
     }
-    let Some(cmd) = on_loss else { return };
+    let Some(cmd) = on_loss else { return true };
     match serde_json::to_vec(&LossReport { losses, count: losses.len() }) {
         Ok(json) => run_hook("--on-loss", cmd, &json, db),
-        Err(e) => tracing::error!("cannot render the loss report: {e}"),
+        Err(e) => {
+            tracing::error!("cannot render the loss report: {e}");
+            false
+        }
     }
 }
 
 /// Logs each disagreement that has lasted `after` and was not reported before, and hands them
 /// (the JSON of `ledger drift --json`, with only those in `drift`) to `--on-drift`. A drift report
-/// that cannot be made is logged; the watch goes on.
+/// that cannot be made is logged; the watch goes on. False: the hook failed.
 fn report_drift(
     ctx: &Context,
     after: Duration,
     on_drift: Option<&str>,
     reported: &mut HashSet<(String, i64)>,
-) {
+) -> bool {
     let made = drift::Options::of(ctx, after, drift::DEFAULT_STALE_AFTER, 2)
         .and_then(|o| drift::report(&ctx.store()?.conn, &o));
     let mut report = match made {
         Ok(r) => r,
-        Err(e) => return tracing::warn!("cannot compare the peers' replicas: {e:#}"),
+        Err(e) => {
+            tracing::warn!("cannot compare the peers' replicas: {e:#}");
+            return true;
+        }
     };
     let lasted = |d: &drift::Disagreement| {
         Duration::try_from_secs_f64(d.age_seconds.max(0.0)).is_ok_and(|a| a >= after)
     };
     report.drift.retain(|d| lasted(d) && reported.insert((d.cid.clone(), d.since.snapshot)));
     if report.drift.is_empty() {
-        return;
+        return true;
     }
     for d in &report.drift {
         let holders: Vec<String> = d.versions.iter().map(|v| v.peers.len().to_string()).collect();
@@ -274,17 +323,20 @@ fn report_drift(
         );
     }
     (report.count, report.older) = (report.drift.len(), report.drift.len());
-    let Some(cmd) = on_drift else { return };
+    let Some(cmd) = on_drift else { return true };
     match serde_json::to_vec(&report) {
         Ok(json) => run_hook("--on-drift", cmd, &json, ctx.db_path()),
-        Err(e) => tracing::error!("cannot render the drift report: {e}"),
+        Err(e) => {
+            tracing::error!("cannot render the drift report: {e}");
+            false
+        }
     }
 }
 
 /// Runs a hook (`flag` names it in messages) through `sh -c` with `json` on its stdin, with
 /// [`hook_env`] and `LEDGER_DB` as its whole environment, and waits for it. A failing hook is
-/// logged, never fatal.
-fn run_hook(flag: &str, cmd: &str, json: &[u8], db: &std::path::Path) {
+/// logged, never fatal: false says it failed.
+fn run_hook(flag: &str, cmd: &str, json: &[u8], db: &std::path::Path) -> bool {
     let run = || -> std::io::Result<std::process::ExitStatus> {
         let mut child = std::process::Command::new("sh")
             .arg("-c")
@@ -301,8 +353,9 @@ fn run_hook(flag: &str, cmd: &str, json: &[u8], db: &std::path::Path) {
         child.wait()
     };
     match run() {
-        Ok(s) if s.success() => {}
+        Ok(s) if s.success() => return true,
         Ok(s) => tracing::error!("{flag} command exited with {s}"),
         Err(e) => tracing::error!("cannot run the {flag} command: {e}"),
     }
+    false
 }

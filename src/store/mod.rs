@@ -6,6 +6,7 @@ pub mod added;
 pub mod drift;
 pub mod export;
 pub mod incident;
+pub mod metrics;
 pub mod report;
 pub mod runs;
 pub mod snapshots;
@@ -229,6 +230,12 @@ fn is_read_only_error(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
     )
+}
+
+/// A second connection to the ledger at `path` that only reads (a scrape's, beside the process's
+/// own [`Store`]).
+pub fn reader(path: &Path) -> anyhow::Result<Connection> {
+    open_read_only(path)
 }
 
 /// Opens a ledger that cannot be written, for reading. When the WAL's shared-memory file is
