@@ -23,6 +23,7 @@ mod layout;
 mod lost;
 mod membership;
 mod metrics;
+mod parquet;
 mod realcluster;
 mod repin;
 mod report;

@@ -23,17 +23,6 @@ impl Drop for Child {
     }
 }
 
-/// Whether python3 has the `prometheus_client` package (else a skip, or a failure under
-/// `LEDGER_TEST_STRICT=1`).
-fn have_parser() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import prometheus_client.openmetrics.parser"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok || skip("the prometheus_client Python package", "python3 -m pip install prometheus_client")
-}
-
 /// One scrape: the text as served, parsed by prometheus_client into families.
 fn scrape(base: &str) -> Vec<Value> {
     let r = raw(base, "GET", "/metrics", &[], b"");
@@ -177,7 +166,7 @@ fn rounds(families: &[Value]) -> f64 {
 
 #[test]
 fn watch_serves_metrics_that_agree_with_owners_lost_drift_and_the_run() {
-    if !have_parser() {
+    if !have_python("prometheus_client.openmetrics.parser", "prometheus_client") {
         return;
     }
     let sim = Sim::start(&["--peers", "3", "--pins", "60", "--seed", "11", "--lag", "0"]);
@@ -199,10 +188,19 @@ fn watch_serves_metrics_that_agree_with_owners_lost_drift_and_the_run() {
         &log,
     );
     let mut during = Vec::new();
-    wait_until(Duration::from_secs(30), "a scrape that shows the tag run applying", || {
+    let mut ended = None;
+    wait_until(Duration::from_secs(60), "a scrape that shows the tag run applying", || {
         during = scrape(&base);
-        value(&during, "ledger_run_repins", &[("outcome", "applied")]).is_some_and(|n| n > 0.0)
+        ended = tag.0.try_wait().unwrap();
+        ended.is_some()
+            || value(&during, "ledger_run_repins", &[("outcome", "applied")])
+                .is_some_and(|n| n > 0.0)
     });
+    assert!(
+        ended.is_none(),
+        "the tag run ended ({ended:?}) before a scrape saw it: {}\n{during:?}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     check_conventions(&during);
     let status = tag.0.wait().unwrap();
     assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());

@@ -10,6 +10,7 @@ use clap::Args;
 use crate::app::{print_json, print_table, short_peer};
 use crate::context::Context;
 use crate::ledger::drift::{self, Disagreement, Report};
+use crate::report::table_out::{Kind, ParquetOut, TableOut};
 
 /// The arguments of `ledger drift`; its help text is on `Command::Drift` in `cli.rs`.
 #[derive(Debug, Args)]
@@ -28,8 +29,13 @@ pub struct DriftArgs {
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// CSV on stdout: one row per version (or lack) of each disagreeing pin.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parquet")]
     pub csv: bool,
+    /// The rows of --csv as Parquet in FILE, typed as `ledger export --parquet` types them
+    /// (since_snapshot an integer, since_at and cluster_timestamp timestamps, age_seconds a
+    /// double, older a boolean).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "status"])]
+    pub parquet: Option<String>,
     /// List the pins stuck in pin_error, pin_queued or pinning on a peer instead, from the status
     /// readings of `ledger snapshot --status` (`commands::run` sends it to `drift_status`).
     #[arg(long, conflicts_with_all = ["stale_after", "rounds"])]
@@ -61,7 +67,13 @@ fn versions(args: &DriftArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&report)?;
     } else if args.csv {
-        write_csv(&report)?;
+        let mut w: Box<dyn TableOut> = Box::new(crate::app::csv_writer("-")?);
+        write_rows(&report, w.as_mut())?;
+        w.finish()?;
+    } else if let Some(path) = &args.parquet {
+        let mut w: Box<dyn TableOut> = Box::new(ParquetOut::create(path, parquet_kind)?);
+        write_rows(&report, w.as_mut())?;
+        w.finish()?;
     } else {
         print_report(&report)?;
     }
@@ -85,9 +97,8 @@ const CSV_COLUMNS: [&str; 11] = [
 
 /// One row per version of each disagreeing pin (`holds`), and one for the peers that lack it
 /// (`lacks`); the header even when there is no row.
-fn write_csv(r: &Report) -> anyhow::Result<()> {
-    let mut w = crate::app::csv_writer("-")?;
-    w.write_record(CSV_COLUMNS)?;
+fn write_rows(r: &Report, w: &mut dyn TableOut) -> anyhow::Result<()> {
+    w.header(&CSV_COLUMNS)?;
     for d in &r.drift {
         let head = [
             d.cid.clone(),
@@ -105,15 +116,25 @@ fn write_csv(r: &Report) -> anyhow::Result<()> {
                 v.cluster_timestamp.clone().unwrap_or_default(),
                 v.peers.join(" "),
             ];
-            w.write_record(head.iter().chain(&tail))?;
+            w.row(&[&head[..], &tail[..]].concat())?;
         }
         if !d.lacking.is_empty() {
             let tail = ["lacks", "", "", "", "", &d.lacking.join(" ")].map(str::to_string);
-            w.write_record(head.iter().chain(&tail))?;
+            w.row(&[&head[..], &tail[..]].concat())?;
         }
     }
-    w.flush()?;
     Ok(())
+}
+
+/// The Parquet type of a column of `drift --parquet`.
+fn parquet_kind(column: &str) -> Kind {
+    match column {
+        "since_snapshot" => Kind::Int,
+        "since_at" | "cluster_timestamp" => Kind::Time,
+        "age_seconds" => Kind::Real,
+        "older" => Kind::Bool,
+        _ => Kind::Text,
+    }
 }
 
 /// An age in whole seconds, as a Go duration (`12m3s`).

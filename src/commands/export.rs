@@ -1,5 +1,6 @@
-//! `ledger export TABLE --csv FILE|-`: ledger tables as RFC 4180 CSV (the csv crate), with stable
-//! columns documented in the README.
+//! `ledger export TABLE --csv FILE|-` or `--parquet FILE`: ledger tables as RFC 4180 CSV (the csv
+//! crate) or as Parquet with a type per column ([`crate::report::table_out`]), with stable columns
+//! documented in the README.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::app::csv_writer;
 use crate::context::Context;
-use crate::report::files::CsvOut;
+use crate::report::table_out::{Kind, ParquetOut, TableOut};
 use crate::store::{self, export::Query, snapshots as db};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -34,12 +35,23 @@ pub enum Table {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("out").required(true).args(["csv", "parquet"])))]
 pub struct ExportArgs {
     /// Which table.
     pub table: Table,
     /// Where to write the CSV; `-` for stdout.
-    #[arg(long, value_name = "FILE|-")]
-    pub csv: String,
+    #[arg(
+        long,
+        value_name = "FILE|-",
+        required_unless_present = "parquet",
+        conflicts_with = "parquet"
+    )]
+    pub csv: Option<String>,
+    /// Write Parquet to FILE instead: integers as INT64, times as UTC timestamps (nanoseconds),
+    /// flags as booleans, numbers with a fraction as DOUBLE, the rest (metadata, lists) as the
+    /// same UTF-8 text and JSON as the CSV; empty CSV fields are NULL. Row groups of 131,072 rows.
+    #[arg(long, value_name = "FILE")]
+    pub parquet: Option<String>,
     /// For `pins`: the snapshot to export.
     #[arg(long, value_name = "ID")]
     pub snapshot: Option<i64>,
@@ -130,12 +142,85 @@ pub const LOST_COLUMNS: [&str; 15] = [
 
 /// `export runs`, `passes`, `convergence`, `owners` and `added`: the query's column names are the header
 /// (see `store::export`), NULL is an empty field.
-fn export_query(conn: &rusqlite::Connection, query: Query, w: &mut CsvOut) -> anyhow::Result<()> {
-    store::export::rows(conn, query, |record| Ok(w.write_record(record)?))
+fn export_query(
+    conn: &rusqlite::Connection,
+    query: Query,
+    w: &mut dyn TableOut,
+) -> anyhow::Result<()> {
+    let mut first = true;
+    store::export::rows(conn, query, |record| {
+        if std::mem::take(&mut first) {
+            let names: Vec<&str> = record.iter().map(String::as_str).collect();
+            return w.header(&names);
+        }
+        w.row(record)
+    })
 }
 
-fn export_repins(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
-    w.write_record(REPIN_COLUMNS.iter().chain(&REPIN_FIELDS))?;
+/// The Parquet type of a column, by its name (the same name has the same type in every table,
+/// but for the per-field columns of `export repins`: see [`repin_kind`]).
+fn kind(column: &str) -> Kind {
+    const INT: [&str; 31] = [
+        "id",
+        "run",
+        "run_id",
+        "pass",
+        "pins",
+        "new",
+        "changed",
+        "vanished",
+        "previous_id",
+        "http_status",
+        "replication_min",
+        "replication_max",
+        "shard_size",
+        "passes",
+        "repins",
+        "applied",
+        "failed",
+        "refused",
+        "targets",
+        "attempted",
+        "succeeded",
+        "tagged",
+        "snapshot",
+        "last_had",
+        "first_lacking",
+        "repin",
+        "upload",
+        "bytes",
+        "size",
+        "peers_read",
+        "shown_on",
+    ];
+    const TIME: [&str; 9] = [
+        "started_at",
+        "finished_at",
+        "requested_at",
+        "verified_at",
+        "at",
+        "last_had_at",
+        "first_lacking_at",
+        "expire_at",
+        "cluster_timestamp",
+    ];
+    match column {
+        c if INT.contains(&c) => Kind::Int,
+        c if TIME.contains(&c) => Kind::Time,
+        "seconds" | "percent" => Kind::Real,
+        "dry_run" | "unpinned" | "pinned" => Kind::Bool,
+        _ => Kind::Text,
+    }
+}
+
+/// `export repins`: its per-field columns hold `BEFORE -> AFTER`, text.
+fn repin_kind(column: &str) -> Kind {
+    if REPIN_FIELDS.contains(&column) { Kind::Text } else { kind(column) }
+}
+
+fn export_repins(conn: &rusqlite::Connection, w: &mut dyn TableOut) -> anyhow::Result<()> {
+    let header: Vec<&str> = REPIN_COLUMNS.iter().chain(&REPIN_FIELDS).copied().collect();
+    w.header(&header)?;
     store::export::repins(conn, |r| {
         let version = |digest: &Option<Vec<u8>>| -> rusqlite::Result<Option<db::PinRow>> {
             match digest {
@@ -183,8 +268,7 @@ fn export_repins(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<
                     .unwrap_or_default(),
             );
         }
-        w.write_record(&rec)?;
-        Ok(())
+        w.row(&rec)
     })
 }
 
@@ -207,11 +291,11 @@ fn metadata_keys(b: &db::PinRow, a: &db::PinRow) -> String {
     out.join(" ")
 }
 
-fn export_lost(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
-    w.write_record(LOST_COLUMNS)?;
+fn export_lost(conn: &rusqlite::Connection, w: &mut dyn TableOut) -> anyhow::Result<()> {
+    w.header(&LOST_COLUMNS)?;
     for l in crate::store::incident::lost(conn, &Default::default())? {
         for f in &l.fields {
-            w.write_record([
+            w.row(&[
                 l.cid.clone(),
                 l.peers.join(" "),
                 l.last_had.snapshot.to_string(),
@@ -238,10 +322,10 @@ fn num(v: Option<i64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-fn export_snapshots(conn: &rusqlite::Connection, w: &mut CsvOut) -> anyhow::Result<()> {
-    w.write_record(SNAPSHOT_COLUMNS)?;
+fn export_snapshots(conn: &rusqlite::Connection, w: &mut dyn TableOut) -> anyhow::Result<()> {
+    w.header(&SNAPSHOT_COLUMNS)?;
     for s in db::list(conn)? {
-        w.write_record([
+        w.row(&[
             s.id.to_string(),
             s.cluster,
             s.peer,
@@ -283,11 +367,11 @@ fn pins_snapshot(conn: &rusqlite::Connection, id: Option<i64>) -> anyhow::Result
 fn export_pins(
     conn: &rusqlite::Connection,
     snap: &db::SnapshotRow,
-    w: &mut CsvOut,
+    w: &mut dyn TableOut,
 ) -> anyhow::Result<()> {
-    w.write_record(PIN_COLUMNS)?;
+    w.header(&PIN_COLUMNS)?;
     db::pins_of(conn, snap, |p| {
-        w.write_record([
+        w.row(&[
             p.cid,
             p.name,
             p.metadata.unwrap_or_else(|| "{}".to_string()),
@@ -302,18 +386,25 @@ fn export_pins(
             p.shard_size.to_string(),
             p.reference.unwrap_or_default(),
             p.pin_update.unwrap_or_default(),
-        ])?;
-        Ok(())
+        ])
     })?;
     Ok(())
 }
 
-/// Writes one CSV document to `path` (`-`: stdout) and flushes it, so a write error is reported.
-fn to_csv(path: &str, f: impl FnOnce(&mut CsvOut) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let mut w = csv_writer(path)?;
-    f(&mut w)?;
-    w.flush()?;
-    Ok(())
+/// Writes one table to the CSV file (`-`: stdout) or the Parquet file `args` name, columns typed
+/// by `kind`, and finishes it, so a write error is reported.
+fn to_out(
+    args: &ExportArgs,
+    kind: fn(&str) -> Kind,
+    f: impl FnOnce(&mut dyn TableOut) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut w: Box<dyn TableOut> = match (&args.csv, &args.parquet) {
+        (_, Some(path)) => Box::new(ParquetOut::create(path, kind)?),
+        (Some(path), None) => Box::new(csv_writer(path)?),
+        (None, None) => bail!("say where: --csv FILE|- or --parquet FILE"),
+    };
+    f(w.as_mut())?;
+    w.finish()
 }
 
 pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -323,21 +414,21 @@ pub fn run(args: ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let store = ctx.store()?;
     let conn = &store.conn;
-    let path = args.csv.as_str();
+    let a = &args;
     match args.table {
-        Table::Snapshots => to_csv(path, |w| export_snapshots(conn, w))?,
+        Table::Snapshots => to_out(a, kind, |w| export_snapshots(conn, w))?,
         Table::Pins => {
-            // Resolved before the file is created, so a bad snapshot leaves no empty CSV behind.
+            // Resolved before the file is created, so a bad snapshot leaves no empty file behind.
             let snap = pins_snapshot(conn, args.snapshot)?;
-            to_csv(path, |w| export_pins(conn, &snap, w))?
+            to_out(a, kind, |w| export_pins(conn, &snap, w))?
         }
-        Table::Repins => to_csv(path, |w| export_repins(conn, w))?,
-        Table::Runs => to_csv(path, |w| export_query(conn, Query::Runs, w))?,
-        Table::Passes => to_csv(path, |w| export_query(conn, Query::Passes, w))?,
-        Table::Convergence => to_csv(path, |w| export_query(conn, Query::Convergence, w))?,
-        Table::Owners => to_csv(path, |w| export_query(conn, Query::Owners, w))?,
-        Table::Lost => to_csv(path, |w| export_lost(conn, w))?,
-        Table::Added => to_csv(path, |w| export_query(conn, Query::Added, w))?,
+        Table::Repins => to_out(a, repin_kind, |w| export_repins(conn, w))?,
+        Table::Runs => to_out(a, kind, |w| export_query(conn, Query::Runs, w))?,
+        Table::Passes => to_out(a, kind, |w| export_query(conn, Query::Passes, w))?,
+        Table::Convergence => to_out(a, kind, |w| export_query(conn, Query::Convergence, w))?,
+        Table::Owners => to_out(a, kind, |w| export_query(conn, Query::Owners, w))?,
+        Table::Lost => to_out(a, kind, |w| export_lost(conn, w))?,
+        Table::Added => to_out(a, kind, |w| export_query(conn, Query::Added, w))?,
     }
     Ok(ExitCode::SUCCESS)
 }

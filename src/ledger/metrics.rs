@@ -357,8 +357,25 @@ fn encode_runs(enc: &mut DescriptorEncoder, runs: &[ActiveRun]) -> std::fmt::Res
     gauges(enc, ("ledger_run_tagged_pins", help, None), tagged)
 }
 
-/// Serves `metrics` at `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+/// Serves `metrics` at `GET /metrics` on `listener` until the process ends, on a thread and
+/// runtime of its own: a scrape is answered while the watch waits on the cluster or on SQLite.
+pub fn serve_on_a_thread(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = crate::app::runtime()?;
+    let listener = {
+        let _entered = rt.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || rt.block_on(serve(listener, metrics)))?;
+    Ok(())
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

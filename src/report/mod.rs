@@ -8,6 +8,7 @@
 pub mod chart;
 pub mod files;
 pub mod html;
+pub mod table_out;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -62,6 +62,19 @@ pub fn have(program: &str, arg: &str, fix: &str) -> bool {
     ok || skip(&format!("`{program}`, which is not installed"), fix)
 }
 
+/// True when python3 can import `module`; otherwise [`skip`], naming the PyPI `package`.
+pub fn have_python(module: &str, package: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok || skip(
+        &format!("the {package} Python package"),
+        &format!("python3 -m pip install {package}"),
+    )
+}
+
 /// Polls `f` every 10 ms until it holds; panics with `what` after `timeout`. Returns the time taken.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
