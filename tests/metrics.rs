@@ -319,6 +319,21 @@ fn watch_serves_metrics_that_agree_with_owners_lost_drift_and_the_run() {
     assert_eq!(watch.0.wait().unwrap().code(), Some(0));
 }
 
+/// A watch's first start, on a ledger that holds nothing yet (and a peer that does not answer):
+/// the metrics are served all the same.
+#[test]
+fn watch_serves_metrics_from_a_fresh_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "http://127.0.0.1:1",
+        &["watch", "--every", "1s", "--rounds", "1", "--metrics", "127.0.0.1:0"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("metrics at http://127.0.0.1:"), "{out:?}");
+    assert!(!out.stderr.contains("cannot read the ledger for the metrics"), "{out:?}");
+}
+
 #[test]
 fn watch_refuses_a_metrics_address_it_cannot_listen_on() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

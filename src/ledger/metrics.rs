@@ -110,14 +110,21 @@ impl Metrics {
                 *s.new_losses.entry(l.attribution.kind).or_default() += 1;
             }
         }
+        self.refresh(ctx);
+    }
+
+    /// Reads the ledger again for the figures a round changes. What cannot be read is logged and
+    /// counted; the figures before it are served.
+    pub fn refresh(&self, ctx: &crate::context::Context) {
         if let Err(e) = self.read_round(ctx) {
             tracing::warn!("cannot read the ledger for the metrics: {e:#}");
             self.error(ErrorKind::Metrics);
         }
     }
 
-    /// Reads what a round changes: owners, every recorded loss by attribution, the drift.
-    pub fn read_round(&self, ctx: &crate::context::Context) -> anyhow::Result<()> {
+    /// Reads what a round changes: owners, every recorded loss by attribution, the drift (none
+    /// while the ledger holds no complete snapshot of the cluster to compare).
+    fn read_round(&self, ctx: &crate::context::Context) -> anyhow::Result<()> {
         let conn = &ctx.store()?.conn;
         let mut owners = incident::owners(conn)?;
         owners.retain(|o| o.cluster == self.cluster);
@@ -126,14 +133,18 @@ impl Metrics {
             *losses.entry(l.attribution.kind).or_default() += 1;
             Ok(())
         })?;
-        let opts = drift::Options::of(ctx, Duration::ZERO, drift::DEFAULT_STALE_AFTER, 2)?;
-        let report = drift::report(conn, &opts)?;
-        let oldest = report.drift.iter().map(|d| d.age_seconds).fold(0.0, f64::max);
+        let drift = if owners.is_empty() {
+            None
+        } else {
+            let opts = drift::Options::of(ctx, Duration::ZERO, drift::DEFAULT_STALE_AFTER, 2)?;
+            let report = drift::report(conn, &opts)?;
+            let oldest = report.drift.iter().map(|d| d.age_seconds).fold(0.0, f64::max);
+            Some(Drift { pins: report.count, oldest_seconds: oldest, compared: report.compared })
+        };
         let mut s = self.state();
         s.owners = owners;
         s.losses = losses;
-        s.drift =
-            Some(Drift { pins: report.count, oldest_seconds: oldest, compared: report.compared });
+        s.drift = drift;
         Ok(())
     }
 

@@ -59,7 +59,7 @@ pub async fn run(
         ctx.db_path().display()
     );
     let metrics = match opts.metrics {
-        Some(addr) => Some(start_metrics(ctx, addr).await?),
+        Some(addr) => Some(start_metrics(ctx, addr)?),
         None => None,
     };
     let m = metrics.as_deref();
@@ -108,12 +108,12 @@ pub async fn run(
 
 /// Listens on `addr` and serves the metrics there, read from the ledger once before the first
 /// round. An address that cannot be listened on is an error: the watch does not start.
-async fn start_metrics(ctx: &Context, addr: std::net::SocketAddr) -> anyhow::Result<Arc<Metrics>> {
+fn start_metrics(ctx: &Context, addr: std::net::SocketAddr) -> anyhow::Result<Arc<Metrics>> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let metrics = Metrics::new(ctx.cluster_name()?, ctx.db_path().to_path_buf());
-    metrics.read_round(ctx)?;
+    metrics.refresh(ctx);
     crate::ledger::metrics::serve_on_a_thread(listener, metrics.clone())?;
     tracing::info!("metrics at http://{bound}/metrics");
     Ok(metrics)
