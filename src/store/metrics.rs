@@ -75,3 +75,56 @@ pub fn active_runs(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Act
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::runs::{self, NewRun};
+
+    fn begin(conn: &Connection, org: &str, dry_run: bool) -> i64 {
+        let r = NewRun {
+            kind: RunKind::Tag,
+            cluster: "c",
+            peer: "P",
+            peer_url: "http://127.0.0.1:9094/",
+            org: Some(org),
+            params_json: "{}",
+            dry_run,
+        };
+        runs::begin(conn, &r).unwrap()
+    }
+
+    /// Only the runs in progress (not a dry run, not one that ended), each with its plan's
+    /// targets and each peer's latest probe.
+    #[test]
+    fn active_runs_are_the_running_ones_with_each_peers_latest_probe() {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let conn = &store.conn;
+        let ended = begin(conn, "old", false);
+        runs::finish(conn, ended, RunState::Done).unwrap();
+        begin(conn, "dry", true);
+        let run = begin(conn, "hrdag", false);
+        for cid in ["bafy1", "bafy2", "bafy3"] {
+            runs::cid_id(conn, cid).unwrap();
+        }
+        let plan = [
+            ("bafy1", PlanClass::Target, None),
+            ("bafy2", PlanClass::Target, None),
+            ("bafy3", PlanClass::Conflict, Some("other")),
+        ];
+        runs::record_plan(conn, run, plan.into_iter()).unwrap();
+        runs::add_probe(conn, (run, 1), "A", 1.0, 1, 2).unwrap();
+        runs::add_probe(conn, (run, 1), "A", 2.0, 2, 2).unwrap();
+        runs::add_probe(conn, (run, 1), "B", 1.5, 1, 2).unwrap();
+        let active = active_runs(conn, "c").unwrap();
+        assert_eq!(active.len(), 1, "{active:?}");
+        let a = &active[0];
+        assert_eq!(
+            (a.id, a.kind, a.org.as_deref(), a.targets, a.pass),
+            (run, RunKind::Tag, Some("hrdag"), 2, 1)
+        );
+        assert_eq!(a.tagged, vec![("A".to_string(), 2), ("B".to_string(), 1)]);
+        assert!(a.repins.is_empty());
+        assert!(active_runs(conn, "another cluster").unwrap().is_empty());
+    }
+}
