@@ -121,7 +121,8 @@ impl Outcome {
 domain_enum! {
     /// A re-pin's place in its life (`repins.status`).
     pub enum RepinStatus {
-        /// The intent is recorded; the request may or may not have gone out.
+        /// The intent is recorded and nothing else: the request may or may not have gone out (a
+        /// request with no row in `repin_answers`).
         Pending,
         Sent,
         Failed,
@@ -195,7 +196,10 @@ mod tests {
         ] {
             assert!(runs.contains(&format!("'{s}'")), "{s}");
         }
-        let repins = check("repins");
+        let repins = check("repin_answers");
+        for st in [RepinStatus::Sent, RepinStatus::Failed, RepinStatus::Refused] {
+            assert!(repins.contains(&format!("'{st}'")), "{st}");
+        }
         for o in [
             Outcome::Applied,
             Outcome::Mismatch,

@@ -213,16 +213,14 @@ fn pending_intents_are_reconciled_by_reading_the_pin() {
     assert!(repin(&dir, &sim, &[], &[CID_DIRECT, "--meta", "org=hrdag"]).status.success());
     // As if the ledger had died after sending the first and before sending a second re-pin.
     let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
-    conn.execute(
-        "UPDATE repins SET status = 'pending', outcome = NULL, after_digest = NULL, http_status = NULL WHERE id = 1",
-        [],
-    )
-    .unwrap();
-    conn.execute(
-        "INSERT INTO repins (run_id, pass, cid_id, path, query, intended, requested_at, status)
-         SELECT run_id, pass, cid_id, path, 'meta-org=never', replace(intended, 'hrdag', 'never-sent'), requested_at, 'pending'
-         FROM repins WHERE id = 1",
-        [],
+    // A request with no answer is `pending` (V11).
+    conn.execute_batch(
+        "DELETE FROM repin_answers WHERE repin_id = 1;
+         INSERT INTO repins_unanswered (repin_id) VALUES (1);
+         INSERT INTO repin_requests (run_id, pass, cid_id, path, query, intended, requested_at)
+         SELECT run_id, pass, cid_id, path, 'meta-org=never', replace(intended, 'hrdag', 'never-sent'), requested_at
+         FROM repin_requests WHERE id = 1;
+         INSERT INTO repins_unanswered (repin_id) SELECT max(id) FROM repin_requests;",
     )
     .unwrap();
     drop(conn);

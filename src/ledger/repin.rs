@@ -402,6 +402,7 @@ impl Chunk<'_> {
                 tx,
                 &runs::Settled {
                     id: p.id,
+                    cid_id: p.cid_id,
                     sent: said.sent,
                     http_status: p.out.http_status,
                     response: said.response,
@@ -543,6 +544,7 @@ pub async fn reconcile(
             conn,
             &runs::Settled {
                 id: p.id,
+                cid_id: p.cid_id,
                 sent: applied,
                 http_status: None,
                 response: None,

@@ -686,6 +686,93 @@ mod tests {
         assert_eq!(qme, (1, 5, 7, 2), "the loss starts at the earlier snapshot, seen by both");
     }
 
+    /// V11 splits each re-pin into its request and its answer: a ledger at V10 with a re-pin of each
+    /// status reads the same rows from the view `repins` after it, the unanswered one is still the
+    /// one a next run settles, the loss a sent re-pin made is still attributed to it, and writing
+    /// an answer goes on as before.
+    #[test]
+    fn v11_reads_every_repin_as_before() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        embedded::migrations::runner()
+            .set_grouped(true)
+            .set_target(refinery::Target::Version(10))
+            .run(&mut conn)
+            .unwrap();
+        let version = |d: &str, meta: &str, ts: &str| {
+            format!(
+                "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
+                   replication_min, replication_max, mode, max_depth, expire_at, origins, type,
+                   shard_size, cluster_timestamp)
+                 VALUES (1, X'{d}', 'a', nullif('{meta}', ''), json_extract(nullif('{meta}', ''), '$.org'),
+                   '[]', -1, -1, 'recursive', -1, NULL, '[]', 'pin', 0, '{ts}');"
+            )
+        };
+        let mut sql = String::from("INSERT INTO cids (id, cid) VALUES (1, 'QmA');");
+        sql += &(version("01", r#"{"org":"hrdag"}"#, "t1") + &version("02", "", "t2"));
+        sql.push_str(
+            "INSERT INTO series (id, cluster, peer) VALUES (1, 'c', 'peerA');
+             INSERT INTO snapshots (id, series_id, peer_url, started_at, finished_at, state, previous_id)
+             VALUES (1, 1, 'u', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z', 'complete', NULL),
+                    (3, 1, 'u', '2026-01-02T00:00:01Z', '2026-01-02T00:00:02Z', 'complete', 1);
+             INSERT INTO observations (cid_id, series_id, first_snapshot, last_snapshot, digest, line_hash)
+             VALUES (1, 1, 1, 1, X'01', X'00'), (1, 1, 3, NULL, X'02', X'00');
+             INSERT INTO runs (id, kind, cluster, peer, peer_url, org, params, started_at, state)
+             VALUES (3, 'tag', 'c', 'p', 'u', 'hrdag', '{}', '2026-01-01T12:00:00Z', 'interrupted');
+             INSERT INTO repins (id, run_id, pass, cid_id, before_digest, path, query, intended,
+                                 requested_at, status, http_status, response, error, after_digest,
+                                 verified_at, outcome)
+             VALUES (1, 3, 1, 1, X'01', '/pins/QmA', 'meta-org=', '{}', '2026-01-01T12:00:01Z',
+                     'sent', 200, '{\"cid\":\"QmA\"}', NULL, X'02', '2026-01-01T12:00:02Z', 'applied'),
+                    (2, 3, 1, 1, X'02', '/pins/QmA', 'meta-org=x', '{}', '2026-01-01T12:00:03Z',
+                     'pending', NULL, NULL, NULL, NULL, NULL, NULL),
+                    (3, 3, 1, 1, X'02', '', '', '{}', '2026-01-01T12:00:04Z',
+                     'refused', NULL, NULL, 'owned by amnesty', NULL, NULL, 'refused'),
+                    (4, 3, 2, 1, X'02', '/pins/QmA', 'meta-org=y', '{}', '2026-01-01T12:00:05Z',
+                     'failed', 500, 'no', 'the cluster answered 500: no', NULL, NULL, 'failed');",
+        );
+        conn.execute_batch(&sql).unwrap();
+        assert_eq!(snapshots::record_losses(&conn, 3).unwrap(), 1);
+        let all = |conn: &Connection, sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        let repins =
+            "SELECT concat_ws('|', id, run_id, pass, cid_id, quote(before_digest), path, query,
+                        intended, requested_at, status, http_status, response, error,
+                        quote(after_digest), verified_at, outcome) FROM repins ORDER BY id";
+        let lost = "SELECT concat_ws('|', cid, field, attribution, repin_id, run_id, pass, query)
+                    FROM lost_metadata ORDER BY 1";
+        let (before, lost_before) = (all(&conn, repins), all(&conn, lost));
+        assert_eq!(lost_before, ["QmA|metadata.org|ours|1|3|1|meta-org="]);
+        migrate(&mut conn).unwrap();
+        assert_eq!(all(&conn, repins), before);
+        assert_eq!(all(&conn, lost), lost_before);
+        let pending = runs::pending(&conn, "c").unwrap();
+        assert_eq!(pending.iter().map(|p| p.id).collect::<Vec<_>>(), [2]);
+        let broken: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(broken, 0, "references broken by the split");
+        let answer = runs::Settled {
+            id: 2,
+            cid_id: 1,
+            sent: true,
+            http_status: Some(200),
+            response: Some("{}".into()),
+            error: None,
+            after: None,
+            outcome: crate::domain::Outcome::NotApplied,
+        };
+        runs::settled(&conn, &answer).unwrap();
+        assert!(runs::pending(&conn, "c").unwrap().is_empty());
+        assert_eq!(
+            all(&conn, "SELECT status || outcome FROM repins WHERE id = 2"),
+            ["sentnot-applied"]
+        );
+        assert!(runs::settled(&conn, &answer).is_err(), "a re-pin is answered once");
+    }
+
     #[test]
     fn every_migration_applies_to_an_empty_database() {
         let s = Store::open_in_memory().unwrap();

@@ -152,11 +152,19 @@ pub struct Intent<'a> {
     pub intended_json: &'a str,
 }
 
-/// Records the intent (status `pending`); durable once this returns.
+/// Records the intent (a request with no answer: status `pending`); durable once the transaction
+/// commits.
 pub fn intent(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
+    let id = request(conn, i)?;
+    conn.prepare_cached("INSERT INTO repins_unanswered (repin_id) VALUES (?1)")?.execute([id])?;
+    Ok(id)
+}
+
+/// Inserts a re-pin's request.
+fn request(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO repin_requests (run_id, pass, cid_id, before_digest, path, query, intended, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         i.run,
@@ -166,13 +174,12 @@ pub fn intent(conn: &Connection, i: &Intent) -> rusqlite::Result<i64> {
         i.path,
         i.query,
         i.intended_json,
-        super::now_text(),
-        RepinStatus::Pending
+        super::now_text()
     ])?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Records a re-pin refused before sending.
+/// Records a re-pin refused before sending: a request that was never sent, answered `refused`.
 pub fn refused(
     conn: &Connection,
     run: i64,
@@ -181,26 +188,22 @@ pub fn refused(
     before: Option<[u8; 16]>,
     reason: &str,
 ) -> rusqlite::Result<i64> {
-    conn.execute(
-        "INSERT INTO repins (run_id, pass, cid_id, before_digest, path, query, intended, requested_at, status, error, outcome)
-         VALUES (?1, ?2, ?3, ?4, '', '', '{}', ?5, ?6, ?7, ?8)",
-        params![
-            run,
-            pass,
-            cid_id,
-            before,
-            super::now_text(),
-            RepinStatus::Refused,
-            reason,
-            Outcome::Refused
-        ],
+    let id = request(
+        conn,
+        &Intent { run, pass, cid_id, before, path: "", query: "", intended_json: "{}" },
     )?;
-    Ok(conn.last_insert_rowid())
+    conn.prepare_cached(
+        "INSERT INTO repin_answers (repin_id, cid_id, status, error, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, cid_id, RepinStatus::Refused, reason, Outcome::Refused])?;
+    Ok(id)
 }
 
 /// What became of a re-pin whose intent was recorded.
 pub struct Settled {
     pub id: i64,
+    /// The pin's, as its request has it.
+    pub cid_id: i64,
     /// Whether the cluster took it: status `sent`, else `failed`.
     pub sent: bool,
     pub http_status: Option<u16>,
@@ -211,22 +214,26 @@ pub struct Settled {
     pub outcome: Outcome,
 }
 
-/// Records what the cluster answered to a re-pin, the pin as read back and the outcome.
+/// Records what the cluster answered to a re-pin, the pin as read back and the outcome: the re-pin's
+/// answer, written once, and the request no longer unanswered.
 pub fn settled(conn: &Connection, s: &Settled) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE repins SET status = ?2, http_status = ?3, response = ?4, error = ?5,
-         after_digest = ?6, outcome = ?7, verified_at = ?8 WHERE id = ?1",
+        "INSERT INTO repin_answers (repin_id, cid_id, status, http_status, response, error,
+                                    after_digest, verified_at, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         s.id,
+        s.cid_id,
         if s.sent { RepinStatus::Sent } else { RepinStatus::Failed },
         s.http_status,
         s.response,
         s.error,
         s.after,
-        s.outcome,
-        super::now_text()
+        super::now_text(),
+        s.outcome
     ])?;
+    conn.prepare_cached("DELETE FROM repins_unanswered WHERE repin_id = ?1")?.execute([s.id])?;
     Ok(())
 }
 
@@ -248,10 +255,11 @@ pub struct Pending {
 pub fn pending(conn: &Connection, cluster: &str) -> rusqlite::Result<Vec<Pending>> {
     let mut stmt = conn.prepare(
         "SELECT r.id, r.run_id, c.cid, r.cid_id, r.intended, r.requested_at, r.before_digest
-         FROM repins r JOIN runs u ON u.id = r.run_id
-         JOIN cids c ON c.id = r.cid_id WHERE r.status = ?2 AND u.cluster = ?1 ORDER BY r.id",
+         FROM repins_unanswered o JOIN repin_requests r ON r.id = o.repin_id
+         JOIN runs u ON u.id = r.run_id JOIN cids c ON c.id = r.cid_id
+         WHERE u.cluster = ?1 ORDER BY r.id",
     )?;
-    let rows = stmt.query_map(params![cluster, RepinStatus::Pending], |r| {
+    let rows = stmt.query_map(params![cluster], |r| {
         Ok(Pending {
             id: r.get(0)?,
             run: r.get(1)?,
