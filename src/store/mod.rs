@@ -434,6 +434,18 @@ pub fn now_text() -> String {
 mod tests {
     use super::*;
 
+    /// An in-memory ledger with the migrations up to `version` applied.
+    fn migrated_to(version: i32) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        embedded::migrations::runner()
+            .set_grouped(true)
+            .set_target(refinery::Target::Version(version))
+            .run(&mut conn)
+            .unwrap();
+        conn
+    }
+
     /// Every pending migration and the rows that record them commit together, so no kill can land
     /// between a schema change and its record.
     #[test]
@@ -461,13 +473,7 @@ mod tests {
     /// convergence view over it, and an `add` run now allowed.
     #[test]
     fn v6_keeps_every_run_and_every_reference_to_it() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
-        embedded::migrations::runner()
-            .set_grouped(true)
-            .set_target(refinery::Target::Version(5))
-            .run(&mut conn)
-            .unwrap();
+        let mut conn = migrated_to(5);
         conn.execute_batch(
             "INSERT INTO cids (id, cid) VALUES (7, 'QmTgBV75rpqCE55aFyJxBMd1z8ennrr5yQH3SqbEgjUDME');
              INSERT INTO runs (id, kind, cluster, peer, peer_url, org, params, started_at, state)
@@ -517,13 +523,7 @@ mod tests {
     /// after the migration as the V4 view computed from the intervals before it.
     #[test]
     fn v7_records_the_losses_of_the_history_before_it() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
-        embedded::migrations::runner()
-            .set_grouped(true)
-            .set_target(refinery::Target::Version(6))
-            .run(&mut conn)
-            .unwrap();
+        let mut conn = migrated_to(6);
         let version = |cid: i64, d: &str, name: &str, meta: &str, ts: &str| {
             format!(
                 "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
@@ -692,13 +692,7 @@ mod tests {
     /// an answer goes on as before.
     #[test]
     fn v11_reads_every_repin_as_before() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
-        embedded::migrations::runner()
-            .set_grouped(true)
-            .set_target(refinery::Target::Version(10))
-            .run(&mut conn)
-            .unwrap();
+        let mut conn = migrated_to(10);
         let version = |d: &str, meta: &str, ts: &str| {
             format!(
                 "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
