@@ -110,8 +110,8 @@ pub fn db_bytes(db: &Path) -> u64 {
     (pages * size) as u64
 }
 
-/// What [`measured`] saw of a process: its wall time, its peak resident memory (VmHWM, read every
-/// 20 ms until it exits), how it ended and what it wrote.
+/// What [`measured`] saw of a process: its wall time, its peak resident memory (the kernel's
+/// `ru_maxrss`, from `wait4`), how it ended and what it wrote.
 pub struct Measured {
     pub secs: f64,
     pub peak_mib: f64,
@@ -121,27 +121,30 @@ pub struct Measured {
 }
 
 /// Runs `cmd` to its end, its output into files (nothing reads a pipe until the process has exited).
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4")]
 pub fn measured(cmd: &mut Command) -> Measured {
+    use std::os::unix::process::ExitStatusExt as _;
     let dir = tempfile::tempdir().unwrap();
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
     let start = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
         .spawn()
         .unwrap();
-    let mut peak: f64 = 0.0;
-    let status = loop {
-        let kb = status_kb(child.id(), "VmHWM:");
-        peak = peak.max(kb / 1024.0);
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let (mut raw, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child, writing into the two locals it is given.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut raw, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
     let secs = start.elapsed().as_secs_f64();
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    Measured { secs, peak_mib: peak, status, stdout: std::fs::read(&out).unwrap(), stderr }
+    Measured {
+        secs,
+        peak_mib: usage.ru_maxrss as f64 / 1024.0,
+        status: std::process::ExitStatus::from_raw(raw),
+        stdout: std::fs::read(&out).unwrap(),
+        stderr,
+    }
 }
 
 /// A figure of `/proc/PID/status` in kB (0 once the process is gone).
