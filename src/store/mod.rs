@@ -446,6 +446,18 @@ mod tests {
         conn
     }
 
+    /// SQL that stores a version of pin `cid` (digest `X'd'`) with this name, metadata (JSON, `""`:
+    /// none) and cluster timestamp, every other field at its default.
+    fn version(cid: i64, d: &str, name: &str, meta: &str, ts: &str) -> String {
+        format!(
+            "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
+               replication_min, replication_max, mode, max_depth, expire_at, origins, type,
+               shard_size, cluster_timestamp)
+             VALUES ({cid}, X'{d}', '{name}', nullif('{meta}', ''), json_extract(nullif('{meta}', ''), '$.org'),
+               '[]', -1, -1, 'recursive', -1, NULL, '[]', 'pin', 0, '{ts}');"
+        )
+    }
+
     /// Every pending migration and the rows that record them commit together, so no kill can land
     /// between a schema change and its record.
     #[test]
@@ -524,15 +536,6 @@ mod tests {
     #[test]
     fn v7_records_the_losses_of_the_history_before_it() {
         let mut conn = migrated_to(6);
-        let version = |cid: i64, d: &str, name: &str, meta: &str, ts: &str| {
-            format!(
-                "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
-                   replication_min, replication_max, mode, max_depth, expire_at, origins, type,
-                   shard_size, cluster_timestamp)
-                 VALUES ({cid}, X'{d}', '{name}', nullif('{meta}', ''), json_extract(nullif('{meta}', ''), '$.org'),
-                   '[]', -1, -1, 'recursive', -1, NULL, '[]', 'pin', 0, '{ts}');"
-            )
-        };
         let mut sql = String::from(
             "INSERT INTO series (id, cluster, peer) VALUES (1, 'c', 'peerA'), (2, 'c', 'peerB');
              INSERT INTO cids (id, cid) VALUES (1, 'QmA'), (2, 'QmB'), (3, 'QmC'), (4, 'QmD'),
@@ -693,17 +696,9 @@ mod tests {
     #[test]
     fn v11_reads_every_repin_as_before() {
         let mut conn = migrated_to(10);
-        let version = |d: &str, meta: &str, ts: &str| {
-            format!(
-                "INSERT INTO pin_versions (cid_id, digest, name, metadata, org, allocations,
-                   replication_min, replication_max, mode, max_depth, expire_at, origins, type,
-                   shard_size, cluster_timestamp)
-                 VALUES (1, X'{d}', 'a', nullif('{meta}', ''), json_extract(nullif('{meta}', ''), '$.org'),
-                   '[]', -1, -1, 'recursive', -1, NULL, '[]', 'pin', 0, '{ts}');"
-            )
-        };
         let mut sql = String::from("INSERT INTO cids (id, cid) VALUES (1, 'QmA');");
-        sql += &(version("01", r#"{"org":"hrdag"}"#, "t1") + &version("02", "", "t2"));
+        sql +=
+            &(version(1, "01", "a", r#"{"org":"hrdag"}"#, "t1") + &version(1, "02", "a", "", "t2"));
         sql.push_str(
             "INSERT INTO series (id, cluster, peer) VALUES (1, 'c', 'peerA');
              INSERT INTO snapshots (id, series_id, peer_url, started_at, finished_at, state, previous_id)
