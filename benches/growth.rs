@@ -16,21 +16,15 @@
 
 mod common;
 
+use common::{Measured, Sim, db_bytes, ledger_cmd, measured, median, repin_each};
 use std::path::Path;
-use std::process::Command;
-
-use common::{Measured, Sim, db_bytes, measured, median, repin_each};
 
 const STEPS: [&str; 5] = ["snapshot", "tag", "snapshot after 1% changed", "lost", "diff"];
 
 /// Runs `ledger --db DB --cluster URL -q ARGS`, which must end with exit 0 or 1 (1: attention,
 /// e.g. losses found).
 fn step(db: &Path, url: &str, args: &[&str]) -> Measured {
-    let m = measured(
-        Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["--db", db.to_str().unwrap(), "--cluster", url, "-q"])
-            .args(args),
-    );
+    let m = measured(&mut ledger_cmd(db, &[url.to_string()], args));
     assert!(
         m.status.code().is_some_and(|c| c <= 1),
         "ledger {args:?}: {:?}\n{}",

@@ -13,10 +13,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
-use common::{Sim, measured, median};
+use common::{Sim, ledger_cmd, measured, median};
 
 fn start(peers: usize, pins: usize, seed: u64) -> Sim {
     let (peers, pins, seed) = (peers.to_string(), pins.to_string(), seed.to_string());
@@ -45,12 +44,9 @@ impl Tagged {
 /// Runs `ledger tag --org bench` into a fresh ledger in `dir`.
 fn tag(dir: &Path, urls: &[String], concurrency: usize) -> Tagged {
     let db = dir.join("l.db");
-    let m = measured(
-        Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q", "tag"])
-            .args(["--org", "bench", "--settle", "0s", "--json"])
-            .args(["--concurrency", &concurrency.to_string()]),
-    );
+    let conc = concurrency.to_string();
+    let args = ["tag", "--org", "bench", "--settle", "0s", "--json", "--concurrency", &conc];
+    let m = measured(&mut ledger_cmd(&db, urls, &args));
     assert!(m.status.success(), "ledger tag: {:?}\n{}", m.status, m.stderr);
     let report: serde_json::Value =
         serde_json::from_slice(&m.stdout).unwrap_or_else(|e| panic!("{e}: {}", m.stderr));
@@ -178,12 +174,19 @@ fn tag_beside_loop(pins: usize, concurrencies: &[usize], n: usize) -> (tempfile:
 /// A bulk re-pin of every pin of a tagged cluster: one more metadata key each.
 fn bulk_repin(dir: &Path, sim: &Sim, conc: usize) {
     let db = dir.join("l.db");
-    let m = measured(
-        Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["--db", db.to_str().unwrap(), "--cluster", &sim.urls.join(","), "-q", "repin"])
-            .args(["--all", "--meta", "team=bench", "--settle", "0s", "--json"])
-            .args(["--concurrency", &conc.to_string()]),
-    );
+    let conc = conc.to_string();
+    let args = [
+        "repin",
+        "--all",
+        "--meta",
+        "team=bench",
+        "--settle",
+        "0s",
+        "--json",
+        "--concurrency",
+        &conc,
+    ];
+    let m = measured(&mut ledger_cmd(&db, &sim.urls, &args));
     let r: serde_json::Value =
         serde_json::from_slice(&m.stdout).unwrap_or_else(|e| panic!("{e}: {}", m.stderr));
     assert_eq!(r["converged"], true, "{}", m.stderr);

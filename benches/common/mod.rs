@@ -64,14 +64,17 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The command `ledger --db DB --cluster URLS -q ARGS`.
+pub fn ledger_cmd(db: &Path, urls: &[String], args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger"));
+    cmd.args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q"]).args(args);
+    cmd
+}
+
 /// Runs `ledger --db DB --cluster URLS -q ARGS`: (seconds, output).
 pub fn ledger(db: &Path, urls: &[String], args: &[&str]) -> (f64, Output) {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--db", db.to_str().unwrap(), "--cluster", &urls.join(","), "-q"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = ledger_cmd(db, urls, args).output().unwrap();
     (start.elapsed().as_secs_f64(), out)
 }
 
