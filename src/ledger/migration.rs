@@ -162,22 +162,25 @@ async fn peer_id(client: &Client) -> Option<String> {
     }
 }
 
-/// Counts the targets a peer shows as asked now, by reading its pin set (a probe).
-async fn probe(
+/// The wanted targets a peer shows as asked now, by reading its pin set (a probe). `wanted` names
+/// the target a CID is, if it is one still wanted.
+async fn probe<'t>(
     client: &Client,
-    targets: &HashSet<String>,
+    wanted: impl Fn(&str) -> Option<&'t str>,
     goal: &Goal,
-) -> anyhow::Result<(usize, HashSet<String>)> {
+) -> anyhow::Result<HashSet<&'t str>> {
     let mut stream = client.allocations().await?;
     let mut shown = HashSet::new();
     while let Some(line) = stream.next_line().await {
         let Ok(pin) = CanonicalPin::from_line(&line) else { continue };
-        if targets.contains(&pin.cid) && goal.shows(&pin) {
-            shown.insert(pin.cid);
+        if let Some(cid) = wanted(&pin.cid)
+            && goal.shows(&pin)
+        {
+            shown.insert(cid);
         }
     }
     match stream.outcome() {
-        Some(crate::cluster::StreamOutcome::Complete) => Ok((shown.len(), shown)),
+        Some(crate::cluster::StreamOutcome::Complete) => Ok(shown),
         other => {
             anyhow::bail!("the pin set of {} could not be read whole: {other:?}", client.base())
         }
@@ -188,6 +191,47 @@ async fn probe(
 pub const KEPT_ALLOCATIONS: &str = "the cluster kept an allocation outside --allocations: it moves \
      a pin only off a peer that is not a valid allocation (down, or gone from the cluster); \
      not retried";
+
+/// Counts one re-pin's outcome in its pass, and notes the pins not to retry (`gave_up`) with why
+/// (`not_done`).
+fn count_outcome(
+    pr: &mut PassReport,
+    gave_up: &mut Vec<String>,
+    not_done: &mut Vec<(String, String)>,
+    o: repin::RepinOutcome,
+) {
+    pr.attempted += 1;
+    match o.outcome {
+        Outcome::Applied => pr.applied += 1,
+        Outcome::Unchanged => pr.unchanged += 1,
+        // The cluster kept a valid allocation outside `--allocations` (it moves a pin only off a
+        // peer that is down or gone, docs/cluster-api.md §6.1 step 6): another pass would send the
+        // same request for the same answer.
+        Outcome::Mismatch if o.mismatched == ["allocations"] => {
+            pr.failed += 1;
+            gave_up.push(o.cid.clone());
+            not_done.push((o.cid, KEPT_ALLOCATIONS.to_string()));
+        }
+        Outcome::Conflict | Outcome::Refused => {
+            if o.outcome == Outcome::Conflict {
+                pr.conflicts += 1;
+            } else {
+                pr.refused += 1;
+            }
+            gave_up.push(o.cid.clone());
+            not_done.push((o.cid, o.error.unwrap_or_default()));
+        }
+        _ => {
+            pr.failed += 1;
+            tracing::debug!(cid = %o.cid, "re-pin failed: {}", o.error.unwrap_or_default());
+        }
+    }
+}
+
+/// Owned copies of CIDs, for a report.
+fn owned(cids: &[&str]) -> Vec<String> {
+    cids.iter().map(|c| c.to_string()).collect()
+}
 
 /// The passes of one run; see the module documentation.
 pub struct Migration<'a> {
@@ -202,10 +246,11 @@ pub struct Migration<'a> {
     /// What the progress bar says the pass is doing ("tagging", "re-pinning").
     doing: &'static str,
     started: Instant,
-    /// Every pin that should end up as asked: the targets and those already so.
-    targets: HashSet<String>,
+    /// Every pin that should end up as asked: the targets and those already so, borrowed from the
+    /// plan (each CID is held once, by the plan, whatever the number of passes and peers).
+    targets: HashSet<&'a str>,
     /// What the next pass re-pins.
-    to_do: Vec<String>,
+    to_do: Vec<&'a str>,
     /// Pins that cannot be re-pinned (a conflict or a refusal): not retried, not waited for.
     gave_up: HashSet<String>,
     /// Each peer's ID, for the samples taken while a pass settles: asked once, and again before a
@@ -251,24 +296,37 @@ impl<'a> Migration<'a> {
             overrides: w.goal.overrides(),
             doing: w.doing,
             started,
-            targets: w.targets.iter().chain(w.already).cloned().collect(),
-            to_do: w.targets.to_vec(),
+            targets: w.targets.iter().chain(w.already).map(String::as_str).collect(),
+            to_do: w.targets.iter().map(String::as_str).collect(),
             gave_up: HashSet::new(),
             peer_ids,
         })
     }
 
-    /// The targets still wanted on every peer.
-    fn wanted(&self) -> HashSet<String> {
-        self.targets.difference(&self.gave_up).cloned().collect()
+    /// The target `cid` names, if it is still wanted on every peer (not given up on).
+    fn wanted(&self, cid: &str) -> Option<&'a str> {
+        self.targets.get(cid).copied().filter(|c| !self.gave_up.contains(*c))
+    }
+
+    /// How many targets are still wanted on every peer.
+    fn wanted_count(&self) -> usize {
+        self.targets.iter().filter(|c| !self.gave_up.contains(**c)).count()
+    }
+
+    /// The targets still wanted that `shown` lacks, sorted.
+    fn missing(&self, shown: &HashSet<&str>) -> Vec<&'a str> {
+        let mut missing: Vec<&'a str> = (self.targets.iter().copied())
+            .filter(|c| !self.gave_up.contains(*c) && !shown.contains(c))
+            .collect();
+        missing.sort_unstable();
+        missing
     }
 
     /// Step 1: re-pins what is left to do through the write peer, and records the pass.
     async fn repin(&mut self, pass: u32, out: &mut Passed) -> anyhow::Result<PassReport> {
         let mut pr = PassReport { pass, ..Default::default() };
         let pass_started = crate::store::now_text();
-        let batch: Vec<String> =
-            self.to_do.iter().filter(|c| !self.gave_up.contains(*c)).cloned().collect();
+        self.to_do.retain(|c| !self.gave_up.contains(*c));
         let change = repin::Change {
             overrides: Some(&self.overrides),
             allocations_within: self.goal.allocations.as_deref(),
@@ -283,38 +341,15 @@ impl<'a> Migration<'a> {
             pace: &pace,
             clock: self.ctx.clock,
         };
-        let pb = self.ctx.progress(Some(batch.len() as u64));
+        let pb = self.ctx.progress(Some(self.to_do.len() as u64));
         pb.set_message(self.doing);
-        let results = repin::safe_repins(&b, &batch, |n| pb.set_position(n as u64)).await?;
+        let mut gave_up = Vec::new();
+        let progress = |n: usize| pb.set_position(n as u64);
+        let tally =
+            |o: repin::RepinOutcome| count_outcome(&mut pr, &mut gave_up, &mut out.not_done, o);
+        repin::safe_repins_each(&b, &self.to_do, progress, tally).await?;
         pb.finish_and_clear();
-        for o in results {
-            pr.attempted += 1;
-            match o.outcome {
-                Outcome::Applied => pr.applied += 1,
-                Outcome::Unchanged => pr.unchanged += 1,
-                // The cluster kept a valid allocation outside `--allocations` (it moves a pin only
-                // off a peer that is down or gone, docs/cluster-api.md §6.1 step 6): another pass
-                // would send the same request for the same answer.
-                Outcome::Mismatch if o.mismatched == ["allocations"] => {
-                    pr.failed += 1;
-                    self.gave_up.insert(o.cid.clone());
-                    out.not_done.push((o.cid, KEPT_ALLOCATIONS.to_string()));
-                }
-                Outcome::Conflict | Outcome::Refused => {
-                    if o.outcome == Outcome::Conflict {
-                        pr.conflicts += 1;
-                    } else {
-                        pr.refused += 1;
-                    }
-                    self.gave_up.insert(o.cid.clone());
-                    out.not_done.push((o.cid, o.error.unwrap_or_default()));
-                }
-                _ => {
-                    pr.failed += 1;
-                    tracing::debug!(cid = %o.cid, "re-pin failed: {}", o.error.unwrap_or_default());
-                }
-            }
-        }
+        self.gave_up.extend(gave_up);
         let counts = runs::PassCounts {
             pass: pass as i64,
             started_at: pass_started,
@@ -330,7 +365,7 @@ impl<'a> Migration<'a> {
     /// Step 2: waits `--settle`, sampling every peer every `--probe-every` meanwhile (the
     /// time-resolved convergence curve).
     async fn settle(&mut self, pass: u32) -> anyhow::Result<()> {
-        let wanted = self.wanted();
+        let wanted = self.wanted_count();
         let every = self.passes.probe_every;
         let settle_end = tokio::time::Instant::now() + self.passes.settle;
         while !every.is_zero() && tokio::time::Instant::now() + every < settle_end {
@@ -341,8 +376,10 @@ impl<'a> Migration<'a> {
                 }
                 // Whose pin set it is, unknown until the peer says: no sample until then.
                 let Some(peer) = &self.peer_ids[i] else { continue };
-                let Ok((n, _)) = probe(client, &wanted, self.goal).await else { continue };
-                self.add_probe(pass, peer, n, wanted.len())?;
+                let Ok(shown) = probe(client, |c| self.wanted(c), self.goal).await else {
+                    continue;
+                };
+                self.add_probe(pass, peer, shown.len(), wanted)?;
             }
         }
         tokio::time::sleep_until(settle_end).await;
@@ -365,7 +402,7 @@ impl<'a> Migration<'a> {
         pr: &mut PassReport,
         out: &mut Passed,
     ) -> anyhow::Result<bool> {
-        let wanted = self.wanted();
+        let wanted = self.wanted_count();
         let cluster = self.ctx.cluster_name()?;
         let mut all_there = true;
         out.stragglers.clear();
@@ -381,16 +418,15 @@ impl<'a> Migration<'a> {
                         client.base()
                     );
                     all_there = false;
-                    let mut missing: Vec<String> = wanted.iter().cloned().collect();
-                    missing.sort();
+                    let missing = self.missing(&HashSet::new());
                     // By its ID when known; a peer that never told its ID is named by its URL here.
                     let who = self.peer_ids[i].clone().unwrap_or_else(|| client.base().to_string());
-                    out.stragglers.insert(who, missing);
+                    out.stragglers.insert(who, owned(&missing));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let (n, shown) = match probe(client, &wanted, self.goal).await {
+            let shown = match probe(client, |c| self.wanted(c), self.goal).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!("probe failed: {e:#}");
@@ -399,16 +435,15 @@ impl<'a> Migration<'a> {
                 }
             };
             self.peer_ids[i] = Some(s.peer.clone());
-            self.add_probe(pass, &s.peer, n, wanted.len())?;
-            pr.tagged.insert(s.peer.clone(), n);
-            let mut missing: Vec<String> = wanted.difference(&shown).cloned().collect();
-            missing.sort();
-            if i == 0 {
-                self.to_do = missing.clone();
-            }
+            self.add_probe(pass, &s.peer, shown.len(), wanted)?;
+            pr.tagged.insert(s.peer.clone(), shown.len());
+            let missing = self.missing(&shown);
             if !missing.is_empty() {
                 all_there = false;
-                out.stragglers.insert(s.peer, missing);
+                out.stragglers.insert(s.peer, owned(&missing));
+            }
+            if i == 0 {
+                self.to_do = missing;
             }
         }
         Ok(all_there)

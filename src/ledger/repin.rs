@@ -165,23 +165,46 @@ pub struct Batch<'a> {
 /// are sent and its pins read back, the next chunk's pins are read (at most `concurrency` pins in
 /// flight in all); then one transaction records the answers of the one and the intents of the
 /// other. A CID given twice turns the overlap off, so that no pin is read before its own earlier
-/// re-pin is answered. `done` is called with the number of CIDs finished so far.
-pub async fn safe_repins(
+/// re-pin is answered. `done` is called with the number of CIDs finished so far. Returns every
+/// outcome.
+pub async fn safe_repins<S: AsRef<str>>(
     b: &Batch<'_>,
-    cids: &[String],
-    mut done: impl FnMut(usize),
+    cids: &[S],
+    done: impl FnMut(usize),
 ) -> anyhow::Result<Vec<RepinOutcome>> {
+    let mut outcomes = Vec::with_capacity(cids.len());
+    safe_repins_each(b, cids, done, |o| outcomes.push(o)).await?;
+    Ok(outcomes)
+}
+
+/// [`safe_repins`], handing each outcome to `each` once the transaction that records it has
+/// committed, instead of keeping them all: a pass over a million pins holds one chunk's outcomes at
+/// a time.
+pub async fn safe_repins_each<S: AsRef<str>>(
+    b: &Batch<'_>,
+    cids: &[S],
+    mut done: impl FnMut(usize),
+    mut each: impl FnMut(RepinOutcome),
+) -> anyhow::Result<()> {
     let limiter = b.pace.limiter();
     let slots = tokio::sync::Semaphore::new(b.pace.concurrency.max(1));
-    let unique = cids.iter().collect::<std::collections::HashSet<_>>().len() == cids.len();
-    let mut outcomes = Vec::with_capacity(cids.len());
+    let unique = cids.iter().map(AsRef::as_ref).collect::<std::collections::HashSet<&str>>().len()
+        == cids.len();
+    let mut finished = 0;
+    let mut hand_over = |outcomes: &mut Vec<RepinOutcome>| {
+        finished += outcomes.len();
+        outcomes.drain(..).for_each(&mut each);
+        done(finished);
+    };
+    let mut outcomes = Vec::new();
     let mut chunks =
         cids.chunks(b.pace.chunk()).map(|cids| Chunk { batch: b, cids, slots: &slots });
-    let Some(mut chunk) = chunks.next() else { return Ok(outcomes) };
+    let Some(mut chunk) = chunks.next() else { return Ok(()) };
     let read = chunk.read().await;
     let tx = b.conn.unchecked_transaction()?;
     let mut planned = chunk.record_intents(&tx, read, &mut outcomes)?;
     tx.commit()?;
+    hand_over(&mut outcomes);
     loop {
         let next = chunks.next();
         let last = next.is_none();
@@ -205,16 +228,16 @@ pub async fn safe_repins(
             chunk = n;
         }
         tx.commit()?;
-        done(outcomes.len());
+        hand_over(&mut outcomes);
         if last {
-            return Ok(outcomes);
+            return Ok(());
         }
     }
 }
 
 /// One safe re-pin of `cid` (see [`safe_repins`]).
 pub async fn safe_repin(b: &Batch<'_>, cid: &str) -> anyhow::Result<RepinOutcome> {
-    let mut out = safe_repins(b, &[cid.to_string()], |_| {}).await?;
+    let mut out = safe_repins(b, &[cid], |_| {}).await?;
     Ok(out.pop().expect("one outcome per CID"))
 }
 
@@ -222,9 +245,9 @@ pub async fn safe_repin(b: &Batch<'_>, cid: &str) -> anyhow::Result<RepinOutcome
 /// [`record_intents`](Chunk::record_intents), [`send`](Chunk::send) the requests and read the pins
 /// back (concurrently), [`record_answers`](Chunk::record_answers). The caller commits; a chunk's
 /// answers and the next one's intents share a transaction.
-struct Chunk<'a> {
+struct Chunk<'a, S> {
     batch: &'a Batch<'a>,
-    cids: &'a [String],
+    cids: &'a [S],
     /// One per pin in flight, shared with the chunk before or after.
     slots: &'a tokio::sync::Semaphore,
 }
@@ -242,14 +265,14 @@ struct Planned {
 /// What the cluster answered to a re-pin, and the pin as read back after it.
 type Answer = (Result<(u16, String), crate::cluster::Error>, anyhow::Result<Option<CanonicalPin>>);
 
-impl Chunk<'_> {
+impl<S: AsRef<str>> Chunk<'_, S> {
     /// Reads every pin of the chunk from the write peer.
     async fn read(&self) -> Vec<anyhow::Result<Option<CanonicalPin>>> {
         let client = self.batch.client;
         futures::stream::iter(self.cids)
             .map(|cid| async move {
                 let _slot = self.slots.acquire().await;
-                read_pin(client, cid).await
+                read_pin(client, cid.as_ref()).await
             })
             .buffered(self.batch.pace.concurrency.max(1))
             .collect()
@@ -266,7 +289,7 @@ impl Chunk<'_> {
     ) -> anyhow::Result<Vec<Planned>> {
         let mut planned = Vec::new();
         for (cid, before) in self.cids.iter().zip(read) {
-            match self.plan_one(tx, cid, before)? {
+            match self.plan_one(tx, cid.as_ref(), before)? {
                 Ok(p) => planned.push(p),
                 Err(out) => outcomes.push(out),
             }
